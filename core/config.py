@@ -1,0 +1,154 @@
+"""Configs: YAML files that may extend a base file, ``key=value`` overrides, and validation.
+
+A config file may name a base with ``extends: base.yaml`` (a path relative to that file); the file's
+own keys override the base's. Every key must be one that ``DEFAULTS`` knows, except inside the
+component nodes (``dataset``, ``backbone``, ``neck``, ``loss``, ``postprocess`` entries), whose
+options are checked against the chosen plugin's factory when it is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Every top-level key and its default. Component nodes are open: their keys go to the plugin.
+DEFAULTS: dict[str, Any] = {
+    "seed": 42,
+    "output_dir": "runs/default",
+    "plugins": [],
+    "resume": False,
+    "eval_only": False,
+    "weights": None,  # a safetensors file to start from (eval_only evaluates it)
+    "data": {
+        "root": "data/synthetic/small/train",
+        "image_size": [128, 128],  # [height, width]; images are squashed to it
+        "num_folds": 5,
+        "fold": 0,
+        "holdout_whales": True,  # validation whales never appear in training (test whales are unseen)
+        "num_workers": 2,
+    },
+    "dataset": {"name": "belugas"},
+    "backbone": {"name": "timm", "model": "resnet18", "pretrained": False},
+    "neck": {"name": "gem_bn", "embedding_size": 512},
+    "loss": {"name": "arcface_focal"},
+    "postprocess": [{"name": "knn"}],
+    "train": {
+        "epochs": 10,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "lr": 3.0e-4,
+        "weight_decay": 1.0e-6,
+        "warmup_epochs": 0,
+        "warmup_factor": 10.0,  # warm-up rises from lr to lr * warmup_factor
+        "min_lr": 1.0e-7,
+        "mixed_precision": "no",  # no | fp16 | bf16
+        "eval_every": 1,
+        "max_steps_per_epoch": None,
+        "grad_clip": None,
+    },
+    "infer": {"batch_size": 64, "tta_flip": True},
+    "ensemble_weight": 1.0,  # this model's weight when a submission ensembles several runs
+}
+
+OPEN_NODES = {"dataset", "backbone", "neck", "loss", "postprocess"}
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed, names an unknown key, or lacks a required one."""
+
+
+def _load_file(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {' -> '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors carry the line number
+        raise ConfigError(f"{path}: cannot parse YAML: {exc}") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(cfg).__name__}")
+    _check_keys(cfg, DEFAULTS, str(path))
+    base_name = cfg.pop("extends", None)
+    if base_name is None:
+        return cfg
+    base = _load_file(path.parent / str(base_name), seen + (path,))
+    return _merge(base, cfg)
+
+
+def _merge(base: DictConfig, top: DictConfig) -> DictConfig:
+    # Component nodes are replaced as a whole when the name changes, so a base's options for
+    # another plugin do not leak into this one.
+    for key in OPEN_NODES:
+        if key in top and key in base:
+            t, b = top[key], base[key]
+            if isinstance(t, DictConfig) and isinstance(b, DictConfig) and t.get("name", b.get("name")) != b.get("name"):
+                base[key] = t
+    return OmegaConf.merge(base, top)
+
+
+def _check_keys(cfg: DictConfig, schema: dict, where: str, prefix: str = "") -> None:
+    for key in cfg:
+        full = f"{prefix}{key}"
+        if prefix == "" and key == "extends":
+            continue
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"{where}: unknown config key '{full}'.{hint} Known keys here: {', '.join(schema)}")
+        if prefix == "" and key in OPEN_NODES:
+            continue
+        value, expected = cfg[key], schema[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, DictConfig):
+                raise ConfigError(f"{where}: '{full}' must be a mapping with keys {', '.join(expected)}")
+            _check_keys(value, expected, where, prefix=f"{full}.")
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:
+    """Defaults <- config file (and its bases) <- ``key=value`` overrides, validated and resolved."""
+    cfg = OmegaConf.create(DEFAULTS)
+    if path is not None:
+        cfg = _merge(cfg, _load_file(Path(path)))
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+    try:
+        dot = OmegaConf.from_dotlist(overrides)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse overrides {overrides}: {exc}") from exc
+    _check_keys(dot, DEFAULTS, "command line")
+    cfg = _merge(cfg, dot)
+    _validate(cfg)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _validate(cfg: DictConfig) -> None:
+    for key in ("dataset", "backbone", "neck", "loss"):
+        if not isinstance(cfg[key], DictConfig) or "name" not in cfg[key]:
+            raise ConfigError(f"'{key}' must be a mapping with a 'name' key, got {cfg[key]!r}")
+    if not isinstance(cfg.postprocess, ListConfig) or not all("name" in s for s in cfg.postprocess):
+        raise ConfigError("'postprocess' must be a list of mappings, each with a 'name' key")
+    if cfg.train.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {cfg.train.mixed_precision!r}")
+    size = cfg.data.image_size
+    if not (isinstance(size, ListConfig) and len(size) == 2 and all(int(s) > 0 for s in size)):
+        raise ConfigError(f"data.image_size must be [height, width], got {size!r}")
+    if not 0 <= cfg.data.fold < cfg.data.num_folds:
+        raise ConfigError(f"data.fold must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
+
+
+def component(cfg: DictConfig, key: str) -> dict:
+    """A component node as a plain dict, ready for ``Registry.build``."""
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path)

@@ -1,0 +1,32 @@
+"""Validation with the competition metric on scenarios built from the held-out fold."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.metric import map_score
+from core.retrieval import embed_images, predict
+from core.scenarios import Scenario, random_predictions
+
+
+def score_scenarios(predictions: pd.DataFrame, scenarios: Sequence[Scenario]) -> dict:
+    """``{"mAP": over all queries, "scenarios": {name: mAP}}``."""
+    labels = pd.concat([sc.labels for sc in scenarios], ignore_index=True)
+    per_query = map_score(predictions, labels, per_query=True)
+    by_scenario = {sc.name: float(per_query[sc.queries["query_id"]].mean()) for sc in scenarios}
+    return {"mAP": float(per_query.mean()), "scenarios": by_scenario}
+
+
+def random_baseline(scenarios: Sequence[Scenario], seed: int = 0) -> dict:
+    return score_scenarios(random_predictions(list(scenarios), seed), scenarios)
+
+
+def evaluate(model, loader, image_ids: Sequence[str], scenarios: Sequence[Scenario], steps: Sequence[Callable],
+             device, tta_flip: bool, gather: Callable | None = None, progress: bool = False) -> dict:
+    """Embed every image of ``loader`` once, rank every scenario, score it."""
+    emb = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress)
+    index = {img: i for i, img in enumerate(image_ids)}
+    return score_scenarios(predict(scenarios, emb, index, steps), scenarios)

@@ -1,0 +1,84 @@
+"""The competition metric of "Where's Whale-do?", and the submission format rules.
+
+Per query: the average precision of its returned rows ordered by score (scikit-learn's
+``average_precision_score`` semantics: rows with equal scores form one threshold, so ties cost
+precision), times ``(true matches returned) / min(true matches, 20)``. A query with no returned
+rows scores 0. The result is the mean over the queries in the labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MAX_ROWS_PER_QUERY = 20
+PREDICTION_COLUMNS = ["query_id", "database_image_id", "score"]
+
+
+class SubmissionFormatError(ValueError):
+    """Predictions break the competition's format rules."""
+
+
+def average_precision(hits: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's average precision of boolean ``hits`` ranked by ``scores`` (ties grouped)."""
+    total = int(hits.sum())
+    if total == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="mergesort")
+    hits, scores = hits[order], scores[order]
+    # the last row of each run of equal scores closes one threshold
+    closes = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
+    tp = np.cumsum(hits)[closes]
+    precision = tp / (closes + 1)
+    recall = tp / total
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def validate_predictions(predictions: pd.DataFrame, query_image_ids: dict[str, str] | None = None) -> None:
+    """Raise ``SubmissionFormatError`` for any broken rule; ``query_image_ids`` maps query_id -> image_id."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise SubmissionFormatError(f"predictions lack columns {missing}; need {PREDICTION_COLUMNS}")
+    scores = pd.to_numeric(predictions["score"], errors="coerce")
+    bad = predictions[scores.isna() | (scores < 0) | (scores > 1)]
+    if len(bad):
+        raise SubmissionFormatError(
+            f"{len(bad)} scores outside [0, 1] or not numbers; first at row {bad.index[0]}: {bad.iloc[0].to_dict()}"
+        )
+    counts = predictions.groupby("query_id").size()
+    if (counts > MAX_ROWS_PER_QUERY).any():
+        q = counts.idxmax()
+        raise SubmissionFormatError(f"query {q} has {counts[q]} rows; at most {MAX_ROWS_PER_QUERY} allowed")
+    dup = predictions.duplicated(["query_id", "database_image_id"])
+    if dup.any():
+        row = predictions[dup].iloc[0]
+        raise SubmissionFormatError(f"query {row.query_id} returns {row.database_image_id} more than once")
+    if query_image_ids is not None:
+        unknown = set(predictions["query_id"]) - set(query_image_ids)
+        if unknown:
+            raise SubmissionFormatError(f"{len(unknown)} unknown query ids, e.g. {sorted(unknown)[0]}")
+        self_hits = predictions["database_image_id"].to_numpy() == predictions["query_id"].map(query_image_ids).to_numpy()
+        if self_hits.any():
+            row = predictions[self_hits].iloc[0]
+            raise SubmissionFormatError(f"query {row.query_id} returns its own image {row.database_image_id}")
+
+
+def map_score(predictions: pd.DataFrame, labels: pd.DataFrame, per_query: bool = False):
+    """Competition mAP of ``predictions`` (query_id, database_image_id, score) against ``labels``
+    (query_id, database_image_id: every true match). Returns a float, or a Series per query."""
+    validate_predictions(predictions)
+    truth = labels.groupby("query_id")["database_image_id"].agg(set)
+    preds = {q: g for q, g in predictions.groupby("query_id")}
+    values = {}
+    for query_id, true_ids in truth.items():
+        group = preds.get(query_id)
+        if group is None or not len(group):
+            values[query_id] = 0.0
+            continue
+        hits = group["database_image_id"].isin(true_ids).to_numpy()
+        ap = average_precision(hits, group["score"].to_numpy(dtype=float))
+        values[query_id] = ap * hits.sum() / min(len(true_ids), MAX_ROWS_PER_QUERY)
+    series = pd.Series(values, dtype=float, name="score")
+    if per_query:
+        return series
+    return float(series.mean()) if len(series) else float("nan")

@@ -1,0 +1,30 @@
+"""The embedding model: a backbone followed by a neck, built from the config's component nodes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.config import component
+from core.plugins import Registry
+
+
+class EmbeddingModel(nn.Module):
+    """float32 [B, 3, h, w] images -> float32 [B, E] embeddings (not normalised)."""
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module):
+        super().__init__()
+        self.backbone, self.neck = backbone, neck
+
+    @property
+    def embedding_size(self) -> int:
+        return int(self.neck.embedding_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(images))
+
+
+def build_model(cfg, registries: dict[str, Registry]) -> EmbeddingModel:
+    backbone = registries["backbone"].build(component(cfg, "backbone"))
+    neck = registries["neck"].build(component(cfg, "neck"), in_features=int(backbone.num_features))
+    return EmbeddingModel(backbone, neck)

@@ -1,0 +1,241 @@
+"""The whaleid runner: ``accelerate launch core/run.py --config configs/X.yaml [key=value ...]``.
+
+Reads the config, loads the plugins, splits the data, trains with the config's recipe, evaluates
+with the competition metric every ``train.eval_every`` epochs, and keeps the best and last weights.
+Writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.json`` (the best evaluation),
+``history.jsonl`` (one line per evaluation), ``best.safetensors``, ``last.safetensors`` and
+``checkpoint/`` (model, optimizer, scheduler and RNG state, for ``resume=true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable, not core/
+    _root = str(Path(__file__).resolve().parent.parent)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    sys.path.insert(0, _root)
+
+import torch
+from torch.utils.data import DataLoader
+
+from core.config import component, load_config, save_config
+from core.evaluate import evaluate, random_baseline
+from core.model import build_model
+from core.plugins import build_registries
+from core.retrieval import build_steps
+from core.scenarios import build_scenarios
+
+log = logging.getLogger("whaleid")
+
+
+class TrainStep(torch.nn.Module):
+    """Model and loss head in one module, so one DDP wrapper covers every trained parameter."""
+
+    def __init__(self, model, loss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, images, labels):
+        return self.loss(self.model(images), labels)
+
+
+def lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: float, warmup_factor: float, lr: float, min_lr: float):
+    """Multiplier of the base lr per step: linear warm-up from 1 to ``warmup_factor``, then cosine to ``min_lr``."""
+    warm = int(warmup_epochs * steps_per_epoch)
+    total = max(1, epochs * steps_per_epoch)
+    peak = warmup_factor if warm > 0 else 1.0
+    floor = min_lr / lr
+
+    def f(step: int) -> float:
+        if step < warm:
+            return 1.0 + (warmup_factor - 1.0) * step / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="core/run.py",
+        description="Train and evaluate a whale re-identification model. "
+                    "Launch with `accelerate launch core/run.py --config configs/X.yaml [key=value ...]`.",
+        epilog="Examples: output_dir=runs/a data.root=DIR train.epochs=5 resume=true eval_only=true weights=W",
+    )
+    p.add_argument("--config", help="YAML config file (may `extends:` a base)")
+    p.add_argument("overrides", nargs="*", help="config overrides as key=value (omegaconf dotlist)")
+    return p.parse_args(argv)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _save_weights(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_weights(model, path) -> None:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    model.load_state_dict(load_file(str(path)))
+
+
+def main(argv=None) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    # Without a GPU, accelerate forms a gloo group only when told it runs on the CPU; otherwise
+    # `accelerate launch --multi_gpu --num_processes 2` on a CPU machine runs two unrelated processes.
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("faiss", "faiss.loader", "accelerate", "accelerate.checkpointing", "accelerate.accelerator"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    set_seed(int(cfg.seed))
+
+    registries = build_registries(cfg.plugins)
+    data = registries["dataset"].build(component(cfg, "dataset"), root=cfg.data.root, image_size=list(cfg.data.image_size))
+    train_df, val_df = data.split(int(cfg.data.num_folds), int(cfg.data.fold), bool(cfg.data.holdout_whales), int(cfg.seed))
+    scenarios = build_scenarios(val_df)
+    if not scenarios:
+        raise ValueError(f"fold {cfg.data.fold} of {cfg.data.root} yields no validation scenario with a true match; "
+                         "use more data or fewer folds")
+    classes = sorted(train_df["whale_id"].unique())
+    class_of = {w: i for i, w in enumerate(classes)}
+    log.info("data %s: %d train images of %d whales, %d validation images; scenarios: %s", cfg.data.root,
+             len(train_df), len(classes), len(val_df), ", ".join(f"{s.name} ({len(s.queries)} q)" for s in scenarios))
+
+    model = build_model(cfg, registries)
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    steps = build_steps(cfg.postprocess, registries["postprocess"])
+    val_loader = DataLoader(data.eval_dataset(val_df), batch_size=int(cfg.infer.batch_size), shuffle=False,
+                            num_workers=int(cfg.data.num_workers))
+    image_ids = list(val_df["image_id"])
+
+    def run_eval(epoch: int) -> dict:
+        result = evaluate(accelerator.unwrap_model(model_ref), val_loader, image_ids, scenarios, steps,
+                          accelerator.device, bool(cfg.infer.tta_flip), gather=accelerator.gather_for_metrics,
+                          progress=accelerator.is_local_main_process)
+        result.update(epoch=epoch, num_processes=accelerator.num_processes)
+        return result
+
+    baseline = random_baseline(scenarios, int(cfg.seed))
+    if cfg.eval_only:
+        model_ref = model.to(accelerator.device)
+        val_loader = accelerator.prepare(val_loader)
+        result = run_eval(0)
+        result["random"] = baseline
+        if accelerator.is_main_process:
+            _write_json(out / "metrics.json", result)
+            log.info("eval mAP %.4f %s", result["mAP"], result["scenarios"])
+        return result
+
+    loss = registries["loss"].build(component(cfg, "loss"), embedding_size=model.embedding_size, num_classes=len(classes))
+    trainer = TrainStep(model, loss)
+    train_loader = DataLoader(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]),
+                              batch_size=int(cfg.train.batch_size), shuffle=True, drop_last=True,
+                              num_workers=int(cfg.data.num_workers), persistent_workers=int(cfg.data.num_workers) > 0)
+    if cfg.train.optimizer == "adam":
+        optimizer = torch.optim.Adam(trainer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    elif cfg.train.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(trainer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    else:
+        raise ValueError(f"train.optimizer must be adam or adamw, got {cfg.train.optimizer!r}")
+    trainer, optimizer, train_loader, val_loader = accelerator.prepare(trainer, optimizer, train_loader, val_loader)
+    steps_per_epoch = len(train_loader)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, int(cfg.train.max_steps_per_epoch))
+    if steps_per_epoch == 0:
+        raise ValueError(f"training set has {len(train_df)} images, fewer than one batch of {cfg.train.batch_size} per process")
+    epochs = int(cfg.train.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        epochs, steps_per_epoch, cfg.train.warmup_epochs, cfg.train.warmup_factor, cfg.train.lr, cfg.train.min_lr))
+    accelerator.register_for_checkpointing(scheduler)
+    model_ref = accelerator.unwrap_model(trainer).model
+
+    state = {"epoch": 0, "best_mAP": -1.0}
+    ckpt = out / "checkpoint"
+    if cfg.resume and (ckpt / "state.json").is_file():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "state.json").read_text())
+        log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
+    elif cfg.resume:
+        log.warning("resume=true but %s holds no checkpoint; starting afresh", ckpt)
+
+    result = None
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        trainer.train()
+        started, total, count = time.time(), 0.0, 0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                   disable=not accelerator.is_local_main_process, leave=False)
+        for step, (images, labels) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            with accelerator.autocast():
+                loss_value = trainer(images, labels)
+            accelerator.backward(loss_value)
+            if cfg.train.grad_clip:
+                accelerator.clip_grad_norm_(trainer.parameters(), float(cfg.train.grad_clip))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total, count = total + float(loss_value.detach()), count + 1
+            bar.set_postfix(loss=f"{total / count:.3f}")
+        line = (f"epoch {epoch}/{epochs} loss {total / max(count, 1):.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"{count * int(cfg.train.batch_size) * accelerator.num_processes / (time.time() - started):.1f} img/s")
+        if epoch % int(cfg.train.eval_every) == 0 or epoch == epochs:
+            result = run_eval(epoch)
+            result["random"] = baseline
+            line += f" | val mAP {result['mAP']:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in result["scenarios"].items())
+            if accelerator.is_main_process:
+                with open(out / "history.jsonl", "a") as fh:
+                    fh.write(json.dumps(result) + "\n")
+                if result["mAP"] > state["best_mAP"]:
+                    state["best_mAP"] = result["mAP"]
+                    _save_weights(model_ref, out / "best.safetensors")
+                    _write_json(out / "metrics.json", result)
+        log.info(line)
+        state["epoch"] = epoch
+        accelerator.wait_for_everyone()
+        # checkpoint into a fresh folder, then swap it in: a crash mid-save keeps the previous one
+        tmp = out / "checkpoint.tmp"
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            _write_json(tmp / "state.json", state)
+            _save_weights(model_ref, out / "last.safetensors")
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+            os.replace(tmp, ckpt)
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else (result or {})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Built-in whaleid plugins, one small module per component, grouped by hook point."""

@@ -1,0 +1,60 @@
+"""Loss ``arcface_focal`` (the seed's): an ArcFace margin head, focal loss over label-smoothed CE.
+
+ArcFace (Deng et al., 2019): logits ``s * cos(theta + m)`` for the true class, ``s * cos(theta)``
+otherwise. Focal (Lin et al., 2017) over the smoothed cross-entropy ``ce``: ``(1 - exp(-ce))^gamma * ce``.
+The head runs in float32 even under mixed precision: the margin's trigonometry underflows in fp16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.hookspecs import hookimpl
+
+
+class ArcMarginProduct(nn.Module):
+    """Cosine logits with an additive angular margin; [B, E] embeddings -> [B, num_classes] logits."""
+
+    def __init__(self, embedding_size: int, num_classes: int, s: float = 20.0, m: float = 0.30, easy_margin=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.xavier_uniform_(self.weight)
+        self.s, self.m, self.easy_margin = s, m, easy_margin
+        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
+        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight)).clamp(-1.0, 1.0)
+        sine = torch.sqrt((1.0 - cosine.pow(2)).clamp(min=1e-12))
+        phi = cosine * self.cos_m - sine * self.sin_m  # cos(theta + m)
+        if self.easy_margin:
+            phi = torch.where(cosine > 0, phi, cosine)
+        else:
+            phi = torch.where(cosine > self.th, phi, cosine - self.mm)
+        one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
+        return self.s * (one_hot * phi + (1.0 - one_hot) * cosine)
+
+
+class ArcFaceFocalLoss(nn.Module):
+    def __init__(self, embedding_size: int, num_classes: int, s: float = 20.0, m: float = 0.30,
+                 easy_margin: bool = False, ls_eps: float = 0.2, gamma: float = 6.0):
+        super().__init__()
+        self.head = ArcMarginProduct(embedding_size, num_classes, s, m, easy_margin)
+        self.ls_eps, self.gamma = ls_eps, gamma
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        device_type = embeddings.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            logits = self.head(embeddings.float(), labels)
+            ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.ls_eps)
+            focal = (1.0 - torch.exp(-ce)).pow(self.gamma) * ce
+        return focal.mean()
+
+
+@hookimpl
+def register_losses(register):
+    register("arcface_focal", ArcFaceFocalLoss)

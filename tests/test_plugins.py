@@ -1,0 +1,135 @@
+"""Each built-in plugin alone, and a user's drop-in plugin."""
+
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.plugins import build_registries
+from core.retrieval import RetrievalContext, combine_embeddings, rank_scenario
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return build_registries()
+
+
+def test_timm_backbone_modes(reg):
+    x = torch.randn(2, 3, 64, 64)
+    fmap = reg["backbone"].build({"name": "timm", "model": "resnet18"})
+    assert fmap(x).shape == (2, fmap.num_features, 2, 2)
+    pooled = reg["backbone"].build({"name": "timm", "model": "resnet18", "mode": "pooled"})
+    assert pooled(x).shape == (2, 512)
+    stages = reg["backbone"].build({"name": "timm", "model": "resnet18", "mode": "stages", "out_indices": [2, 3, 4]})
+    outs = stages(x)
+    assert [o.shape[1] for o in outs] == stages.feature_channels == [128, 256, 512]
+
+
+def test_timm_backbone_local_weights(reg, tmp_path):
+    from safetensors.torch import save_file
+
+    src = reg["backbone"].build({"name": "timm", "model": "resnet18"})
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    dst = reg["backbone"].build({"name": "timm", "model": "resnet18", "weights": str(tmp_path / "w.safetensors")})
+    assert torch.equal(dst.model.conv1.weight, src.model.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        reg["backbone"].build({"name": "timm", "model": "resnet18", "weights": str(tmp_path / "missing.safetensors")})
+
+
+def test_gem_bn_neck_shapes_and_gem_value(reg):
+    neck = reg["neck"].build({"name": "gem_bn", "embedding_size": 16}, in_features=8).eval()
+    assert neck(torch.rand(4, 8, 5, 5)).shape == (4, 16)
+    assert neck(torch.rand(4, 8)).shape == (4, 16)
+    assert neck([torch.rand(4, 3, 9, 9), torch.rand(4, 8, 5, 5)]).shape == (4, 16)
+    x = torch.full((1, 1, 2, 2), 2.0)
+    assert neck.pool(x).item() == pytest.approx(2.0, rel=1e-5)  # GeM of a constant is the constant
+
+
+def test_arcface_focal_loss(reg):
+    torch.manual_seed(0)
+    loss = reg["loss"].build({"name": "arcface_focal"}, embedding_size=8, num_classes=5)
+    emb, labels = torch.randn(10, 8, requires_grad=True), torch.randint(0, 5, (10,))
+    value = loss(emb, labels)
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(value) and emb.grad is not None
+    # embeddings on their class weights score lower loss than random ones
+    aligned = loss.head.weight.detach()[labels] * 5
+    assert loss(aligned, labels) < value
+    # the head stays float32 under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert loss(emb.bfloat16(), labels).dtype == torch.float32
+
+
+def test_focal_gamma_zero_is_smoothed_cross_entropy(reg):
+    loss = reg["loss"].build({"name": "arcface_focal", "gamma": 0.0, "m": 0.0, "ls_eps": 0.1}, embedding_size=4, num_classes=3)
+    emb, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    logits = loss.head(emb, labels)
+    ref = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    assert loss(emb, labels).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def ctx_for(q_ids, q_imgs, db_ids, q, db):
+    return RetrievalContext(q_ids, q_imgs, db_ids, np.asarray(q, np.float32), np.asarray(db, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_knn_removes_query_image_and_keeps_top_k(reg, backend):
+    rng = np.random.default_rng(0)
+    db = rng.normal(size=(30, 8)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    db_ids = [f"d{i}" for i in range(30)]
+    step = reg["postprocess"].build({"name": "knn", "top_k": 20, "backend": backend})
+    frame = rank_scenario(ctx_for(["s-d3", "s-x"], ["d3", "x"], db_ids, db[[3, 5]], db), [step])
+    first = frame[frame.query_id == "s-d3"]
+    assert len(first) == 20 and "d3" not in set(first.database_image_id)
+    second = frame[frame.query_id == "s-x"]
+    assert second.iloc[0].database_image_id == "d5" and second.score.iloc[0] == pytest.approx((1 + 1) * 0.49)
+    assert frame.score.between(0, 1).all()
+    assert (np.diff(second.score.to_numpy()) <= 0).all()
+
+
+def test_knn_empty_and_self_only_databases(reg):
+    step = reg["postprocess"].build({"name": "knn"})
+    frame = rank_scenario(ctx_for(["s-a"], ["a"], ["a"], [[1, 0]], [[1, 0]]), [step])
+    assert len(frame) == 0
+    frame = rank_scenario(ctx_for(["s-a"], ["a"], [], [[1, 0]], np.zeros((0, 2))), [step])
+    assert len(frame) == 0
+
+
+def test_combine_embeddings_is_weighted_mean_of_cosines():
+    rng = np.random.default_rng(1)
+    a, b = (rng.normal(size=(5, 4)) for _ in range(2))
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    c = combine_embeddings([a, b], [1.0, 0.75])
+    expected = (1.0 * a @ a.T + 0.75 * b @ b.T) / 1.75
+    assert np.allclose(c @ c.T, expected, atol=1e-5)
+    with pytest.raises(ValueError):
+        combine_embeddings([a, b], [1.0])
+
+
+def test_drop_in_plugin_module(tmp_path, monkeypatch):
+    (tmp_path / "my_whale_plugin.py").write_text(textwrap.dedent('''
+        import torch
+        from core.hookspecs import hookimpl
+
+        class MeanNeck(torch.nn.Module):
+            def __init__(self, in_features, embedding_size=4):
+                super().__init__()
+                self.fc = torch.nn.Linear(in_features, embedding_size)
+                self.embedding_size = embedding_size
+            def forward(self, x):
+                return self.fc(x.mean(dim=(2, 3)))
+
+        @hookimpl
+        def register_necks(register):
+            register("mean", MeanNeck)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = build_registries(["my_whale_plugin"])
+    assert reg["neck"].providers["mean"] == "my_whale_plugin"
+    neck = reg["neck"].build({"name": "mean", "embedding_size": 3}, in_features=8)
+    assert neck(torch.rand(2, 8, 3, 3)).shape == (2, 3)
+    sys.modules.pop("my_whale_plugin", None)

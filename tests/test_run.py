@@ -1,0 +1,57 @@
+"""The runner end to end: train, evaluate, checkpoint, resume, and 2-process evaluation."""
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import SMOKE, read_json, run_core
+
+
+def test_smoke_run_writes_metrics_config_and_weights(smoke_run):
+    metrics = read_json(smoke_run / "metrics.json")
+    assert set(metrics) >= {"mAP", "scenarios", "epoch", "num_processes", "random"}
+    assert 0.0 <= metrics["mAP"] <= 1.0 and metrics["num_processes"] == 1
+    assert "top_all" in metrics["scenarios"]
+    for name in ("config.yaml", "best.safetensors", "last.safetensors", "checkpoint/state.json", "history.jsonl"):
+        assert (smoke_run / name).exists(), name
+    history = [json.loads(l) for l in (smoke_run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_survey, tmp_path):
+    out = tmp_path / "run"
+    common = SMOKE + [f"data.root={tiny_survey / 'train'}", f"output_dir={out}"]
+    run_core(common + ["train.epochs=1", "train.max_steps_per_epoch=2"])
+    assert read_json(out / "checkpoint" / "state.json")["epoch"] == 1
+    proc = run_core(common + ["train.epochs=2", "train.max_steps_per_epoch=2", "resume=true"])
+    assert "resumed from" in proc.stderr
+    epochs = [json.loads(l)["epoch"] for l in (out / "history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert read_json(out / "checkpoint" / "state.json")["epoch"] == 2
+
+
+def test_two_process_evaluation_matches_one_process(smoke_run, tiny_survey, tmp_path):
+    args = SMOKE + [f"data.root={tiny_survey / 'train'}", "eval_only=true", f"weights={smoke_run / 'best.safetensors'}"]
+    run_core(args + [f"output_dir={tmp_path / 'one'}"])
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    run_core(args + [f"output_dir={tmp_path / 'two'}"], launcher=launcher)
+    one, two = read_json(tmp_path / "one" / "metrics.json"), read_json(tmp_path / "two" / "metrics.json")
+    assert one["num_processes"] == 1 and two["num_processes"] == 2
+    assert two["mAP"] == pytest.approx(one["mAP"], abs=1e-6)
+    assert two["scenarios"] == pytest.approx(one["scenarios"], abs=1e-6)
+
+
+def test_bad_input_fails_clearly(tiny_survey, tmp_path):
+    proc = run_core(SMOKE + [f"data.root={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'x'}"], check=False)
+    assert proc.returncode != 0 and "metadata not found" in proc.stderr
+    proc = run_core(SMOKE + ["backbone.name=timmm", f"data.root={tiny_survey / 'train'}", f"output_dir={tmp_path / 'y'}"], check=False)
+    assert proc.returncode != 0 and "unknown backbone 'timmm'" in proc.stderr
+    proc = run_core(SMOKE + ["train.epoks=1"], check=False)
+    assert proc.returncode != 0 and "Did you mean 'train.epochs'" in proc.stderr
+
+
+def test_help_text():
+    proc = run_core(["--help"])
+    assert "accelerate launch core/run.py" in " ".join(proc.stdout.split())
