@@ -81,18 +81,16 @@ def check_files_exist(df: pd.DataFrame, source: str) -> None:
 
 
 class EvalImages(Dataset):
-    """Yields ``(float32 [3, h, w], position)`` for each row of a table with a ``file`` column.
+    """Yields ``(float32 [3, h, w], position, ok)`` for each file.
 
     With ``on_error="raise"`` a bad image stops the run naming the file; with ``"blank"`` it is
-    logged and replaced by a zero image, and its position is recorded in ``failed`` (in this
-    process only; ``main.py`` runs in one process).
+    logged and replaced by a zero image with ``ok`` False (a flag, so it survives worker processes).
     """
 
     def __init__(self, files: Sequence[str], image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, on_error="raise"):
         self.files = list(files)
         self.size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std, self.on_error = mean, std, on_error
-        self.failed: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,9 +102,8 @@ class EvalImages(Dataset):
             if self.on_error == "raise":
                 raise
             log.warning("%s; using a blank image in its place", exc)
-            self.failed.add(i)
-            return torch.zeros(3, *self.size), i
-        return squash_to_tensor(img, self.size, self.mean, self.std), i
+            return torch.zeros(3, *self.size), i, False
+        return squash_to_tensor(img, self.size, self.mean, self.std), i, True
 
 
 class WhaleData(abc.ABC):

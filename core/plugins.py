@@ -94,11 +94,13 @@ def check_options(factory: Callable[..., Any], options: dict, what: str) -> None
             raise PluginError(f"{what} has no option '{key}'.{hint} Its options: {', '.join(accepted)}")
 
 
-def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
-    """Plugin manager holding the built-ins, ``extra_modules`` and entry points in group ``whaleid``."""
+def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
+                   entry_points: bool = True) -> pluggy.PluginManager:
+    """Plugin manager holding ``builtins``, ``extra_modules`` and (optionally) installed entry points
+    in group ``whaleid``. A submission bundle passes only the modules it carries."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for module_name in (*BUILTIN_PLUGINS, *extra_modules):
+    for module_name in (*builtins, *extra_modules):
         if pm.has_plugin(module_name):
             continue
         try:
@@ -106,13 +108,15 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
         except ImportError as exc:
             raise PluginError(f"cannot import plugin module '{module_name}': {exc}") from exc
         pm.register(module, name=module_name)
-    pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+    if entry_points:
+        pm.load_setuptools_entrypoints(hookspecs.PROJECT)
     return pm
 
 
-def build_registries(extra_modules: Iterable[str] = ()) -> dict[str, Registry]:
+def build_registries(extra_modules: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
+                     entry_points: bool = True) -> dict[str, Registry]:
     """One ``Registry`` per hook point, filled by every plugin's registration hooks."""
-    pm = plugin_manager(extra_modules)
+    pm = plugin_manager(extra_modules, builtins, entry_points)
     registries = {point: Registry(point) for point in hookspecs.HOOK_POINTS}
     for point, hook_name in _HOOK_NAMES.items():
         hook = getattr(pm.hook, hook_name)

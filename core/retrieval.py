@@ -21,41 +21,45 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: bool = True,
                  gather: Callable | None = None, num_images: int | None = None, progress: bool = False,
-                 autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    """L2-normalised float32 [N, E] embeddings of the loader's images, in position order.
+                 autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(L2-normalised float32 [N, E] embeddings in position order, bool [N] image read fine).
 
-    The loader yields ``(images [B, 3, h, w], positions [B])``. With ``tta_flip`` the embeddings of
-    the image and its horizontal mirror are averaged before normalising (the seed's TTA).
-    ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects ``(embeddings, positions)`` from all
-    processes; rows are placed by position, so duplicated padding rows do no harm.
+    The loader yields ``(images [B, 3, h, w], positions [B], ok [B])`` (see ``core.data.EvalImages``).
+    With ``tta_flip`` the embeddings of the image and its horizontal mirror are averaged before
+    normalising (the seed's TTA). ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects the
+    batch from all processes; rows are placed by position, so duplicated padding rows do no harm.
     """
     model.eval()
-    chunks, positions = [], []
+    chunks, positions, oks = [], [], []
     batches = loader
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(loader, desc="embed", unit="batch", leave=False)
-    for images, pos in batches:
+    device_type = torch.device(device).type
+    for images, pos, ok in batches:
         images = images.to(device, non_blocking=True)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
+        with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
             emb = model(images).float()
             if tta_flip:
                 emb = (emb + model(torch.flip(images, dims=[3])).float()) / 2
         emb = F.normalize(emb, dim=1)
-        pos = pos.to(emb.device)
+        pos, ok = pos.to(emb.device), ok.to(emb.device)
         if gather is not None:
-            emb, pos = gather((emb, pos))
+            emb, pos, ok = gather((emb, pos, ok))
         chunks.append(emb.cpu())
         positions.append(pos.cpu())
+        oks.append(ok.cpu())
+    n = num_images if num_images is not None else (int(torch.cat(positions).max()) + 1 if positions else 0)
     if not chunks:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((n, 0), np.float32), np.zeros(n, bool)
     emb, pos = torch.cat(chunks), torch.cat(positions).long()
-    n = num_images if num_images is not None else int(pos.max()) + 1
     out = torch.zeros(n, emb.shape[1])
     out[pos] = emb
-    return out.numpy()
+    good = torch.zeros(n, dtype=torch.bool)
+    good[pos] = torch.cat(oks).bool()
+    return out.numpy(), good.numpy()
 
 
 def combine_embeddings(per_model: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from core.config import component, load_config, save_config
 from core.evaluate import evaluate, random_baseline
+from core.logs import setup_logging
 from core.model import build_model
 from core.plugins import build_registries
 from core.retrieval import build_steps
@@ -108,10 +109,7 @@ def main(argv=None) -> dict:
     # Without a GPU, accelerate forms a gloo group only when told it runs on the CPU; otherwise
     # `accelerate launch --multi_gpu --num_processes 2` on a CPU machine runs two unrelated processes.
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("faiss", "faiss.loader", "accelerate", "accelerate.checkpointing", "accelerate.accelerator"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(accelerator.is_main_process)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ def test_corrupt_image_raises_or_blanks(tmp_path):
     with pytest.raises(ImageError, match="bad.jpg"):
         load_rgb(bad)
     ds = EvalImages([str(bad)], (16, 16), on_error="blank")
-    img, pos = ds[0]
-    assert img.shape == (3, 16, 16) and float(img.abs().sum()) == 0 and ds.failed == {0}
+    img, pos, ok = ds[0]
+    assert img.shape == (3, 16, 16) and float(img.abs().sum()) == 0 and pos == 0 and ok is False
     with pytest.raises(ImageError):
         EvalImages([str(bad)], (16, 16))[0]

@@ -1,0 +1,142 @@
+"""What a submission's ``main.py`` does: embed the test images with each bundled model, combine
+the models, rank every scenario's database, and write ``submission.csv``.
+
+Bundle layout (made by ``submission.build``): ``manifest.json``, ``models/<k>/config.yaml`` and
+``models/<k>/weights.safetensors``, and the ``core``/``plugins`` modules inference needs. Needs only
+torch, numpy, pandas, PIL, pluggy, omegaconf, safetensors, timm (and faiss when configured).
+
+Bad data never stops the run: a missing or corrupt image, an image id absent from metadata, or an
+empty database is logged by name, and the file written is always valid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from core.data import EvalImages, read_metadata
+from core.metric import validate_predictions
+from core.plugins import build_registries
+from core.retrieval import build_steps, combine_embeddings, embed_images, predict
+from core.scenarios import read_scenarios
+
+log = logging.getLogger("whaleid.inference")
+
+
+def load_manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def image_files(data_root: Path, image_ids: list[str]) -> list[str]:
+    """A path per image id: from metadata.csv, else ``images/<id>.jpg`` (logged); missing files stay
+    in the list and are handled when read."""
+    try:
+        meta = read_metadata(data_root, require_identity=False)
+        known = dict(zip(meta["image_id"], meta["file"]))
+    except Exception as exc:  # a broken metadata file must not stop the run
+        log.warning("cannot use %s/metadata.csv (%s); looking images up as images/<id>.jpg", data_root, exc)
+        known = {}
+    files = []
+    for image_id in image_ids:
+        if image_id not in known:
+            log.warning("image id %s is not in metadata.csv; trying images/%s.jpg", image_id, image_id)
+        files.append(known.get(image_id, str(data_root / "images" / f"{image_id}.jpg")))
+    return files
+
+
+def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: torch.device,
+                      num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(combined embeddings [N, D], ok [N]) over every model of the bundle."""
+    from omegaconf import OmegaConf
+
+    from core.model import build_model
+    from safetensors.torch import load_file
+
+    registries = build_registries(manifest["plugins"], builtins=(), entry_points=False)
+    per_model, weights, ok_all = [], [], np.ones(len(files), bool)
+    for k, entry in enumerate(manifest["models"]):
+        started = time.time()
+        cfg = OmegaConf.load(bundle / entry["config"])
+        model = build_model(cfg, registries)
+        model.load_state_dict(load_file(str(bundle / entry["weights"])))
+        model.to(device)
+        dataset_opts = cfg.dataset
+        mean = tuple(dataset_opts.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(dataset_opts.get("std", (0.229, 0.224, 0.225)))
+        images = EvalImages(files, list(cfg.data.image_size), mean, std, on_error="blank")
+        loader = DataLoader(images, batch_size=int(cfg.infer.batch_size), num_workers=num_workers,
+                            pin_memory=device.type == "cuda")
+        autocast = torch.float16 if device.type == "cuda" else None
+        emb, ok = embed_images(model, loader, device, bool(cfg.infer.tta_flip), num_images=len(files),
+                               autocast_dtype=autocast)
+        per_model.append(emb)
+        weights.append(float(entry["weight"]))
+        ok_all &= ok
+        log.info("model %d/%d (%s) embedded %d images in %.1f s", k + 1, len(manifest["models"]),
+                 cfg.backbone.get("model", cfg.backbone.name), len(files), time.time() - started)
+        del model
+    return combine_embeddings(per_model, weights), ok_all
+
+
+def fallback_predictions(scenarios) -> pd.DataFrame:
+    """A valid file when the models cannot run: each query's first 20 other database images, equal scores."""
+    rows = []
+    for sc in scenarios:
+        db = list(sc.database["database_image_id"])
+        for qid, img in zip(sc.queries["query_id"], sc.queries["query_image_id"]):
+            rows += [(qid, d, 0.5) for d in [d for d in db if d != img][:20]]
+    return pd.DataFrame(rows, columns=["query_id", "database_image_id", "score"])
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = None) -> dict:
+    """Write ``output`` (always a valid file); returns counts and timings."""
+    started = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1)
+    manifest = load_manifest(bundle)
+    scenarios = read_scenarios(data_root)
+    query_map = {q: i for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}
+    needed = sorted({i for sc in scenarios for i in sc.queries["query_image_id"]}
+                    | {i for sc in scenarios for i in sc.database["database_image_id"]})
+    log.info("%d scenarios, %d queries, %d distinct images; device %s", len(scenarios), len(query_map), len(needed), device)
+    status = "ok"
+    try:
+        files = image_files(data_root, needed)
+        emb, ok = embed_with_bundle(bundle, manifest, files, device, num_workers)
+        bad = [needed[i] for i in np.flatnonzero(~ok)]
+        if bad:
+            log.warning("%d images could not be read and are left out of databases: %s", len(bad), ", ".join(bad[:20]))
+        index = {img: i for i, img in enumerate(needed) if ok[i]}
+        steps = build_steps(manifest["postprocess"], build_registries(manifest["plugins"], builtins=(), entry_points=False)["postprocess"])
+        embedded = time.time()
+        predictions = predict(scenarios, emb, index, steps)
+        log.info("ranked %d scenarios in %.2f s", len(scenarios), time.time() - embedded)
+    except Exception:
+        log.exception("inference failed; writing a fallback ranking so the file stays valid")
+        predictions, status = fallback_predictions(scenarios), "fallback"
+    validate_predictions(predictions, query_map)
+    missing = sorted(set(query_map) - set(predictions["query_id"]))
+    if missing:
+        log.warning("%d queries have no database image to return (empty database or only themselves): %s",
+                    len(missing), ", ".join(missing[:10]))
+    write_csv(predictions, output)
+    stats = {"status": status, "rows": len(predictions), "queries": len(query_map), "queries_without_rows": len(missing),
+             "images": len(needed), "seconds": round(time.time() - started, 2)}
+    log.info("wrote %s: %s", output, stats)
+    return stats

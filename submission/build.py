@@ -1,0 +1,168 @@
+"""Package trained runs into the competition's ``submission.zip``.
+
+    python -m submission.build --run runs/A [--run runs/B ...] [--weight 1 --weight 0.75] --out submission/submission.zip
+
+The zip holds ``main.py`` at its root, the inference modules of ``core/``, only the plugin modules the
+runs' configs name, each run's resolved config and best weights under ``models/<k>/``, and
+``manifest.json`` (versions, git commit, file hashes, how the models are combined). Several runs
+form a weighted ensemble: per-model cosine similarities averaged with the given weights (default:
+each config's ``ensemble_weight``). Nothing training-only goes in: no accelerate, no ``core/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# the part of core/ that inference needs; nothing here may import accelerate or training code
+CORE_INFERENCE = ("__init__.py", "hookspecs.py", "plugins.py", "config.py", "images.py", "data.py", "model.py",
+                  "retrieval.py", "metric.py", "scenarios.py", "inference.py", "logs.py")
+RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "pillow", "faiss-cpu", "pluggy", "omegaconf",
+                    "safetensors")
+FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.evaluate)\b", re.M)
+INFERENCE_POINTS = ("backbone", "neck", "postprocess")
+
+
+class BuildError(ValueError):
+    pass
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for name in RUNTIME_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def plugin_modules(cfg) -> list[str]:
+    """Modules providing the inference components (backbone, neck, postprocess steps) of ``cfg``."""
+    from core.config import component
+    from core.plugins import build_registries
+
+    registries = build_registries(cfg.plugins)
+    names = {registries["backbone"].providers.get(cfg.backbone.name),
+             registries["neck"].providers.get(cfg.neck.name)}
+    names |= {registries["postprocess"].providers.get(s["name"]) for s in component(cfg, "postprocess")}
+    if None in names:
+        raise BuildError(f"a component of the config has no provider: {names}")
+    return sorted(names)
+
+
+def module_file(name: str) -> tuple[str, Path]:
+    """(path inside the zip, source file) of a single-file plugin module."""
+    module = importlib.import_module(name)
+    src = Path(module.__file__)
+    if src.name == "__init__.py":
+        raise BuildError(f"plugin {name} is a package; bundle single-module plugins only")
+    return name.replace(".", "/") + ".py", src
+
+
+def resolve_weights(run: Path) -> Path:
+    for name in ("best.safetensors", "last.safetensors"):
+        if (run / name).is_file():
+            return run / name
+    raise BuildError(f"{run}: no best.safetensors or last.safetensors; train the run first")
+
+
+def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> dict:
+    from omegaconf import OmegaConf
+
+    if not runs:
+        raise BuildError("give at least one --run")
+    if weights and len(weights) != len(runs):
+        raise BuildError(f"{len(weights)} --weight values for {len(runs)} runs; give one per run or none")
+    files: dict[str, bytes] = {}
+    models, modules, postprocess = [], set(), None
+    for k, run in enumerate(runs):
+        cfg_path = run / "config.yaml"
+        if not cfg_path.is_file():
+            raise BuildError(f"{run}: no config.yaml; is this a whaleid run folder?")
+        cfg = OmegaConf.load(cfg_path)
+        chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
+        if postprocess is None:
+            postprocess = chain
+        elif chain != postprocess:
+            print(f"note: {run} has another postprocess chain; the first run's is used", file=sys.stderr)
+        modules |= set(plugin_modules(cfg))
+        weight = float(weights[k]) if weights else float(cfg.get("ensemble_weight", 1.0))
+        # the trained weights replace any starting point: nothing may be fetched or read from the build machine
+        if "pretrained" in cfg.backbone:
+            cfg.backbone.pretrained = False
+        if "weights" in cfg.backbone:
+            cfg.backbone.weights = None
+        files[f"models/{k}/config.yaml"] = OmegaConf.to_yaml(cfg).encode()
+        files[f"models/{k}/weights.safetensors"] = resolve_weights(run).read_bytes()
+        models.append({"run": run.name, "config": f"models/{k}/config.yaml", "weights": f"models/{k}/weights.safetensors",
+                       "weight": weight, "image_size": list(cfg.data.image_size), "tta_flip": bool(cfg.infer.tta_flip),
+                       "backbone": OmegaConf.to_container(cfg.backbone)})
+    files["main.py"] = (ROOT / "submission" / "main.py").read_bytes()
+    for name in CORE_INFERENCE:
+        files[f"core/{name}"] = (ROOT / "core" / name).read_bytes()
+    packages = set()
+    for name in sorted(modules):
+        arc, src = module_file(name)
+        files[arc] = src.read_bytes()
+        parts = arc.split("/")[:-1]
+        packages |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    for pkg in packages:
+        files.setdefault(f"{pkg}/__init__.py", b"")
+    for arc, data in files.items():
+        if arc.endswith(".py") and FORBIDDEN_IMPORT.search(data.decode()):
+            raise BuildError(f"{arc} imports training-only code (accelerate or core.run); it cannot go in the bundle")
+    from core import __version__
+
+    manifest = {
+        "whaleid_version": __version__, "git_commit": git_commit(), "packages": package_versions(),
+        "plugins": sorted(modules), "postprocess": postprocess, "models": models,
+        "combine": "per-model L2-normalised embeddings scaled by sqrt(weight / sum of weights) and concatenated: "
+                   "inner products are the weighted mean of per-model cosine similarities",
+        "files": {arc: hashlib.sha256(data).hexdigest() for arc, data in sorted(files.items())},
+    }
+    files["manifest.json"] = json.dumps(manifest, indent=2).encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for arc in sorted(files):
+            info = zipfile.ZipInfo(arc, date_time=(2022, 1, 1, 0, 0, 0))  # fixed stamps: same inputs, same zip
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, files[arc])
+    tmp.replace(out)
+    return {"zip": str(out), "bytes": out.stat().st_size, "models": len(models), "plugins": sorted(modules)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m submission.build", description=__doc__.split("\n\n")[0],
+                                epilog="Example: python -m submission.build --run runs/demo --out submission/submission.zip")
+    p.add_argument("--run", action="append", type=Path, required=True, help="a run folder (repeat for an ensemble)")
+    p.add_argument("--weight", action="append", type=float, help="ensemble weight per --run, in order")
+    p.add_argument("--out", type=Path, default=ROOT / "submission" / "submission.zip", help="zip to write")
+    args = p.parse_args(argv)
+    try:
+        print(json.dumps(build(args.run, args.out, args.weight)))
+    except BuildError as exc:
+        p.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Check a submission the way the runtime does.
+
+    python -m submission.check submission/submission.zip --data DIR [--labels labels.csv]
+
+Unzips into a fresh temporary root laid out like ``/code_execution`` (``data`` linked to DIR),
+runs ``python main.py`` there in a subprocess with a clean environment, records which modules the
+bundle's own code imports, validates the output format, and prints JSON: wall time, peak memory
+and, with labels, the competition mAP overall and per scenario. Exits non-zero when a rule breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+# what the 2022 runtime offered (shared/DESIGN.md), by top-level module name
+RUNTIME_MODULES = {"torch", "torchvision", "timm", "numpy", "pandas", "PIL", "faiss", "pluggy", "omegaconf",
+                   "safetensors", "tqdm", "yaml"}
+
+# Runs main.py while recording every top-level module that a file inside the bundle imports.
+TRACER = r"""
+import builtins, json, linecache, os, re, runpy, sys
+root = os.path.realpath(os.getcwd())
+seen = set()
+real_import = builtins.__import__
+IMPORT_LINE = re.compile(r"^\s*(import|from)\s")
+def bundle_import_statement(frame):
+    # a bundle file executing an import statement (not a C extension importing while a bundle frame is on top)
+    name = frame.f_code.co_filename
+    return (os.path.realpath(name).startswith(root + os.sep)
+            and bool(IMPORT_LINE.match(linecache.getline(name, frame.f_lineno))))
+def traced(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and bundle_import_statement(sys._getframe(1)):
+        seen.add(name.split(".")[0])
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = traced
+import importlib
+real_import_module = importlib.import_module
+def traced_import_module(name, package=None):
+    caller = sys._getframe(1).f_code.co_filename
+    if not name.startswith(".") and os.path.realpath(caller).startswith(root + os.sep):
+        seen.add(name.split(".")[0])
+    return real_import_module(name, package)
+importlib.import_module = traced_import_module
+code = 0
+try:
+    sys.argv = ["main.py"]
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+finally:
+    with open(os.environ["WHALEID_IMPORT_LOG"], "w") as fh:
+        json.dump(sorted(seen), fh)
+sys.exit(code)
+"""
+
+
+def zip_problems(zf: zipfile.ZipFile) -> list[str]:
+    problems = []
+    names = zf.namelist()
+    if "main.py" not in names:
+        problems.append("main.py is not at the zip's root")
+    for n in names:
+        if n.startswith("/") or ".." in Path(n).parts or ":" in n:
+            problems.append(f"unsafe path in zip: {n}")
+    return problems
+
+
+def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
+    from core.metric import SubmissionFormatError, map_score, validate_predictions
+    from core.scenarios import read_scenarios
+
+    data = data.resolve()
+    result: dict = {"zip": str(zip_path), "problems": []}
+    with tempfile.TemporaryDirectory(prefix="code_execution_") as tmp:
+        root = Path(tmp) / "code_execution"
+        (root / "submission").mkdir(parents=True)
+        with zipfile.ZipFile(zip_path) as zf:
+            result["problems"] += zip_problems(zf)
+            zf.extractall(root)
+        (root / "data").symlink_to(data, target_is_directory=True)
+        out_csv = root / "submission" / "submission.csv"
+        import_log = Path(tmp) / "imports.json"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8",
+               "WHALEID_DATA_ROOT": str(root / "data"), "WHALEID_OUTPUT": str(out_csv),
+               "WHALEID_IMPORT_LOG": str(import_log), "PYTHONNOUSERSITE": "1"}
+        for var in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
+            if var in os.environ:
+                env[var] = os.environ[var]
+        started = time.time()
+        proc = subprocess.run([sys.executable, "-c", TRACER], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        result["wall_seconds"] = round(time.time() - started, 2)
+        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        result["exit_code"] = proc.returncode
+        result["log_tail"] = proc.stderr.strip().splitlines()[-8:]
+        if proc.returncode != 0:
+            result["problems"].append(f"main.py exited with {proc.returncode}")
+        imported = set(json.loads(import_log.read_text())) if import_log.exists() else set()
+        own = {p.name for p in root.iterdir() if p.is_dir() or p.suffix == ".py"} | {"main"}
+        foreign = sorted(imported - set(sys.stdlib_module_names) - RUNTIME_MODULES - own)
+        result["imports"] = sorted(imported - set(sys.stdlib_module_names))
+        if foreign:
+            result["problems"].append(f"bundle imports modules outside its files and the runtime set: {foreign}")
+        if not out_csv.is_file():
+            result["problems"].append("no submission/submission.csv written")
+            return result
+        predictions = pd.read_csv(out_csv, dtype={"query_id": str, "database_image_id": str})
+        scenarios = read_scenarios(data)
+        query_map = {q: i for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}
+        result["rows"] = len(predictions)
+        result["queries_missing"] = len(set(query_map) - set(predictions["query_id"]))
+        try:
+            validate_predictions(predictions, query_map)
+            result["format"] = "valid"
+        except SubmissionFormatError as exc:
+            result["format"] = "invalid"
+            result["problems"].append(f"format: {exc}")
+        if labels is not None and result["format"] == "valid":
+            truth = pd.read_csv(labels, dtype=str)
+            per_query = map_score(predictions, truth, per_query=True)
+            result["mAP"] = round(float(per_query.mean()), 4)
+            result["scenarios"] = {sc.name: round(float(per_query.reindex(sc.queries["query_id"]).fillna(0).mean()), 4)
+                                   for sc in scenarios}
+        if keep:
+            kept = Path(tempfile.mkdtemp(prefix="whaleid_check_")) / "submission.csv"
+            kept.write_bytes(out_csv.read_bytes())
+            result["submission_csv"] = str(kept)
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m submission.check", description=__doc__.split("\n\n")[0],
+                                epilog="Example: python -m submission.check submission/submission.zip "
+                                       "--data data/synthetic/small/test --labels data/synthetic/small/test_labels.csv")
+    p.add_argument("zip", type=Path, help="the submission zip")
+    p.add_argument("--data", type=Path, required=True, help="a folder laid out like /code_execution/data")
+    p.add_argument("--labels", type=Path, help="true matches (query_id, database_image_id) to score against")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds main.py may run (default 3600)")
+    p.add_argument("--keep", action="store_true", help="keep a copy of the submission.csv written")
+    args = p.parse_args(argv)
+    for path in (args.zip, args.data):
+        if not path.exists():
+            p.error(f"not found: {path}")
+    result = check(args.zip, args.data, args.labels, args.timeout, args.keep)
+    print(json.dumps(result, indent=2))
+    sys.exit(1 if result["problems"] else 0)
+
+
+if __name__ == "__main__":
+    main()
