@@ -3,10 +3,12 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
 DATA    := data/synthetic
-LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
+# accelerate launch gives each process one CPU thread unless told otherwise: half the speed on 2 cores
+LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo test data-small data-tiny clean bench help
+.PHONY: venv demo train-demo pack test-submission test data-small data-full sheet clean bench help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,8 +27,30 @@ $(DATA)/small/test_labels.csv: $(STAMP) tools/synthesize.py
 
 data-small: $(DATA)/small/test_labels.csv  ## generate the small synthetic survey (~2k images)
 
-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## synthesize data, train and evaluate on 2 cores (minutes)
+$(DATA)/full/test_labels.csv: $(STAMP) tools/synthesize.py
+	$(PY) -m tools.synthesize --preset full --out $(DATA)/full
+
+data-full: $(DATA)/full/test_labels.csv  ## generate the full-size synthetic survey (~9k images)
+
+demo: train-demo pack test-submission  ## synthesize data, train, evaluate, build and check the submission
+
+train-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## train and evaluate configs/synthetic_cpu.yaml on 2 cores
 	$(LAUNCH) core/run.py --config configs/synthetic_cpu.yaml output_dir=$(DEMO_RUN)
+
+pack: $(STAMP)  ## build submission/submission.zip from RUN (default runs/demo)
+	$(PY) -m submission.build --run $(or $(RUN),$(DEMO_RUN)) --out submission/submission.zip
+
+test-submission: $(STAMP) $(DATA)/small/test_labels.csv  ## run submission.zip like the runtime on the small synthetic test set and score it
+	$(PY) -m submission.check submission/submission.zip --data $(DATA)/small/test --labels $(DATA)/small/test_labels.csv
+
+sheet: $(STAMP)  ## redraw the README's contact sheet
+	$(PY) -m tools.synthesize --sheet docs/contact_sheet.png
+
+bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs bare loop, submission inference vs baselines
+	$(PY) -m tools.bench_train
+	$(PY) -m submission.build --run $(DEMO_RUN) --out runs/bench_submission.zip
+	$(PY) -m tools.bench_submission --zip runs/bench_submission.zip --data $(DATA)/full/test
+	$(PY) -m submission.check runs/bench_submission.zip --data $(DATA)/full/test --labels $(DATA)/full/test_labels.csv
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q tests

@@ -65,6 +65,32 @@ def lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: float, warmup_fa
     return f
 
 
+def train_epoch(trainer, loader, optimizer, scheduler, accelerator, max_steps: int, grad_clip=None,
+                desc: str = "train") -> tuple[float, int]:
+    """One pass of at most ``max_steps`` batches; returns (mean loss, steps taken)."""
+    from tqdm.auto import tqdm
+
+    trainer.train()
+    total, count = torch.zeros(()), 0  # summed on the device: no host sync per step
+    bar = tqdm(loader, total=max_steps, desc=desc, unit="batch", leave=False,
+               disable=not accelerator.is_local_main_process)
+    for step, (images, labels) in enumerate(bar):
+        if step >= max_steps:
+            break
+        with accelerator.autocast():
+            loss_value = trainer(images, labels)
+        accelerator.backward(loss_value)
+        if grad_clip:
+            accelerator.clip_grad_norm_(trainer.parameters(), float(grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        total, count = total.to(loss_value.device) + loss_value.detach(), count + 1
+        if count % 10 == 0 or count == max_steps:
+            bar.set_postfix(loss=f"{float(total) / count:.3f}")
+    return float(total) / max(count, 1), count
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="core/run.py",
@@ -102,8 +128,6 @@ def load_weights(model, path) -> None:
 def main(argv=None) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     # Without a GPU, accelerate forms a gloo group only when told it runs on the CPU; otherwise
@@ -115,6 +139,11 @@ def main(argv=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     set_seed(int(cfg.seed))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if accelerator.device.type == "cpu" and accelerator.num_processes * torch.get_num_threads() < cores:
+        log.warning("training on %d of %d CPU cores (%d process(es) x %d thread(s)); `accelerate launch` sets one "
+                    "thread per process unless given --num_cpu_threads_per_process", accelerator.num_processes *
+                    torch.get_num_threads(), cores, accelerator.num_processes, torch.get_num_threads())
 
     registries = build_registries(cfg.plugins)
     data = registries["dataset"].build(component(cfg, "dataset"), root=cfg.data.root, image_size=list(cfg.data.image_size))
@@ -188,24 +217,10 @@ def main(argv=None) -> dict:
 
     result = None
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        trainer.train()
-        started, total, count = time.time(), 0.0, 0
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                   disable=not accelerator.is_local_main_process, leave=False)
-        for step, (images, labels) in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            with accelerator.autocast():
-                loss_value = trainer(images, labels)
-            accelerator.backward(loss_value)
-            if cfg.train.grad_clip:
-                accelerator.clip_grad_norm_(trainer.parameters(), float(cfg.train.grad_clip))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total, count = total + float(loss_value.detach()), count + 1
-            bar.set_postfix(loss=f"{total / count:.3f}")
-        line = (f"epoch {epoch}/{epochs} loss {total / max(count, 1):.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+        started = time.time()
+        mean_loss, count = train_epoch(trainer, train_loader, optimizer, scheduler, accelerator, steps_per_epoch,
+                                       cfg.train.grad_clip, desc=f"epoch {epoch}/{epochs}")
+        line = (f"epoch {epoch}/{epochs} loss {mean_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"{count * int(cfg.train.batch_size) * accelerator.num_processes / (time.time() - started):.1f} img/s")
         if epoch % int(cfg.train.eval_every) == 0 or epoch == epochs:
             result = run_eval(epoch)

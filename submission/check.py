@@ -5,7 +5,7 @@
 Unzips into a fresh temporary root laid out like ``/code_execution`` (``data`` linked to DIR),
 runs ``python main.py`` there in a subprocess with a clean environment, records which modules the
 bundle's own code imports, validates the output format, and prints JSON: wall time, peak memory
-and, with labels, the competition mAP overall and per scenario. Exits non-zero when a rule breaks.
+and, with labels, the competition mAP overall and per scenario beside a random ranking's. Exits non-zero when a rule breaks.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def zip_problems(zf: zipfile.ZipFile) -> list[str]:
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
     from core.metric import SubmissionFormatError, map_score, validate_predictions
-    from core.scenarios import read_scenarios
+    from core.scenarios import random_predictions, read_scenarios
 
     data = data.resolve()
     result: dict = {"zip": str(zip_path), "problems": []}
@@ -132,6 +132,10 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
             result["mAP"] = round(float(per_query.mean()), 4)
             result["scenarios"] = {sc.name: round(float(per_query.reindex(sc.queries["query_id"]).fillna(0).mean()), 4)
                                    for sc in scenarios}
+            rand = map_score(random_predictions(scenarios), truth, per_query=True)
+            result["random_mAP"] = round(float(rand.mean()), 4)
+            result["random_scenarios"] = {sc.name: round(float(rand.reindex(sc.queries["query_id"]).fillna(0).mean()), 4)
+                                          for sc in scenarios}
         if keep:
             kept = Path(tempfile.mkdtemp(prefix="whaleid_check_")) / "submission.csv"
             kept.write_bytes(out_csv.read_bytes())

@@ -41,6 +41,7 @@ def test_check_runs_scores_and_imports_only_the_runtime_set(bundle, tiny_survey)
     assert result["problems"] == [], result
     assert result["format"] == "valid" and result["queries_missing"] == 0
     assert 0 < result["mAP"] <= 1 and set(result["scenarios"]) >= {"top_all", "top_vs_lateral"}
+    assert set(result["random_scenarios"]) == set(result["scenarios"]) and 0 <= result["random_mAP"] < 1
     assert set(result["imports"]) <= RUNTIME_MODULES | {"core", "plugins"}
     assert result["wall_seconds"] > 0 and result["peak_memory_mb"] > 0
 

@@ -1,0 +1,145 @@
+"""Submission inference, measured against plain baselines side by side in one run.
+
+    python -m tools.bench_submission --zip submission/submission.zip --data data/synthetic/full/test [--images 600]
+
+1. Embedding: ``core.inference.embed_with_bundle`` (what main.py runs: DataLoader workers, flip TTA)
+   against a bare loop over the same images (PIL open, squash resize, forward + flipped forward).
+2. Retrieval and postprocess on a competition-shaped load (10 scenarios, 4,419 queries, 3,400 images,
+   random 512-d unit embeddings): ``core.retrieval.predict`` with the knn step, against the seed's
+   approach (a pandas DataFrame dot product, then a per-query sort of its row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def bench_embedding(zip_path: Path, data: Path, max_images: int, workers: int) -> dict:
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from core.images import load_rgb, squash_to_tensor
+    from core.inference import embed_with_bundle, image_files, load_manifest
+    from core.model import build_model
+    from core.plugins import build_registries
+
+    meta = pd.read_csv(data / "metadata.csv", dtype=str)
+    ids = list(meta.image_id[:max_images])
+    files = image_files(data, ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp)
+        zipfile.ZipFile(zip_path).extractall(bundle)
+        manifest = load_manifest(bundle)
+        started = time.perf_counter()
+        embed_with_bundle(bundle, manifest, files, torch.device("cpu"), workers)
+        ours = time.perf_counter() - started
+        entry = manifest["models"][0]
+        cfg = OmegaConf.load(bundle / entry["config"])
+        model = build_model(cfg, build_registries(manifest["plugins"], builtins=(), entry_points=False))
+        model.load_state_dict(load_file(str(bundle / entry["weights"])))
+        model.eval()
+        size, batch = list(cfg.data.image_size), int(cfg.infer.batch_size)
+        started = time.perf_counter()
+        with torch.no_grad():
+            for i in range(0, len(files), batch):
+                x = torch.stack([squash_to_tensor(load_rgb(f), size) for f in files[i:i + batch]])
+                model(x)
+                model(torch.flip(x, dims=[3]))
+        bare = time.perf_counter() - started
+    n_models = len(manifest["models"])
+    return {"images": len(files), "models": n_models, "ours_img_s": round(len(files) * n_models / ours, 1),
+            "bare_img_s_one_model": round(len(files) / bare, 1), "ratio": round(len(files) * n_models / ours / (len(files) / bare), 3)}
+
+
+def competition_load(seed: int = 0, queries: int = 4419, images: int = 3400, scenarios: int = 10, dim: int = 512):
+    """Scenarios shaped like the hidden test set, over random unit embeddings."""
+    from core.scenarios import Scenario
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"img{i:05d}" for i in range(images)], dtype=object)
+    emb = rng.normal(size=(images, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    out, per = [], np.diff(np.linspace(0, queries, scenarios + 1).astype(int))
+    for s, nq in enumerate(per):
+        db = ids[np.sort(rng.choice(images, int(rng.integers(1200, images)), replace=False))]
+        q = rng.choice(db if s % 2 == 0 else ids, nq, replace=nq > len(ids))  # some queries sit in their database
+        out.append(Scenario(f"scenario{s:02d}", pd.DataFrame({"query_id": [f"scenario{s:02d}-{x}-{k}" for k, x in enumerate(q)],
+                                                              "query_image_id": q}),
+                            pd.DataFrame({"database_image_id": db})))
+    return out, emb, {img: i for i, img in enumerate(ids)}
+
+
+def seed_retrieval(scenarios, emb: np.ndarray, index: dict) -> pd.DataFrame:
+    """The seed's way: a pandas dot product per scenario, then each query's row sorted on its own."""
+    frames = []
+    table = pd.DataFrame(emb, index=list(index))
+    for sc in scenarios:
+        q = table.loc[sc.queries.query_image_id]
+        q.index = sc.queries.query_id
+        sims = q.dot(table.loc[sc.database.database_image_id].T)
+        for qid, img in zip(sc.queries.query_id, sc.queries.query_image_id):
+            row = sims.loc[qid]
+            row = row[row.index != img].sort_values(ascending=False).head(20)
+            frames.append(pd.DataFrame({"query_id": qid, "database_image_id": row.index,
+                                        "score": np.clip((row.to_numpy() + 1) * 0.49, 0, 0.9999)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def bench_retrieval(rounds: int = 3) -> dict:
+    from core.retrieval import predict
+    from plugins.postprocess.knn import KnnStep
+
+    scenarios, emb, index = competition_load()
+    times = {"ours_torch": [], "ours_faiss": [], "seed_pandas": []}
+    for _ in range(rounds):
+        for name, fn in (("ours_torch", lambda: predict(scenarios, emb, index, [KnnStep(backend="torch")])),
+                         ("ours_faiss", lambda: predict(scenarios, emb, index, [KnnStep(backend="faiss")])),
+                         ("seed_pandas", lambda: seed_retrieval(scenarios, emb, index))):
+            started = time.perf_counter()
+            result = fn()
+            times[name].append(time.perf_counter() - started)
+            if name == "ours_torch":
+                ours_rows = result
+            if name == "seed_pandas":
+                seed_rows = result
+    same = (ours_rows.groupby("query_id").database_image_id.agg(frozenset)
+            == seed_rows.groupby("query_id").database_image_id.agg(frozenset)).mean()
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"queries": int(sum(len(s.queries) for s in scenarios)), "images": len(index), "scenarios": len(scenarios),
+            **{f"{k}_s": round(v, 3) for k, v in med.items()},
+            "speedup_torch_vs_seed": round(med["seed_pandas"] / med["ours_torch"], 1),
+            "speedup_faiss_vs_seed": round(med["seed_pandas"] / med["ours_faiss"], 1),
+            "same_top20_share": round(float(same), 4)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.bench_submission", description=__doc__.split("\n\n")[0])
+    p.add_argument("--zip", type=Path, help="a built submission (skip the embedding part without it)")
+    p.add_argument("--data", type=Path, help="test data folder for the embedding part")
+    p.add_argument("--images", type=int, default=600, help="images to embed on each side")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    out = {}
+    if args.zip and args.data:
+        out["embedding"] = bench_embedding(args.zip, args.data, args.images, args.workers)
+        e = out["embedding"]
+        print(f"embedding: main.py path {e['ours_img_s']} img/s vs bare forward {e['bare_img_s_one_model']} img/s "
+              f"-> ratio {e['ratio']}")
+    r = out["retrieval"] = bench_retrieval()
+    print(f"retrieval ({r['scenarios']} scenarios, {r['queries']} queries, {r['images']} images): "
+          f"ours torch {r['ours_torch_s']} s, ours faiss {r['ours_faiss_s']} s, seed pandas {r['seed_pandas_s']} s "
+          f"-> {r['speedup_torch_vs_seed']}x / {r['speedup_faiss_vs_seed']}x faster; same top-20 {r['same_top20_share']}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
