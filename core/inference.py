@@ -53,13 +53,15 @@ def image_files(data_root: Path, image_ids: list[str]) -> list[str]:
 
 
 def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: torch.device,
-                      num_workers: int) -> tuple[np.ndarray, np.ndarray]:
+                      num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(combined embeddings [N, D], ok [N]) over every model of the bundle."""
     from omegaconf import OmegaConf
 
     from core.model import build_model
     from safetensors.torch import load_file
 
+    if num_workers is None:
+        num_workers = default_workers()
     registries = build_registries(manifest["plugins"], builtins=(), entry_points=False)
     per_model, weights, ok_all = [], [], np.ones(len(files), bool)
     for k, entry in enumerate(manifest["models"]):
@@ -103,12 +105,17 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def default_workers() -> int:
+    """Image-loading processes: one core is left to the model (on 2 cores, 2 workers were slower)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = None) -> dict:
     """Write ``output`` (always a valid file); returns counts and timings."""
     started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if num_workers is None:
-        num_workers = min(4, os.cpu_count() or 1)
+        num_workers = default_workers()
     manifest = load_manifest(bundle)
     scenarios = read_scenarios(data_root)
     query_map = {q: i for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}

@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=os.environ.get("WHALEID_DATA_ROOT", "/code_execution/data"), help="data root")
     p.add_argument("--out", default=os.environ.get("WHALEID_OUTPUT", "/code_execution/submission/submission.csv"),
                    help="where to write submission.csv")
-    p.add_argument("--workers", type=int, default=None, help="image loading processes (default: up to 4)")
+    p.add_argument("--workers", type=int, default=None, help="image loading processes (default: cores - 1, at most 4)")
     args = p.parse_args(argv)
     from core.inference import run
     from core.logs import setup_logging

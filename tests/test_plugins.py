@@ -133,3 +133,9 @@ def test_drop_in_plugin_module(tmp_path, monkeypatch):
     neck = reg["neck"].build({"name": "mean", "embedding_size": 3}, in_features=8)
     assert neck(torch.rand(2, 8, 3, 3)).shape == (2, 3)
     sys.modules.pop("my_whale_plugin", None)
+
+
+def test_knn_auto_falls_back_to_torch_without_faiss(reg, monkeypatch):
+    assert reg["postprocess"].build({"name": "knn"}).backend == "faiss"
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    assert reg["postprocess"].build({"name": "knn"}).backend == "torch"
