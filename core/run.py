@@ -214,6 +214,8 @@ def main(argv=None) -> dict:
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
     elif cfg.resume:
         log.warning("resume=true but %s holds no checkpoint; starting afresh", ckpt)
+    if state["epoch"] == 0 and accelerator.is_main_process and (out / "history.jsonl").exists():
+        (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
 
     result = None
     for epoch in range(state["epoch"] + 1, epochs + 1):

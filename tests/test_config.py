@@ -69,6 +69,10 @@ def test_every_shipped_config_loads(name):
     registries = build_registries(cfg.plugins)
     for point in ("dataset", "backbone", "neck", "loss"):
         registries[point].factory(cfg[point].name)
+    if cfg.backbone.name == "timm":
+        import timm
+
+        assert timm.is_model(cfg.backbone.model), cfg.backbone.model
 
 
 def test_unknown_component_lists_known_names_and_providers():

@@ -29,6 +29,8 @@ def test_resume_continues_from_the_last_checkpoint(tiny_survey, tmp_path):
     epochs = [json.loads(l)["epoch"] for l in (out / "history.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     assert read_json(out / "checkpoint" / "state.json")["epoch"] == 2
+    run_core(common + ["train.epochs=1", "train.max_steps_per_epoch=1"])  # a fresh run in the same folder
+    assert [json.loads(l)["epoch"] for l in (out / "history.jsonl").read_text().splitlines()] == [1]
 
 
 def test_two_process_evaluation_matches_one_process(smoke_run, tiny_survey, tmp_path):
