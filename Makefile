@@ -32,7 +32,10 @@ $(DATA)/full/test_labels.csv: $(STAMP) tools/synthesize.py
 
 data-full: $(DATA)/full/test_labels.csv  ## generate the full-size synthetic survey (~9k images)
 
-demo: train-demo pack test-submission  ## synthesize data, train, evaluate, build and check the submission
+demo: $(STAMP) $(DATA)/small/test_labels.csv  ## synthesize data, train, evaluate, build and check the submission
+	$(MAKE) --no-print-directory train-demo
+	$(MAKE) --no-print-directory pack
+	$(MAKE) --no-print-directory test-submission
 
 train-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## train and evaluate configs/synthetic_cpu.yaml on 2 cores
 	$(LAUNCH) core/run.py --config configs/synthetic_cpu.yaml output_dir=$(DEMO_RUN)
