@@ -6,6 +6,7 @@ validated is what is submitted. No accelerate here: distributed callers pass a `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -39,8 +40,9 @@ def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: boo
     device_type = torch.device(device).type
     for images, pos, ok in batches:
         images = images.to(device, non_blocking=True)
-        with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
+        # autocast only when asked: torch before 1.10 (the 2022 runtime had 1.8) has no torch.autocast
+        amp = torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with amp:
             emb = model(images).float()
             if tta_flip:
                 emb = (emb + model(torch.flip(images, dims=[3])).float()) / 2

@@ -45,6 +45,17 @@ def test_two_process_evaluation_matches_one_process(smoke_run, tiny_survey, tmp_
     assert two["scenarios"] == pytest.approx(one["scenarios"], abs=1e-6)
 
 
+def test_two_process_training(tiny_survey, tmp_path):
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518"]
+    out = tmp_path / "ddp"
+    run_core(SMOKE + [f"data.root={tiny_survey / 'train'}", f"output_dir={out}", "train.epochs=1",
+                      "train.max_steps_per_epoch=2", "train.batch_size=8"], launcher=launcher)
+    metrics = read_json(out / "metrics.json")
+    assert metrics["num_processes"] == 2 and 0 <= metrics["mAP"] <= 1
+    assert (out / "best.safetensors").exists() and read_json(out / "checkpoint" / "state.json")["epoch"] == 1
+
+
 def test_bad_input_fails_clearly(tiny_survey, tmp_path):
     proc = run_core(SMOKE + [f"data.root={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'x'}"], check=False)
     assert proc.returncode != 0 and "metadata not found" in proc.stderr
