@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo train-demo pack test-submission test data-small data-full sheet clean bench help
+.PHONY: venv demo train-demo pack test-submission test data-tiny data-small data-full sheet clean bench help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,11 @@ $(DATA)/small/test_labels.csv: $(STAMP) tools/synthesize.py
 	$(PY) -m tools.synthesize --preset small --out $(DATA)/small
 
 data-small: $(DATA)/small/test_labels.csv  ## generate the small synthetic survey (~2k images)
+
+$(DATA)/tiny/test_labels.csv: $(STAMP) tools/synthesize.py
+	$(PY) -m tools.synthesize --preset tiny --out $(DATA)/tiny
+
+data-tiny: $(DATA)/tiny/test_labels.csv  ## generate the tiny survey that configs/smoke.yaml reads
 
 $(DATA)/full/test_labels.csv: $(STAMP) tools/synthesize.py
 	$(PY) -m tools.synthesize --preset full --out $(DATA)/full

@@ -60,6 +60,12 @@ class ConfigError(ValueError):
     """A config file or override is malformed, names an unknown key, or lacks a required one."""
 
 
+def did_you_mean(word: str, options, prefix: str = "") -> str:
+    """`` Did you mean 'x'?`` for the closest of ``options`` to ``word``, or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" Did you mean '{prefix}{close[0]}'?" if close else ""
+
+
 def _load_file(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     path = path.resolve()
     if path in seen:
@@ -97,9 +103,8 @@ def _check_keys(cfg: DictConfig, schema: dict, where: str, prefix: str = "") -> 
         if prefix == "" and key == "extends":
             continue
         if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1)
-            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown config key '{full}'.{hint} Known keys here: {', '.join(schema)}")
+            raise ConfigError(f"{where}: unknown config key '{full}'.{did_you_mean(key, schema, prefix)} "
+                              f"Known keys here: {', '.join(schema)}")
         if prefix == "" and key in OPEN_NODES:
             continue
         value, expected = cfg[key], schema[key]

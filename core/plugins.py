@@ -7,7 +7,6 @@ with the list of known names and their providers.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from core import hookspecs
+from core.config import did_you_mean
 
 BUILTIN_PLUGINS = (
     "plugins.datasets.belugas",
@@ -59,10 +59,9 @@ class Registry:
 
     def factory(self, name: str) -> Callable[..., Any]:
         if name not in self.factories:
-            close = difflib.get_close_matches(str(name), list(self.factories), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise PluginError(
-                f"unknown {self.hook_point} '{name}'.{hint} Known {self.hook_point} names: {self.known()}. "
+                f"unknown {self.hook_point} '{name}'.{did_you_mean(name, self.factories)} "
+                f"Known {self.hook_point} names: {self.known()}. "
                 f"A plugin module can be added to the config's `plugins:` list."
             )
         return self.factories[name]
@@ -89,9 +88,7 @@ def check_options(factory: Callable[..., Any], options: dict, what: str) -> None
     accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for key in options:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise PluginError(f"{what} has no option '{key}'.{hint} Its options: {', '.join(accepted)}")
+            raise PluginError(f"{what} has no option '{key}'.{did_you_mean(key, accepted)} Its options: {', '.join(accepted)}")
 
 
 def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
