@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,8 +58,11 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 finally:
+    import resource
     with open(os.environ["WHALEID_IMPORT_LOG"], "w") as fh:
-        json.dump(sorted(seen), fh)
+        json.dump({"imports": sorted(seen),
+                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   "workers_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)
 sys.exit(code)
 """
 
@@ -101,12 +103,15 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
         proc = subprocess.run([sys.executable, "-c", TRACER], cwd=root, env=env, capture_output=True, text=True,
                               timeout=timeout)
         result["wall_seconds"] = round(time.time() - started, 2)
-        result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
         result["exit_code"] = proc.returncode
         result["log_tail"] = proc.stderr.strip().splitlines()[-8:]
         if proc.returncode != 0:
             result["problems"].append(f"main.py exited with {proc.returncode}")
-        imported = set(json.loads(import_log.read_text())) if import_log.exists() else set()
+        trace = json.loads(import_log.read_text()) if import_log.exists() else {"imports": []}
+        imported = set(trace["imports"])
+        if "maxrss_kb" in trace:  # peak resident memory of main.py itself, and of its largest loader worker
+            result["peak_memory_mb"] = round(trace["maxrss_kb"] / 1024, 1)
+            result["peak_worker_memory_mb"] = round(trace["workers_maxrss_kb"] / 1024, 1)
         own = {p.name for p in root.iterdir() if p.is_dir() or p.suffix == ".py"} | {"main"}
         foreign = sorted(imported - set(sys.stdlib_module_names) - RUNTIME_MODULES - own)
         result["imports"] = sorted(imported - set(sys.stdlib_module_names))

@@ -65,6 +65,18 @@ def test_bad_input_fails_clearly(tiny_survey, tmp_path):
     assert proc.returncode != 0 and "Did you mean 'train.epochs'" in proc.stderr
 
 
+def test_corrupt_training_image_is_named(tiny_survey, tmp_path):
+    import shutil
+
+    root = tmp_path / "train"
+    shutil.copytree(tiny_survey / "train", root)
+    victim = sorted((root / "images").iterdir())[3]
+    victim.write_bytes(b"\xff\xd8 truncated")
+    proc = run_core(SMOKE + [f"data.root={root}", f"output_dir={tmp_path / 'out'}", "data.num_folds=2",
+                             "train.epochs=1"], check=False)
+    assert proc.returncode != 0 and f"cannot read image {victim}" in proc.stderr
+
+
 def test_help_text():
     proc = run_core(["--help"])
     assert "accelerate launch core/run.py" in " ".join(proc.stdout.split())
