@@ -49,6 +49,26 @@ class TrainStep(torch.nn.Module):
         return self.loss(self.model(images), labels)
 
 
+def freeze_unused_parameters(trainer: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """Freeze parameters that get no gradient from a real batch, and return their names.
+
+    A component may own parameters that a given combination never uses (GeM's p when the backbone
+    already pools); DDP refuses those. One forward/backward in eval mode finds them without touching
+    BatchNorm statistics or dropout state.
+    """
+    was_training = trainer.training
+    trainer.eval()
+    trainer.zero_grad(set_to_none=True)
+    trainer(images, labels).backward()
+    unused = [n for n, p in trainer.named_parameters() if p.requires_grad and p.grad is None]
+    for name, param in trainer.named_parameters():
+        if name in unused:
+            param.requires_grad_(False)
+    trainer.zero_grad(set_to_none=True)
+    trainer.train(was_training)
+    return unused
+
+
 def lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: float, warmup_factor: float, lr: float, min_lr: float):
     """Multiplier of the base lr per step: linear warm-up from 1 to ``warmup_factor``, then cosine to ``min_lr``."""
     warm = int(warmup_epochs * steps_per_epoch)
@@ -188,10 +208,15 @@ def main(argv=None) -> dict:
     train_loader = DataLoader(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]),
                               batch_size=int(cfg.train.batch_size), shuffle=True, drop_last=True,
                               num_workers=int(cfg.data.num_workers), persistent_workers=int(cfg.data.num_workers) > 0)
+    probe = [train_loader.dataset[i] for i in range(min(2, len(train_loader.dataset)))]
+    unused = freeze_unused_parameters(trainer, torch.stack([x for x, _ in probe]), torch.tensor([y for _, y in probe]))
+    if unused:
+        log.info("frozen, as this combination of components never uses them: %s", ", ".join(unused))
+    params = [p for p in trainer.parameters() if p.requires_grad]
     if cfg.train.optimizer == "adam":
-        optimizer = torch.optim.Adam(trainer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     elif cfg.train.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(trainer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     else:
         raise ValueError(f"train.optimizer must be adam or adamw, got {cfg.train.optimizer!r}")
     trainer, optimizer, train_loader, val_loader = accelerator.prepare(trainer, optimizer, train_loader, val_loader)

@@ -45,12 +45,16 @@ def test_two_process_evaluation_matches_one_process(smoke_run, tiny_survey, tmp_
     assert two["scenarios"] == pytest.approx(one["scenarios"], abs=1e-6)
 
 
-def test_two_process_training(tiny_survey, tmp_path):
+@pytest.mark.parametrize("mode", ["map", "pooled"])
+def test_two_process_training(tiny_survey, tmp_path, mode):
+    # "pooled" leaves GeM's p unused (the seed's ConvNeXt set-up); DDP fails unless the runner freezes it
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29518"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                "29518" if mode == "map" else "29519"]
     out = tmp_path / "ddp"
-    run_core(SMOKE + [f"data.root={tiny_survey / 'train'}", f"output_dir={out}", "train.epochs=1",
-                      "train.max_steps_per_epoch=2", "train.batch_size=8"], launcher=launcher)
+    proc = run_core(SMOKE + [f"data.root={tiny_survey / 'train'}", f"output_dir={out}", "train.epochs=1",
+                             "train.max_steps_per_epoch=2", "train.batch_size=8", f"backbone.mode={mode}"], launcher=launcher)
+    assert ("frozen, as this combination" in proc.stderr) == (mode == "pooled")
     metrics = read_json(out / "metrics.json")
     assert metrics["num_processes"] == 2 and 0 <= metrics["mAP"] <= 1
     assert (out / "best.safetensors").exists() and read_json(out / "checkpoint" / "state.json")["epoch"] == 1
