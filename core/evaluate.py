@@ -25,8 +25,10 @@ def random_baseline(scenarios: Sequence[Scenario], seed: int = 0) -> dict:
 
 
 def evaluate(model, loader, image_ids: Sequence[str], scenarios: Sequence[Scenario], steps: Sequence[Callable],
-             device, tta_flip: bool, gather: Callable | None = None, progress: bool = False) -> dict:
+             device, tta_flip: bool, gather: Callable | None = None, progress: bool = False,
+             autocast_dtype=None) -> dict:
     """Embed every image of ``loader`` once, rank every scenario, score it."""
-    emb, _ = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress)
+    emb, _ = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress,
+                          autocast_dtype=autocast_dtype)
     index = {img: i for i, img in enumerate(image_ids)}
     return score_scenarios(predict(scenarios, emb, index, steps), scenarios)

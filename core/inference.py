@@ -78,7 +78,7 @@ def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: to
                             pin_memory=device.type == "cuda")
         autocast = torch.float16 if device.type == "cuda" else None
         emb, ok = embed_images(model, loader, device, bool(cfg.infer.tta_flip), num_images=len(files),
-                               autocast_dtype=autocast)
+                               autocast_dtype=autocast, log_every=20)
         per_model.append(emb)
         weights.append(float(entry["weight"]))
         ok_all &= ok

@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: bool = True,
                  gather: Callable | None = None, num_images: int | None = None, progress: bool = False,
-                 autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 autocast_dtype: torch.dtype | None = None, log_every: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(L2-normalised float32 [N, E] embeddings in position order, bool [N] image read fine).
 
     The loader yields ``(images [B, 3, h, w], positions [B], ok [B])`` (see ``core.data.EvalImages``).
     With ``tta_flip`` the embeddings of the image and its horizontal mirror are averaged before
     normalising (the seed's TTA). ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects the
     batch from all processes; rows are placed by position, so duplicated padding rows do no harm.
+    Progress: a tqdm bar with ``progress``, or a log line every ``log_every`` batches (no tqdm needed).
     """
     model.eval()
     chunks, positions, oks = [], [], []
@@ -47,12 +48,14 @@ def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: boo
             if tta_flip:
                 emb = (emb + model(torch.flip(images, dims=[3])).float()) / 2
         emb = F.normalize(emb, dim=1)
-        pos, ok = pos.to(emb.device), ok.to(emb.device)
+        pos, ok = pos.to(emb.device), ok.to(emb.device, torch.uint8)  # uint8: not every backend gathers bool
         if gather is not None:
             emb, pos, ok = gather((emb, pos, ok))
         chunks.append(emb.cpu())
         positions.append(pos.cpu())
         oks.append(ok.cpu())
+        if log_every and len(chunks) % log_every == 0:
+            log.info("embedded %d batches (%d images)", len(chunks), sum(len(c) for c in chunks))
     n = num_images if num_images is not None else (int(torch.cat(positions).max()) + 1 if positions else 0)
     if not chunks:
         return np.zeros((n, 0), np.float32), np.zeros(n, bool)

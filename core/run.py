@@ -185,10 +185,15 @@ def main(argv=None) -> dict:
                             num_workers=int(cfg.data.num_workers))
     image_ids = list(val_df["image_id"])
 
+    # evaluate in the precision the model trains in (autocast on accelerators only; CPU stays float32)
+    eval_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision)
+    if accelerator.device.type == "cpu":
+        eval_dtype = None
+
     def run_eval(epoch: int) -> dict:
         result = evaluate(accelerator.unwrap_model(model_ref), val_loader, image_ids, scenarios, steps,
                           accelerator.device, bool(cfg.infer.tta_flip), gather=accelerator.gather_for_metrics,
-                          progress=accelerator.is_local_main_process)
+                          progress=accelerator.is_local_main_process, autocast_dtype=eval_dtype)
         result.update(epoch=epoch, num_processes=accelerator.num_processes)
         return result
 

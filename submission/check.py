@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-# what the 2022 runtime offered (shared/DESIGN.md), by top-level module name
+# what the 2022 runtime offered (shared/DESIGN.md, issue #4), by top-level module name
 RUNTIME_MODULES = {"torch", "torchvision", "timm", "numpy", "pandas", "PIL", "faiss", "pluggy", "omegaconf",
-                   "safetensors", "tqdm", "yaml"}
+                   "safetensors"}
 
 # Runs main.py while recording every top-level module that a file inside the bundle imports.
 TRACER = r"""
