@@ -117,7 +117,12 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
     if num_workers is None:
         num_workers = default_workers()
     manifest = load_manifest(bundle)
-    scenarios = read_scenarios(data_root)
+    try:
+        scenarios = read_scenarios(data_root, skip_broken=True)
+    except Exception:
+        log.exception("cannot read the scenarios under %s; writing a file with no rows", data_root)
+        write_csv(pd.DataFrame(columns=["query_id", "database_image_id", "score"]), output)
+        return {"status": "no scenarios", "rows": 0, "queries": 0, "seconds": round(time.time() - started, 2)}
     query_map = {q: i for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}
     needed = sorted({i for sc in scenarios for i in sc.queries["query_image_id"]}
                     | {i for sc in scenarios for i in sc.database["database_image_id"]})

@@ -103,16 +103,24 @@ def write_scenarios(scenarios: list[Scenario], root: str | Path) -> pd.DataFrame
     return pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(columns=["query_id", "database_image_id"])
 
 
-def read_scenarios(root: str | Path) -> list[Scenario]:
-    """Read the competition's scenario files under ``root`` (errors name the file)."""
-    from core.data import read_csv
+def read_scenarios(root: str | Path, skip_broken: bool = False) -> list[Scenario]:
+    """Read the competition's scenario files under ``root`` (errors name the file). With
+    ``skip_broken`` a scenario whose queries or database file is missing or malformed is logged and
+    left out; ``query_scenarios.csv`` itself must be readable."""
+    from core.data import DataError, read_csv
 
     root = Path(root)
     index = read_csv(root / "query_scenarios.csv", ["scenario_id", "queries_path", "database_path"], "query_scenarios")
     out = []
     for row in index.itertuples():
-        queries = read_csv(root / row.queries_path, ["query_id", "query_image_id"], "queries")
-        database = read_csv(root / row.database_path, ["database_image_id"], "database")
+        try:
+            queries = read_csv(root / row.queries_path, ["query_id", "query_image_id"], "queries")
+            database = read_csv(root / row.database_path, ["database_image_id"], "database")
+        except DataError as exc:
+            if not skip_broken:
+                raise
+            log.error("scenario %s left out: %s", row.scenario_id, exc)
+            continue
         out.append(Scenario(row.scenario_id, queries, database))
     return out
 

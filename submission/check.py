@@ -105,6 +105,8 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
         result["wall_seconds"] = round(time.time() - started, 2)
         result["exit_code"] = proc.returncode
         result["log_tail"] = proc.stderr.strip().splitlines()[-8:]
+        if keep:
+            result["log_text"] = proc.stderr
         if proc.returncode != 0:
             result["problems"].append(f"main.py exited with {proc.returncode}")
         trace = json.loads(import_log.read_text()) if import_log.exists() else {"imports": []}
@@ -121,7 +123,11 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
             result["problems"].append("no submission/submission.csv written")
             return result
         predictions = pd.read_csv(out_csv, dtype={"query_id": str, "database_image_id": str})
-        scenarios = read_scenarios(data)
+        try:
+            scenarios = read_scenarios(data, skip_broken=True)
+        except Exception as exc:
+            result["problems"].append(f"cannot read the scenarios: {exc}")
+            scenarios = []
         query_map = {q: i for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}
         result["rows"] = len(predictions)
         result["queries_missing"] = len(set(query_map) - set(predictions["query_id"]))
@@ -156,7 +162,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, required=True, help="a folder laid out like /code_execution/data")
     p.add_argument("--labels", type=Path, help="true matches (query_id, database_image_id) to score against")
     p.add_argument("--timeout", type=int, default=3600, help="seconds main.py may run (default 3600)")
-    p.add_argument("--keep", action="store_true", help="keep a copy of the submission.csv written")
+    p.add_argument("--keep", action="store_true", help="keep a copy of the submission.csv written, and the whole log")
     args = p.parse_args(argv)
     for path in (args.zip, args.data):
         if not path.exists():

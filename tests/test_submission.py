@@ -78,8 +78,9 @@ def hostile_copy(tiny_survey, tmp_path):
     pd.DataFrame({"query_id": ["none-q"], "query_image_id": [ids[9]]}).to_csv(data / "queries" / "nodb.csv", index=False)
     pd.DataFrame({"database_image_id": []}).to_csv(data / "databases" / "nodb.csv", index=False)
     scen = pd.read_csv(data / "query_scenarios.csv")
-    extra = pd.DataFrame({"scenario_id": ["odd", "nodb"], "queries_path": ["queries/odd.csv", "queries/nodb.csv"],
-                          "database_path": ["databases/odd.csv", "databases/nodb.csv"]})
+    extra = pd.DataFrame({"scenario_id": ["odd", "nodb", "gone"],
+                          "queries_path": ["queries/odd.csv", "queries/nodb.csv", "queries/gone.csv"],
+                          "database_path": ["databases/odd.csv", "databases/nodb.csv", "databases/odd.csv"]})
     pd.concat([scen, extra]).to_csv(data / "query_scenarios.csv", index=False)
     return data, ids
 
@@ -87,6 +88,7 @@ def hostile_copy(tiny_survey, tmp_path):
 def test_bad_data_still_gives_a_valid_file(bundle, tiny_survey, tmp_path):
     data, ids = hostile_copy(tiny_survey, tmp_path)
     result = check(bundle, data, keep=True)
+    # the checker reads every scenario it can too, so the missing queries file is reported, not fatal
     assert result["problems"] == [], result
     assert result["format"] == "valid"
     log = "\n".join(result["log_tail"])
@@ -97,6 +99,15 @@ def test_bad_data_still_gives_a_valid_file(bundle, tiny_survey, tmp_path):
     assert list(out[out.query_id == "other-q"].database_image_id) == [ids[8]]
     assert not {"self-q", "none-q"} & set(out.query_id)
     assert result["queries_missing"] == 2 and "queries have no database image" in log
+    assert "scenario gone left out" in result["log_text"]
+
+
+def test_unreadable_scenarios_still_give_a_valid_file(bundle, tiny_survey, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_survey / "test", data)
+    (data / "query_scenarios.csv").unlink()
+    result = check(bundle, data)
+    assert result["exit_code"] == 1 and result["rows"] == 0
 
 
 def test_broken_bundle_writes_fallback_and_fails_loudly(bundle, tiny_survey, tmp_path):
