@@ -135,6 +135,8 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> DictC
 
 
 def _validate(cfg: DictConfig) -> None:
+    if cfg.train.mixed_precision is False:  # YAML reads a bare `no` as false
+        cfg.train.mixed_precision = "no"
     for key in ("dataset", "backbone", "neck", "loss"):
         if not isinstance(cfg[key], DictConfig) or "name" not in cfg[key]:
             raise ConfigError(f"'{key}' must be a mapping with a 'name' key, got {cfg[key]!r}")

@@ -55,6 +55,10 @@ def test_missing_file_cycle_and_bad_yaml(tmp_path):
         load_config(tmp_path / "broken.yaml")
 
 
+def test_mixed_precision_no_survives_yaml_booleans():
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
 def test_invalid_values(tmp_path):
     with pytest.raises(ConfigError, match="mixed_precision"):
         load_config(None, ["train.mixed_precision=fp8"])
