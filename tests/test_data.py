@@ -118,3 +118,18 @@ def test_corrupt_image_raises_or_blanks(tmp_path):
     assert img.shape == (3, 16, 16) and float(img.abs().sum()) == 0 and pos == 0 and ok is False
     with pytest.raises(ImageError):
         EvalImages([str(bad)], (16, 16))[0]
+
+
+def test_random_jpeg_recompresses_and_follows_torch_seed():
+    import torch
+
+    from plugins.datasets.belugas import RandomJpeg
+
+    img = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    jpeg = RandomJpeg((10, 40))
+    torch.manual_seed(3)
+    a = np.asarray(jpeg(img))
+    torch.manual_seed(3)
+    b = np.asarray(jpeg(img))
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    assert not np.array_equal(a, np.asarray(img))

@@ -18,6 +18,29 @@ from core.hookspecs import hookimpl
 from core.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb
 
 
+class RandomJpeg:
+    """Re-encode a PIL image as JPEG at a quality drawn from ``quality`` (inclusive), with PIL.
+
+    torchvision's ``v2.JPEG`` does the same through ``torchvision.io``, whose codecs torchvision 0.29
+    deprecates; the quality is drawn from torch's RNG so seeding covers it.
+    """
+
+    def __init__(self, quality=(80, 99)):
+        self.low, self.high = int(quality[0]), int(quality[1])
+
+    def __call__(self, img):
+        import io
+
+        from PIL import Image
+
+        q = int(torch.randint(self.low, self.high + 1, ()).item())
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=q)
+        buf.seek(0)
+        with Image.open(buf) as out:
+            return out.convert("RGB")
+
+
 def seed_augmentations(image_size, mean, std, jpeg_quality=(80, 99), hflip=0.5, brightness=0.2, contrast=0.2,
                        hue=0.1, saturation=0.3, shift=0.2, scale=0.5, rotate=10.0, cutout_p=0.5, cutout_area=0.16):
     """The seed's training transforms in torchvision v2, applied after the squash resize.
@@ -30,10 +53,11 @@ def seed_augmentations(image_size, mean, std, jpeg_quality=(80, 99), hflip=0.5, 
     from torchvision.transforms import v2
 
     h, w = int(image_size[0]), int(image_size[1])
-    steps = [v2.ToImage(), v2.Resize((h, w), antialias=True)]
+    steps = [v2.Resize((h, w), antialias=True)]  # on the PIL image: the squash first, so the rest is cheap
     if jpeg_quality:
-        steps.append(v2.JPEG(quality=tuple(jpeg_quality)))
+        steps.append(RandomJpeg(jpeg_quality))
     steps += [
+        v2.ToImage(),
         v2.RandomHorizontalFlip(hflip),
         v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue),
         v2.RandomAffine(degrees=rotate, translate=(shift, shift), scale=(max(0.05, 1 - scale), 1 + scale)),
