@@ -145,9 +145,57 @@ def load_weights(model, path) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
+def warn_idle_cores(accelerator) -> None:
+    """`accelerate launch` gives each process one CPU thread unless told otherwise: say so when cores idle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    used = accelerator.num_processes * torch.get_num_threads()
+    if accelerator.device.type == "cpu" and used < cores:
+        log.warning("training on %d of %d CPU cores (%d process(es) x %d thread(s)); `accelerate launch` sets one "
+                    "thread per process unless given --num_cpu_threads_per_process", used, cores,
+                    accelerator.num_processes, torch.get_num_threads())
+
+
+def make_optimizer(train_cfg, params) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if train_cfg.optimizer not in kinds:
+        raise ValueError(f"train.optimizer must be one of {', '.join(kinds)}, got {train_cfg.optimizer!r}")
+    return kinds[train_cfg.optimizer](params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+
+def resume_state(accelerator, out: Path, resume: bool) -> dict:
+    """The run's progress: restored from ``out/checkpoint`` with ``resume``, else a fresh start."""
+    ckpt = out / "checkpoint"
+    state = {"epoch": 0, "best_mAP": -1.0}
+    if resume and (ckpt / "state.json").is_file():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "state.json").read_text())
+        log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
+    elif resume:
+        log.warning("resume=true but %s holds no checkpoint; starting afresh", ckpt)
+    if state["epoch"] == 0 and accelerator.is_main_process and (out / "history.jsonl").exists():
+        (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
+    return state
+
+
+def save_checkpoint(accelerator, out: Path, state: dict, model) -> None:
+    """Everything needed to resume, written to a fresh folder and then swapped in: a crash mid-save
+    keeps the previous checkpoint. Also ``last.safetensors``."""
+    accelerator.wait_for_everyone()
+    tmp, ckpt = out / "checkpoint.tmp", out / "checkpoint"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        _write_json(tmp / "state.json", state)
+        _save_weights(model, out / "last.safetensors")
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        os.replace(tmp, ckpt)
+    accelerator.wait_for_everyone()
+
+
 def main(argv=None) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     # Without a GPU, accelerate forms a gloo group only when told it runs on the CPU; otherwise
@@ -159,11 +207,7 @@ def main(argv=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     set_seed(int(cfg.seed))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if accelerator.device.type == "cpu" and accelerator.num_processes * torch.get_num_threads() < cores:
-        log.warning("training on %d of %d CPU cores (%d process(es) x %d thread(s)); `accelerate launch` sets one "
-                    "thread per process unless given --num_cpu_threads_per_process", accelerator.num_processes *
-                    torch.get_num_threads(), cores, accelerator.num_processes, torch.get_num_threads())
+    warn_idle_cores(accelerator)
 
     registries = build_registries(cfg.plugins)
     data = registries["dataset"].build(component(cfg, "dataset"), root=cfg.data.root, image_size=list(cfg.data.image_size))
@@ -217,13 +261,7 @@ def main(argv=None) -> dict:
     unused = freeze_unused_parameters(trainer, torch.stack([x for x, _ in probe]), torch.tensor([y for _, y in probe]))
     if unused:
         log.info("frozen, as this combination of components never uses them: %s", ", ".join(unused))
-    params = [p for p in trainer.parameters() if p.requires_grad]
-    if cfg.train.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    elif cfg.train.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    else:
-        raise ValueError(f"train.optimizer must be adam or adamw, got {cfg.train.optimizer!r}")
+    optimizer = make_optimizer(cfg.train, [p for p in trainer.parameters() if p.requires_grad])
     trainer, optimizer, train_loader, val_loader = accelerator.prepare(trainer, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)
     if cfg.train.max_steps_per_epoch:
@@ -236,16 +274,7 @@ def main(argv=None) -> dict:
     accelerator.register_for_checkpointing(scheduler)
     model_ref = accelerator.unwrap_model(trainer).model
 
-    state = {"epoch": 0, "best_mAP": -1.0}
-    ckpt = out / "checkpoint"
-    if cfg.resume and (ckpt / "state.json").is_file():
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "state.json").read_text())
-        log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
-    elif cfg.resume:
-        log.warning("resume=true but %s holds no checkpoint; starting afresh", ckpt)
-    if state["epoch"] == 0 and accelerator.is_main_process and (out / "history.jsonl").exists():
-        (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
+    state = resume_state(accelerator, out, bool(cfg.resume))
 
     result = None
     for epoch in range(state["epoch"] + 1, epochs + 1):
@@ -267,17 +296,7 @@ def main(argv=None) -> dict:
                     _write_json(out / "metrics.json", result)
         log.info(line)
         state["epoch"] = epoch
-        accelerator.wait_for_everyone()
-        # checkpoint into a fresh folder, then swap it in: a crash mid-save keeps the previous one
-        tmp = out / "checkpoint.tmp"
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            _write_json(tmp / "state.json", state)
-            _save_weights(model_ref, out / "last.safetensors")
-            if ckpt.exists():
-                shutil.rmtree(ckpt)
-            os.replace(tmp, ckpt)
-        accelerator.wait_for_everyone()
+        save_checkpoint(accelerator, out, state, model_ref)
     accelerator.end_training()
     return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else (result or {})
 
