@@ -92,8 +92,9 @@ def fallback_predictions(scenarios) -> pd.DataFrame:
     """A valid file when the models cannot run: each query's first 20 other database images, equal scores."""
     rows = []
     for sc in scenarios:
-        db = list(sc.database["database_image_id"])
-        for qid, img in zip(sc.queries["query_id"], sc.queries["query_image_id"]):
+        db = list(dict.fromkeys(sc.database["database_image_id"]))
+        queries = sc.queries.drop_duplicates("query_id")
+        for qid, img in zip(queries["query_id"], queries["query_image_id"]):
             rows += [(qid, d, 0.5) for d in [d for d in db if d != img][:20]]
     return pd.DataFrame(rows, columns=["query_id", "database_image_id", "score"])
 
@@ -116,7 +117,6 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if num_workers is None:
         num_workers = default_workers()
-    manifest = load_manifest(bundle)
     try:
         scenarios = read_scenarios(data_root, skip_broken=True)
     except Exception:
@@ -129,6 +129,7 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
     log.info("%d scenarios, %d queries, %d distinct images; device %s", len(scenarios), len(query_map), len(needed), device)
     status = "ok"
     try:
+        manifest = load_manifest(bundle)
         files = image_files(data_root, needed)
         emb, ok = embed_with_bundle(bundle, manifest, files, device, num_workers)
         bad = [needed[i] for i in np.flatnonzero(~ok)]

@@ -127,12 +127,16 @@ def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, 
     frames = []
     zero = np.zeros(embeddings.shape[1], np.float32)
     for sc in scenarios:
-        db_ids = [i for i in sc.database["database_image_id"] if i in image_index]
-        if len(db_ids) < len(sc.database):
+        listed = list(dict.fromkeys(sc.database["database_image_id"]))  # an id listed twice is ranked once
+        db_ids = [i for i in listed if i in image_index]
+        if len(db_ids) < len(listed):
             log.warning("scenario %s: %d database images have no embedding and are left out",
-                        sc.name, len(sc.database) - len(db_ids))
-        q_ids = list(sc.queries["query_id"])
-        q_imgs = list(sc.queries["query_image_id"])
+                        sc.name, len(listed) - len(db_ids))
+        queries = sc.queries.drop_duplicates("query_id")
+        if len(queries) < len(sc.queries):
+            log.warning("scenario %s: %d repeated query ids answered once", sc.name, len(sc.queries) - len(queries))
+        q_ids = list(queries["query_id"])
+        q_imgs = list(queries["query_image_id"])
         if not q_ids:
             log.warning("scenario %s has no queries; skipped", sc.name)
             continue

@@ -77,6 +77,9 @@ def hostile_copy(tiny_survey, tmp_path):
     pd.DataFrame({"database_image_id": [ids[8]]}).to_csv(data / "databases" / "odd.csv", index=False)
     pd.DataFrame({"query_id": ["none-q"], "query_image_id": [ids[9]]}).to_csv(data / "queries" / "nodb.csv", index=False)
     pd.DataFrame({"database_image_id": []}).to_csv(data / "databases" / "nodb.csv", index=False)
+    for name in ("queries/top_all.csv", "databases/top_all.csv"):  # an id listed twice
+        listed = pd.read_csv(data / name, dtype=str)
+        pd.concat([listed, listed.head(1)]).to_csv(data / name, index=False)
     scen = pd.read_csv(data / "query_scenarios.csv")
     extra = pd.DataFrame({"scenario_id": ["odd", "nodb", "gone"],
                           "queries_path": ["queries/odd.csv", "queries/nodb.csv", "queries/gone.csv"],
@@ -100,6 +103,15 @@ def test_bad_data_still_gives_a_valid_file(bundle, tiny_survey, tmp_path):
     assert not {"self-q", "none-q"} & set(out.query_id)
     assert result["queries_missing"] == 2 and "queries have no database image" in log
     assert "scenario gone left out" in result["log_text"]
+
+
+def test_damaged_manifest_still_gives_a_valid_file(bundle, tiny_survey, tmp_path):
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, b"{not json" if item.filename == "manifest.json" else src.read(item))
+    result = check(damaged, tiny_survey / "test")
+    assert result["format"] == "valid" and result["exit_code"] == 1 and result["rows"] > 0
 
 
 def test_unreadable_scenarios_still_give_a_valid_file(bundle, tiny_survey, tmp_path):
