@@ -12,11 +12,12 @@ from core.retrieval import embed_images, predict
 from core.scenarios import Scenario, random_predictions
 
 
-def score_scenarios(predictions: pd.DataFrame, scenarios: Sequence[Scenario]) -> dict:
-    """``{"mAP": over all queries, "scenarios": {name: mAP}}``."""
-    labels = pd.concat([sc.labels for sc in scenarios], ignore_index=True)
+def score_scenarios(predictions: pd.DataFrame, scenarios: Sequence[Scenario], labels: pd.DataFrame | None = None) -> dict:
+    """``{"mAP": over all labelled queries, "scenarios": {name: mAP}}``; ``labels`` default to the scenarios' own."""
+    if labels is None:
+        labels = pd.concat([sc.labels for sc in scenarios], ignore_index=True)
     per_query = map_score(predictions, labels, per_query=True)
-    by_scenario = {sc.name: float(per_query[sc.queries["query_id"]].mean()) for sc in scenarios}
+    by_scenario = {sc.name: float(per_query.reindex(sc.queries["query_id"]).fillna(0.0).mean()) for sc in scenarios}
     return {"mAP": float(per_query.mean()), "scenarios": by_scenario}
 
 

@@ -23,10 +23,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.data import EvalImages, read_metadata
+from core.images import IMAGENET_MEAN, IMAGENET_STD
 from core.metric import validate_predictions
 from core.plugins import build_registries
 from core.retrieval import build_steps, combine_embeddings, embed_images, predict
-from core.scenarios import read_scenarios
+from core.scenarios import distinct, read_scenarios
 
 log = logging.getLogger("whaleid.inference")
 
@@ -52,27 +53,36 @@ def image_files(data_root: Path, image_ids: list[str]) -> list[str]:
     return files
 
 
-def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: torch.device,
-                      num_workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(combined embeddings [N, D], ok [N]) over every model of the bundle."""
+def bundle_registries(manifest: dict) -> dict:
+    """Registries filled by the bundle's own plugin modules only (no built-ins, no entry points)."""
+    return build_registries(manifest["plugins"], builtins=(), entry_points=False)
+
+
+def load_bundle_model(bundle: Path, entry: dict, registries: dict):
+    """(model in eval mode with its trained weights, its config) for one ``manifest["models"]`` entry."""
     from omegaconf import OmegaConf
 
-    from core.model import build_model
-    from safetensors.torch import load_file
+    from core.model import build_model, load_weights
 
+    cfg = OmegaConf.load(bundle / entry["config"])
+    model = build_model(cfg, registries)
+    load_weights(model, bundle / entry["weights"])
+    return model.eval(), cfg
+
+
+def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: torch.device,
+                      num_workers: int | None = None, registries: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(combined embeddings [N, D], ok [N]) over every model of the bundle."""
     if num_workers is None:
         num_workers = default_workers()
-    registries = build_registries(manifest["plugins"], builtins=(), entry_points=False)
+    registries = registries or bundle_registries(manifest)
     per_model, weights, ok_all = [], [], np.ones(len(files), bool)
     for k, entry in enumerate(manifest["models"]):
         started = time.time()
-        cfg = OmegaConf.load(bundle / entry["config"])
-        model = build_model(cfg, registries)
-        model.load_state_dict(load_file(str(bundle / entry["weights"])))
+        model, cfg = load_bundle_model(bundle, entry, registries)
         model.to(device)
-        dataset_opts = cfg.dataset
-        mean = tuple(dataset_opts.get("mean", (0.485, 0.456, 0.406)))
-        std = tuple(dataset_opts.get("std", (0.229, 0.224, 0.225)))
+        mean = tuple(cfg.dataset.get("mean", IMAGENET_MEAN))
+        std = tuple(cfg.dataset.get("std", IMAGENET_STD))
         images = EvalImages(files, list(cfg.data.image_size), mean, std, on_error="blank")
         loader = DataLoader(images, batch_size=int(cfg.infer.batch_size), num_workers=num_workers,
                             pin_memory=device.type == "cuda")
@@ -92,8 +102,7 @@ def fallback_predictions(scenarios) -> pd.DataFrame:
     """A valid file when the models cannot run: each query's first 20 other database images, equal scores."""
     rows = []
     for sc in scenarios:
-        db = list(dict.fromkeys(sc.database["database_image_id"]))
-        queries = sc.queries.drop_duplicates("query_id")
+        queries, db = distinct(sc)
         for qid, img in zip(queries["query_id"], queries["query_image_id"]):
             rows += [(qid, d, 0.5) for d in [d for d in db if d != img][:20]]
     return pd.DataFrame(rows, columns=["query_id", "database_image_id", "score"])
@@ -130,13 +139,14 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
     status = "ok"
     try:
         manifest = load_manifest(bundle)
+        registries = bundle_registries(manifest)
         files = image_files(data_root, needed)
-        emb, ok = embed_with_bundle(bundle, manifest, files, device, num_workers)
+        emb, ok = embed_with_bundle(bundle, manifest, files, device, num_workers, registries)
         bad = [needed[i] for i in np.flatnonzero(~ok)]
         if bad:
             log.warning("%d images could not be read and are left out of databases: %s", len(bad), ", ".join(bad[:20]))
         index = {img: i for i, img in enumerate(needed) if ok[i]}
-        steps = build_steps(manifest["postprocess"], build_registries(manifest["plugins"], builtins=(), entry_points=False)["postprocess"])
+        steps = build_steps(manifest["postprocess"], registries["postprocess"])
         embedded = time.time()
         predictions = predict(scenarios, emb, index, steps)
         log.info("ranked %d scenarios in %.2f s", len(scenarios), time.time() - embedded)

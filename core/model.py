@@ -24,6 +24,17 @@ class EmbeddingModel(nn.Module):
         return self.neck(self.backbone(images))
 
 
+def load_weights(model: torch.nn.Module, path) -> None:
+    """Load a safetensors state dict saved by the runner; a missing file is named."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    model.load_state_dict(load_file(str(path)))
+
+
 def build_model(cfg, registries: dict[str, Registry]) -> EmbeddingModel:
     backbone = registries["backbone"].build(component(cfg, "backbone"))
     neck = registries["neck"].build(component(cfg, "neck"), in_features=int(backbone.num_features))

@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from core.scenarios import distinct
+
 log = logging.getLogger(__name__)
 
 
@@ -127,12 +129,11 @@ def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, 
     frames = []
     zero = np.zeros(embeddings.shape[1], np.float32)
     for sc in scenarios:
-        listed = list(dict.fromkeys(sc.database["database_image_id"]))  # an id listed twice is ranked once
+        queries, listed = distinct(sc)  # an id listed twice is ranked once
         db_ids = [i for i in listed if i in image_index]
         if len(db_ids) < len(listed):
             log.warning("scenario %s: %d database images have no embedding and are left out",
                         sc.name, len(listed) - len(db_ids))
-        queries = sc.queries.drop_duplicates("query_id")
         if len(queries) < len(sc.queries):
             log.warning("scenario %s: %d repeated query ids answered once", sc.name, len(sc.queries) - len(queries))
         q_ids = list(queries["query_id"])

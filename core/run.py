@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from core.config import component, load_config, save_config
 from core.evaluate import evaluate, random_baseline
 from core.logs import setup_logging
-from core.model import build_model
+from core.model import build_model, load_weights
 from core.plugins import build_registries
 from core.retrieval import build_steps
 from core.scenarios import build_scenarios
@@ -135,14 +135,6 @@ def _save_weights(model, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
-
-
-def load_weights(model, path) -> None:
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    model.load_state_dict(load_file(str(path)))
 
 
 def warn_idle_cores(accelerator) -> None:

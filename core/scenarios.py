@@ -31,6 +31,11 @@ class Scenario:
     labels: pd.DataFrame | None = None  # query_id, database_image_id: every true match
 
 
+def distinct(sc: Scenario) -> tuple[pd.DataFrame, list[str]]:
+    """A scenario's queries and database ids, each listed once (first occurrence kept)."""
+    return sc.queries.drop_duplicates("query_id"), list(dict.fromkeys(sc.database["database_image_id"]))
+
+
 def _year(df: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(df["date"], errors="coerce").dt.year
 

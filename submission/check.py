@@ -79,7 +79,8 @@ def zip_problems(zf: zipfile.ZipFile) -> list[str]:
 
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
-    from core.metric import SubmissionFormatError, map_score, validate_predictions
+    from core.evaluate import score_scenarios
+    from core.metric import SubmissionFormatError, validate_predictions
     from core.scenarios import random_predictions, read_scenarios
 
     data = data.resolve()
@@ -139,14 +140,10 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
             result["problems"].append(f"format: {exc}")
         if labels is not None and result["format"] == "valid":
             truth = pd.read_csv(labels, dtype=str)
-            per_query = map_score(predictions, truth, per_query=True)
-            result["mAP"] = round(float(per_query.mean()), 4)
-            result["scenarios"] = {sc.name: round(float(per_query.reindex(sc.queries["query_id"]).fillna(0).mean()), 4)
-                                   for sc in scenarios}
-            rand = map_score(random_predictions(scenarios), truth, per_query=True)
-            result["random_mAP"] = round(float(rand.mean()), 4)
-            result["random_scenarios"] = {sc.name: round(float(rand.reindex(sc.queries["query_id"]).fillna(0).mean()), 4)
-                                          for sc in scenarios}
+            for prefix, rows in (("", predictions), ("random_", random_predictions(scenarios))):
+                scored = score_scenarios(rows, scenarios, truth)
+                result[f"{prefix}mAP"] = round(scored["mAP"], 4)
+                result[f"{prefix}scenarios"] = {k: round(v, 4) for k, v in scored["scenarios"].items()}
         if keep:
             kept = Path(tempfile.mkdtemp(prefix="whaleid_check_")) / "submission.csv"
             kept.write_bytes(out_csv.read_bytes())

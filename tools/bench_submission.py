@@ -27,13 +27,8 @@ import torch
 
 def bench_embedding(zip_path: Path, data: Path, max_images: int, workers: int, rounds: int = 3) -> dict:
     """Median images/s of main.py's embedding (model build included) and of a bare loop, alternating."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
-
     from core.images import load_rgb, squash_to_tensor
-    from core.inference import embed_with_bundle, image_files, load_manifest
-    from core.model import build_model
-    from core.plugins import build_registries
+    from core.inference import bundle_registries, embed_with_bundle, image_files, load_bundle_model, load_manifest
 
     meta = pd.read_csv(data / "metadata.csv", dtype=str)
     files = image_files(data, list(meta.image_id[:max_images]))
@@ -51,12 +46,8 @@ def bench_embedding(zip_path: Path, data: Path, max_images: int, workers: int, r
             return len(files) * n_models / (time.perf_counter() - started)
 
         def bare(files=files) -> float:
-            entry = manifest["models"][0]
-            cfg = OmegaConf.load(bundle / entry["config"])
             started = time.perf_counter()
-            model = build_model(cfg, build_registries(manifest["plugins"], builtins=(), entry_points=False))
-            model.load_state_dict(load_file(str(bundle / entry["weights"])))
-            model.eval()
+            model, cfg = load_bundle_model(bundle, manifest["models"][0], bundle_registries(manifest))
             size, batch = list(cfg.data.image_size), int(cfg.infer.batch_size)
             with torch.no_grad():
                 for i in range(0, len(files), batch):
