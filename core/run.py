@@ -2,9 +2,13 @@
 
 Reads the config, loads the plugins, splits the data, trains with the config's recipe, evaluates
 with the competition metric every ``train.eval_every`` epochs, and keeps the best and last weights.
-Writes into ``output_dir``: ``config.yaml`` (resolved), ``metrics.json`` (the best evaluation),
-``history.jsonl`` (one line per evaluation), ``best.safetensors``, ``last.safetensors`` and
-``checkpoint/`` (model, optimizer, scheduler and RNG state, for ``resume=true``).
+Writes into ``output_dir``: ``config.yaml`` (resolved), ``split.csv`` (each image's role, train or
+val, and its class index), ``metrics.json`` (the best evaluation, its ``lift`` over a random ranking
+and the run's ``warnings``), ``history.jsonl`` (one line per evaluation), ``best.safetensors``,
+``last.safetensors`` and ``checkpoint/`` (model, optimizer, scheduler and RNG state, for ``resume=true``).
+
+After three evaluations the run checks that it is learning (``core.health``) and warns, in the log
+and in ``metrics.json``, with a hint, when it is not.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from core.config import component, load_config, save_config
 from core.evaluate import evaluate, random_baseline
+from core.health import learning_warnings, lift
 from core.logs import setup_logging
 from core.model import build_model, load_weights
 from core.plugins import build_registries
@@ -210,6 +215,8 @@ def main(argv=None) -> dict:
                          "use more data or fewer folds")
     classes = sorted(train_df["whale_id"].unique())
     class_of = {w: i for i, w in enumerate(classes)}
+    if accelerator.is_main_process:
+        write_split(out / "split.csv", train_df, val_df, class_of)
     log.info("data %s: %d train images of %d whales, %d validation images; scenarios: %s", cfg.data.root,
              len(train_df), len(classes), len(val_df), ", ".join(f"{s.name} ({len(s.queries)} q)" for s in scenarios))
 
@@ -234,14 +241,20 @@ def main(argv=None) -> dict:
         return result
 
     baseline = random_baseline(scenarios, int(cfg.seed))
+
+    def with_baseline(result: dict) -> dict:
+        result["random"] = baseline
+        result["lift"] = lift(result["mAP"], baseline["mAP"])
+        return result
+
     if cfg.eval_only:
         model_ref = model.to(accelerator.device)
         val_loader = accelerator.prepare(val_loader)
-        result = run_eval(0)
-        result["random"] = baseline
+        result = with_baseline(run_eval(0))
         if accelerator.is_main_process:
             _write_json(out / "metrics.json", result)
-            log.info("eval mAP %.4f %s", result["mAP"], result["scenarios"])
+            log.info("eval mAP %.4f (random %.4f, lift %s) %s", result["mAP"], baseline["mAP"],
+                     _fmt_lift(result["lift"]), result["scenarios"])
         return result
 
     loss = registries["loss"].build(component(cfg, "loss"), embedding_size=model.embedding_size, num_classes=len(classes))
@@ -267,30 +280,77 @@ def main(argv=None) -> dict:
     model_ref = accelerator.unwrap_model(trainer).model
 
     state = resume_state(accelerator, out, bool(cfg.resume))
+    state.setdefault("steps", state["epoch"] * steps_per_epoch)
+    state.setdefault("warned", [])
 
     result = None
     for epoch in range(state["epoch"] + 1, epochs + 1):
         started = time.time()
         mean_loss, count = train_epoch(trainer, train_loader, optimizer, scheduler, accelerator, steps_per_epoch,
                                        cfg.train.grad_clip, desc=f"epoch {epoch}/{epochs}")
+        state["steps"] += count
         line = (f"epoch {epoch}/{epochs} loss {mean_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"{count * int(cfg.train.batch_size) * accelerator.num_processes / (time.time() - started):.1f} img/s")
         if epoch % int(cfg.train.eval_every) == 0 or epoch == epochs:
-            result = run_eval(epoch)
-            result["random"] = baseline
-            line += f" | val mAP {result['mAP']:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in result["scenarios"].items())
+            result = with_baseline(run_eval(epoch))
+            result.update(train_loss=mean_loss, steps=state["steps"],
+                          images_seen=state["steps"] * int(cfg.train.batch_size) * accelerator.num_processes)
+            line += (f" | val mAP {result['mAP']:.4f} random {baseline['mAP']:.4f} lift {_fmt_lift(result['lift'])} | "
+                     + " ".join(f"{k} {v:.3f}" for k, v in result["scenarios"].items()))
             if accelerator.is_main_process:
                 with open(out / "history.jsonl", "a") as fh:
                     fh.write(json.dumps(result) + "\n")
                 if result["mAP"] > state["best_mAP"]:
                     state["best_mAP"] = result["mAP"]
                     _save_weights(model_ref, out / "best.safetensors")
-                    _write_json(out / "metrics.json", result)
-        log.info(line)
+                log.info(line)
+                report_health(out, state)
+        else:
+            log.info(line)
         state["epoch"] = epoch
         save_checkpoint(accelerator, out, state, model_ref)
     accelerator.end_training()
     return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else (result or {})
+
+
+def _fmt_lift(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def read_history(out: Path) -> list[dict]:
+    path = out / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def report_health(out: Path, state: dict) -> list[dict]:
+    """Rewrite ``metrics.json`` as the best evaluation so far plus the run's current ``warnings``;
+    log each warning the first time it holds."""
+    history = read_history(out)
+    if not history:
+        return []
+    for h in history:  # the checks compare against the random ranking of the same scenarios
+        h["random_mAP"] = h.get("random", {}).get("mAP", 0.0)
+    warnings = learning_warnings(history)
+    for w in warnings:
+        if w["code"] not in state["warned"]:
+            log.warning("NOT LEARNING? %s. Hint: %s", w["message"], w["hint"])
+            state["warned"].append(w["code"])
+    best = max(history, key=lambda h: h["mAP"])
+    best.pop("random_mAP", None)
+    best["warnings"] = warnings
+    _write_json(out / "metrics.json", best)
+    return warnings
+
+
+def write_split(path: Path, train_df, val_df, class_of: dict) -> None:
+    """``image_id, whale_id, role (train|val), class_index`` (-1 for validation rows): what trained on what."""
+    import pandas as pd
+
+    rows = pd.concat([train_df.assign(role="train"), val_df.assign(role="val")], ignore_index=True)
+    rows["class_index"] = [class_of.get(w, -1) if r == "train" else -1 for w, r in zip(rows["whale_id"], rows["role"])]
+    tmp = path.with_suffix(".tmp")
+    rows[["image_id", "whale_id", "role", "class_index"]].to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

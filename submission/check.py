@@ -67,6 +67,19 @@ sys.exit(code)
 """
 
 
+MIN_LIFT = 1.5  # below this many times a random ranking's mAP, the check warns
+
+
+def lift_report(mAP: float, random_mAP: float) -> dict:
+    """``{"lift": mAP / random mAP, "warnings": [...]}``; warns when the lift is under ``MIN_LIFT``."""
+    lift = round(mAP / random_mAP, 3) if random_mAP > 0 else None
+    warnings = []
+    if lift is not None and lift < MIN_LIFT:
+        warnings.append(f"mAP {mAP:.4f} is only {lift:.2f}x a random ranking's {random_mAP:.4f} (under {MIN_LIFT}x): "
+                        "the models barely beat chance on these whales; check the run's metrics.json warnings")
+    return {"lift": lift, "warnings": warnings}
+
+
 def zip_problems(zf: zipfile.ZipFile) -> list[str]:
     problems = []
     names = zf.namelist()
@@ -79,9 +92,9 @@ def zip_problems(zf: zipfile.ZipFile) -> list[str]:
 
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
-    from core.evaluate import score_scenarios
+    from core.evaluate import random_baseline, score_scenarios
     from core.metric import SubmissionFormatError, validate_predictions
-    from core.scenarios import random_predictions, read_scenarios
+    from core.scenarios import read_scenarios
 
     data = data.resolve()
     result: dict = {"zip": str(zip_path), "problems": []}
@@ -140,10 +153,12 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
             result["problems"].append(f"format: {exc}")
         if labels is not None and result["format"] == "valid":
             truth = pd.read_csv(labels, dtype=str)
-            for prefix, rows in (("", predictions), ("random_", random_predictions(scenarios))):
-                scored = score_scenarios(rows, scenarios, truth)
+            # random: the mean of 20 random rankings, the expected score of chance
+            for prefix, scored in (("", score_scenarios(predictions, scenarios, truth)),
+                                   ("random_", random_baseline(scenarios, labels=truth))):
                 result[f"{prefix}mAP"] = round(scored["mAP"], 4)
                 result[f"{prefix}scenarios"] = {k: round(v, 4) for k, v in scored["scenarios"].items()}
+            result.update(lift_report(result["mAP"], result["random_mAP"]))
         if keep:
             kept = Path(tempfile.mkdtemp(prefix="whaleid_check_")) / "submission.csv"
             kept.write_bytes(out_csv.read_bytes())
@@ -166,6 +181,10 @@ def main(argv=None) -> None:
             p.error(f"not found: {path}")
     result = check(args.zip, args.data, args.labels, args.timeout, args.keep)
     print(json.dumps(result, indent=2))
+    for warning in result.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    if result.get("lift") is not None:
+        print(f"mAP {result['mAP']:.4f}, random {result['random_mAP']:.4f}, lift {result['lift']:.2f}x", file=sys.stderr)
     sys.exit(1 if result["problems"] else 0)
 
 

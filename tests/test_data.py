@@ -133,3 +133,26 @@ def test_random_jpeg_recompresses_and_follows_torch_seed():
     b = np.asarray(jpeg(img))
     assert a.shape == (32, 32, 3) and np.array_equal(a, b)
     assert not np.array_equal(a, np.asarray(img))
+
+
+@pytest.mark.parametrize("augment", [{}, {"jpeg_quality": None, "cutout_p": 0.0, "rotate": 0.0, "shift": 0.0, "scale": 0.0}])
+def test_cached_training_images_augment_to_the_same_pixels(tiny_survey, belugas, augment):
+    import torch
+
+    rows = build_registries()  # noqa: F841  (registries load the plugin module)
+    pixels = {}
+    for cache in (True, False):
+        data = belugas(str(tiny_survey / "train"), [48, 40], augment=augment, cache=cache)
+        ds = data.train_dataset(data.metadata.head(5), [0, 1, 2, 3, 4])
+        assert (ds.cache is not None) == cache
+        torch.manual_seed(3)
+        pixels[cache] = torch.stack([ds[i][0] for i in range(5)])
+    assert torch.equal(pixels[True], pixels[False])
+    with pytest.raises(ValueError, match="cache"):
+        belugas(str(tiny_survey / "train"), [48, 40], cache="sometimes")
+
+
+def test_cache_auto_respects_the_memory_limit(tiny_survey, belugas):
+    data = belugas(str(tiny_survey / "train"), [64, 64], cache="auto", cache_max_gb=1e-4)  # about 105 kB: 8 images of 12 kB
+    assert not data.use_cache(100) and data.use_cache(1)
+    assert belugas(str(tiny_survey / "train"), [64, 64]).use_cache(10_000)

@@ -1,6 +1,7 @@
 """Each built-in plugin alone, and a user's drop-in plugin."""
 
 import sys
+from pathlib import Path
 import textwrap
 
 import numpy as np
@@ -139,3 +140,42 @@ def test_knn_auto_falls_back_to_torch_without_faiss(reg, monkeypatch):
     assert reg["postprocess"].build({"name": "knn"}).backend == "faiss"
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
     assert reg["postprocess"].build({"name": "knn"}).backend == "torch"
+
+
+def test_focal_reductions_match_hand_computed_values(reg):
+    """Two samples whose smoothed cross-entropies are known: ce = (1, 3), gamma = 2.
+
+    batch (the seed's): ce_mean = 2, loss = (1 - e^-2)^2 * 2 = 1.4952901...
+    sample: mean((1 - e^-1)^2 * 1, (1 - e^-3)^2 * 3) = (0.3995764 + 2.7087139) / 2 = 1.5541451...
+    """
+    import math
+
+    from plugins.losses.arcface_focal import focal_term
+
+    ce = torch.tensor([1.0, 3.0])
+    assert focal_term(ce.mean(), 2.0).item() == pytest.approx((1 - math.exp(-2)) ** 2 * 2, rel=1e-6)
+    assert focal_term(ce.mean(), 2.0).item() == pytest.approx(1.4952901, rel=1e-6)
+    assert focal_term(ce, 2.0).mean().item() == pytest.approx(1.5541451, rel=1e-6)
+    # through the loss module: logits built by the head, cross-entropy computed here by hand
+    torch.manual_seed(0)
+    emb, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    by = {r: reg["loss"].build({"name": "arcface_focal", "gamma": 6.0, "ls_eps": 0.2, "reduction": r},
+                               embedding_size=4, num_classes=3) for r in ("batch", "sample")}
+    by["sample"].head.load_state_dict(by["batch"].head.state_dict())
+    logits = by["batch"].head(emb, labels)
+    logp = torch.log_softmax(logits, dim=1)
+    ce = -(0.8 * logp.gather(1, labels[:, None])[:, 0] + 0.2 * logp.mean(dim=1))  # label smoothing 0.2 over 3 classes
+    assert by["batch"](emb, labels).item() == pytest.approx(((1 - torch.exp(-ce.mean())) ** 6 * ce.mean()).item(), rel=1e-5)
+    assert by["sample"](emb, labels).item() == pytest.approx(((1 - torch.exp(-ce)) ** 6 * ce).mean().item(), rel=1e-5)
+    assert by["batch"](emb, labels).item() != pytest.approx(by["sample"](emb, labels).item(), rel=1e-3)
+    with pytest.raises(ValueError, match="reduction"):
+        reg["loss"].build({"name": "arcface_focal", "reduction": "sum"}, embedding_size=4, num_classes=3)
+
+
+def test_seed_configs_reduce_focal_over_the_batch():
+    from core.config import load_config
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "seed_3rd_place"
+    for name in ("convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns"):
+        cfg = load_config(root / f"{name}.yaml")
+        assert cfg.loss.reduction == "batch" and cfg.loss.gamma == 6.0 and cfg.loss.ls_eps == 0.2

@@ -100,3 +100,80 @@ def test_contact_sheet(tmp_path):
 
     contact_sheet(tmp_path / "sheet.png", seed=0, n_whales=2)
     assert (tmp_path / "sheet.png").stat().st_size > 10_000
+
+
+def marked_area(whale, year=2019):
+    """Pelt pixels darker than bare skin: the area the marks cover."""
+    from tools.synthesize import pelt, skin_tone
+
+    return int((pelt(whale, year) < skin_tone(whale, year) * 0.97).sum())
+
+
+def test_every_variant_renders_deterministically():
+    from tools.synthesize import PRESETS, VARIANTS, plan_survey
+
+    for name, variant in VARIANTS.items():
+        shots = []
+        for _ in range(2):
+            whales, rows = plan_survey(PRESETS["tiny"], 6, "train", 11, 0, variant)
+            shots.append([np.asarray(render(whales[r["whale"]], r["year"], r["viewpoint"], r["style"], r["size"], r["seed"]))
+                          for r in rows[:3]])
+        assert all(np.array_equal(a, b) for a, b in zip(*shots)), name
+
+
+def test_hard_variant_survey_is_byte_identical_across_runs(tmp_path):
+    synthesize("tiny", tmp_path / "a", seed=0, workers=1, variant="hard")
+    synthesize("tiny", tmp_path / "b", seed=0, workers=2, variant="hard")
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    base = tmp_path / "base"
+    synthesize("tiny", base, seed=0, workers=1)
+    assert digest(tmp_path / "a") != digest(base)
+
+
+def test_knobs_move_what_they_claim():
+    from tools.synthesize import PRESETS, Variant, plan_survey
+
+    def whales(variant, n=40):
+        rng = np.random.default_rng(5)
+        return [make_whale(f"w{i}", rng, variant) for i in range(n)]
+
+    # mark size: the marked area shrinks
+    assert sum(map(marked_area, whales(Variant(mark_scale=0.5)))) < 0.5 * sum(map(marked_area, whales(Variant())))
+    # mark contrast: marks are less dark
+    dark = lambda ws: np.mean([m.dark for w in ws for m in w.marks])
+    assert dark(whales(Variant(mark_contrast=0.6))) == pytest.approx(0.6 * dark(whales(Variant())), rel=0.01)
+    # marks per whale (ridge nicks, kind "nick", and later scars come on top)
+    counts = [sum(m.kind != "nick" and not m.year_from for m in w.marks) for w in whales(Variant(marks=(1, 2)))]
+    assert min(counts) == 1 and max(counts) == 2
+    preset = PRESETS["small"]
+
+    def plan(variant):
+        return plan_survey(preset, 120, "train", 3, 0, variant)[1]
+
+    base = plan(Variant())
+    # rotation: headings spread over the circle
+    spread = lambda rows: np.std([r["style"].rotate for r in rows])
+    assert spread(base) < 20 and spread(plan(Variant(rotation=180.0))) > 80
+    # photos per whale
+    assert len(plan(Variant(photos_per_whale=2.0))) < 0.6 * len(base)
+    # resolution: photo sizes scale
+    size = lambda rows: np.mean([r["size"][0] * r["size"][1] for r in rows])
+    assert size(plan(Variant(resolution=0.5))) == pytest.approx(0.25 * size(base), rel=0.05)
+    # blur range
+    assert max(r["style"].blur for r in plan(Variant(blur=3.0))) > 2.0 >= max(r["style"].blur for r in base) + 0.6
+    # lateral share
+    lateral = lambda rows: np.mean([r["viewpoint"] != "top" for r in rows])
+    assert lateral(plan(Variant(lateral_share=0.4))) > lateral(base) + 0.15
+    # one water pattern per encounter, shared by its photos, different between encounters
+    rows = plan(Variant(encounter_pattern=0.15))
+    by_encounter = pd.DataFrame([(r["encounter_id"], r["style"].pattern_seed, r["style"].pattern) for r in rows],
+                                columns=["enc", "seed", "strength"])
+    assert (by_encounter.groupby("enc").seed.nunique() == 1).all() and by_encounter.seed.nunique() > 50
+    assert (by_encounter.strength == 0.15).all() and all(r["style"].pattern == 0 for r in base)
+
+
+def test_whale_factor_and_unknown_variant(tmp_path):
+    out = synthesize("tiny", tmp_path / "few", seed=0, workers=1, variant="few_photos")
+    assert out["train_whales"] == round(PRESETS["tiny"].train_whales * 1.6) and out["variant"] == "few_photos"
+    with pytest.raises(SystemExit, match="unknown variant"):
+        synthesize("tiny", tmp_path / "x", variant="nope")

@@ -1,6 +1,7 @@
 """Write a synthetic beluga survey in the competition layout.
 
-    python -m tools.synthesize --preset {tiny,small,full} --out DIR [--seed N] [--workers N]
+    python -m tools.synthesize --preset {tiny,bench,small,full} --out DIR [--variant NAME] [--seed N] [--workers N]
+    python -m tools.synthesize --list-variants                  # the named looks and their knobs
     python -m tools.synthesize --sheet sheet.png [--seed N]     # a contact sheet to judge by eye
 
 Writes ``DIR/train/`` (images + metadata with identities), ``DIR/test/`` (what the runtime mounts at
@@ -15,6 +16,11 @@ flank's) carrying its scars, rake marks, spots, blowhole and ridge nicks. A top 
 the ridge are seen from above and, compressed, from the side; the flanks differ. Marks may appear in a
 later year. Photos add water, glare, submersion, blur, scale, rotation, light, detector-box
 triangles and JPEG quality; encounters are bursts of frames minutes apart.
+
+Variants (``--variant``) turn the knobs that make photo-identification hard: mark size and
+contrast, marks per whale, rotation of the body in the frame, photos per whale and number of
+whales, a background pattern shared by every photo of an encounter, resolution and blur, and the
+share of lateral views. ``base`` is the original look, byte for byte.
 """
 
 from __future__ import annotations
@@ -49,9 +55,46 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset(24, 12, 6.0, 14, 0.85, 0.6, 40),
+    "bench": Preset(150, 60, 5.5, 30, 0.86, 1.0, 200),  # the size of a small real survey, for tools.bench_quality
     "small": Preset(260, 90, 5.8, 40, 0.90, 1.0, 300),
     "full": Preset(788, 420, 7.5, 106, 0.92, 1.0, 900),
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Knobs of a survey's look; the defaults are the original generator's."""
+
+    mark_scale: float = 1.0  # length and stroke width of scars, rakes, spots and nicks
+    mark_contrast: float = 1.0  # how much darker than the skin a mark is (multiplier, capped at 0.95)
+    marks: tuple[int, int] = (3, 8)  # marks per whale, inclusive range (ridge nicks and later scars come on top)
+    rotation: float = 10.0  # heading of the body per encounter: s.d. in degrees; 180 or more: any angle
+    photos_per_whale: float | None = None  # mean photos per whale (None: the preset's)
+    whale_factor: float = 1.0  # multiplies the preset's number of train and test whales
+    encounter_pattern: float = 0.0  # strength of a water pattern that every photo of an encounter shares
+    resolution: float = 1.0  # multiplies photo size (marks shrink with it)
+    blur: float = 1.4  # largest Gaussian blur radius, pixels
+    lateral_share: float | None = None  # share of lateral views (None: the preset's)
+
+
+VARIANTS = {
+    "base": Variant(),
+    "small_marks": Variant(mark_scale=0.55, mark_contrast=0.7),
+    "few_marks": Variant(marks=(1, 3)),
+    "any_angle": Variant(rotation=180.0),
+    "few_photos": Variant(photos_per_whale=2.5, whale_factor=1.6),
+    "encounter_water": Variant(encounter_pattern=0.15),
+    "low_res": Variant(resolution=0.55, blur=2.5),
+    "lateral": Variant(lateral_share=0.35),
+    # several at once, like the surveys rendered by other code in issue #7
+    "hard": Variant(mark_scale=0.6, mark_contrast=0.8, rotation=180.0, encounter_pattern=0.15),
+}
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 # ----------------------------------------------------------------------------------- individuals
@@ -77,23 +120,24 @@ class Whale:
     marks: list[Mark] = field(default_factory=list)
 
 
-def make_whale(whale_id: str, rng: np.random.Generator) -> Whale:
+def make_whale(whale_id: str, rng: np.random.Generator, variant: Variant = Variant()) -> Whale:
     w = Whale(whale_id, ratio=float(rng.uniform(0.27, 0.36)), birth_year=int(rng.integers(2000, 2019)),
               skin=float(rng.uniform(0.78, 0.97)), blowhole=(float(rng.uniform(12, 26)), float(rng.uniform(-0.6, 0.6))))
-    n_marks = int(rng.integers(3, 9))
+    k, c = variant.mark_scale, variant.mark_contrast
+    n_marks = int(rng.integers(variant.marks[0], variant.marks[1] + 1))
     for _ in range(n_marks):
         kind = rng.choice(["scar", "scar", "rake", "spot", "spot"])
         w.marks.append(Mark(kind, u=float(rng.uniform(0.18, 0.9)), v=float(rng.uniform(-0.95, 0.95)),
-                            size=float(rng.uniform(22, 70) if kind != "spot" else rng.uniform(6, 14)),
-                            angle=float(rng.uniform(0, math.pi)), width=float(rng.uniform(5, 10)),
-                            dark=float(rng.uniform(0.35, 0.7))))
+                            size=float(rng.uniform(22, 70) if kind != "spot" else rng.uniform(6, 14)) * k,
+                            angle=float(rng.uniform(0, math.pi)), width=float(rng.uniform(5, 10)) * k,
+                            dark=min(0.95, float(rng.uniform(0.35, 0.7)) * c)))
     for _ in range(int(rng.integers(0, 4))):  # nicks on the dorsal ridge
-        w.marks.append(Mark("nick", u=float(rng.uniform(0.35, 0.75)), v=0.0, size=float(rng.uniform(5, 11)),
-                            angle=0.0, width=float(rng.uniform(6, 12)), dark=float(rng.uniform(0.4, 0.7))))
+        w.marks.append(Mark("nick", u=float(rng.uniform(0.35, 0.75)), v=0.0, size=float(rng.uniform(5, 11)) * k,
+                            angle=0.0, width=float(rng.uniform(6, 12)) * k, dark=min(0.95, float(rng.uniform(0.4, 0.7)) * c)))
     if rng.random() < 0.35:  # a scar gained in a later survey year
         w.marks.append(Mark("scar", u=float(rng.uniform(0.2, 0.85)), v=float(rng.uniform(-0.6, 0.6)),
-                            size=float(rng.uniform(30, 60)), angle=float(rng.uniform(0, math.pi)),
-                            width=float(rng.uniform(6, 10)), dark=float(rng.uniform(0.4, 0.7)),
+                            size=float(rng.uniform(30, 60)) * k, angle=float(rng.uniform(0, math.pi)),
+                            width=float(rng.uniform(6, 10)) * k, dark=min(0.95, float(rng.uniform(0.4, 0.7)) * c),
                             year_from=int(rng.choice(YEARS[1:]))))
     return w
 
@@ -124,12 +168,12 @@ def pelt(whale: Whale, year: int) -> np.ndarray:
         tone = int(255 * (1 - m.dark))
         dx, dy = math.cos(m.angle) * m.size / 2, math.sin(m.angle) * m.size / 2
         if m.kind == "scar":
-            draw.line([x - dx, y - dy, x + dx * 0.3, y + dy * 0.6, x + dx, y + dy], fill=tone, width=int(m.width), joint="curve")
+            draw.line([x - dx, y - dy, x + dx * 0.3, y + dy * 0.6, x + dx, y + dy], fill=tone, width=max(1, int(m.width)), joint="curve")
         elif m.kind == "rake":
             nx, ny = -math.sin(m.angle) * m.width * 1.8, math.cos(m.angle) * m.width * 1.8
             for k in (-1, 0, 1):
                 draw.line([x - dx + k * nx, y - dy + k * ny, x + dx + k * nx, y + dy + k * ny], fill=tone,
-                          width=max(3, int(m.width * 0.7)))
+                          width=max(1, min(3, int(m.width)), int(m.width * 0.7)))
         elif m.kind == "spot":
             draw.ellipse([x - m.size, y - m.size * 0.8, x + m.size, y + m.size * 0.8], fill=tone)
         elif m.kind == "nick":
@@ -153,25 +197,29 @@ class PhotoStyle:
     shift: tuple[float, float] = (0.0, 0.0)
     triangle: int = -1  # corner with a detector-box white triangle, -1 none
     quality: int = 95
+    pattern: float = 0.0  # strength of the encounter's own water pattern
+    pattern_seed: int = 0  # the encounter's: every photo of it shows the same pattern
 
     @staticmethod
     def neutral() -> "PhotoStyle":
         return PhotoStyle()
 
 
-def random_style(rng: np.random.Generator, encounter: dict) -> PhotoStyle:
+def random_style(rng: np.random.Generator, encounter: dict, blur: float = 1.4) -> PhotoStyle:
     return PhotoStyle(
         water=tuple(np.clip(np.asarray(encounter["water"]) + rng.normal(0, 0.015, 3), 0, 1)),
         water_texture=float(rng.uniform(0.02, 0.08)),
         glare=float(rng.uniform(0, 0.5) if rng.random() < 0.35 else 0.0),
         submerged=float(rng.uniform(0.05, 0.35) if rng.random() < 0.3 else 0.0),
-        blur=float(rng.uniform(0, 1.4)),
+        blur=float(rng.uniform(0, blur)),
         light=float(encounter["light"] * rng.uniform(0.93, 1.07)),
         rotate=float(encounter["heading"] + rng.normal(0, 4)),
         scale=float(rng.uniform(0.82, 1.05)),
         shift=(float(rng.normal(0, 0.04)), float(rng.normal(0, 0.04))),
         triangle=int(rng.integers(0, 4)) if rng.random() < 0.1 else -1,
         quality=int(rng.integers(60, 96)),
+        pattern=float(encounter.get("pattern", 0.0)),
+        pattern_seed=int(encounter.get("pattern_seed", 0)),
     )
 
 
@@ -182,6 +230,11 @@ def _water(h: int, w: int, style: PhotoStyle, rng: np.random.Generator) -> np.nd
         coarse = np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.BICUBIC))
         fine = rng.normal(0, 0.4, (h, w)).astype(np.float32)
         base += style.water_texture * (coarse + fine)[..., None]
+    if style.pattern > 0:  # the encounter's water: same seed, same pattern in every photo of it
+        prng = np.random.default_rng(style.pattern_seed)
+        grid = prng.normal(0, 1, (4, 8, 8)).astype(np.float32)  # swell in brightness, a faint tint per channel
+        swell, *tint = [np.asarray(Image.fromarray(g, "F").resize((w, h), Image.BICUBIC)) for g in grid]
+        base += style.pattern * (swell[..., None] + 0.3 * np.stack(tint, axis=-1))
     return base
 
 
@@ -254,6 +307,7 @@ def render(whale: Whale, year: int, view: str, style: PhotoStyle, size: tuple[in
 
 # ---------------------------------------------------------------------------------------- survey
 def photo_size(view: str, rng: np.random.Generator, scale: float) -> tuple[int, int]:
+    """(width, height) of a crop: tall for top views, wide for lateral ones, times ``scale``."""
     if view == "top":
         h = rng.uniform(440, 560)
         w = h * rng.uniform(0.36, 0.46)
@@ -263,14 +317,16 @@ def photo_size(view: str, rng: np.random.Generator, scale: float) -> tuple[int, 
     return max(32, int(w * scale)), max(32, int(h * scale))
 
 
-def plan_survey(preset: Preset, n_whales: int, prefix: str, seed: int, id_offset: int) -> tuple[list[Whale], list[dict]]:
+def plan_survey(preset: Preset, n_whales: int, prefix: str, seed: int, id_offset: int,
+                variant: Variant = Variant()) -> tuple[list[Whale], list[dict]]:
     """Whales and one row per photo (everything needed to render it), deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
-    whales = [make_whale(f"whale{id_offset + i:04d}", rng) for i in range(n_whales)]
+    whales = [make_whale(f"whale{id_offset + i:04d}", rng, variant) for i in range(n_whales)]
     sigma = 1.0
-    mu = math.log(max(1.0, preset.mean_images)) - sigma ** 2 / 2
+    mean_images = preset.mean_images if variant.photos_per_whale is None else variant.photos_per_whale
+    mu = math.log(max(1.0, mean_images)) - sigma ** 2 / 2
     rows = []
-    lateral_share = 1 - preset.top_share
+    lateral_share = 1 - preset.top_share if variant.lateral_share is None else variant.lateral_share
     for wi, whale in enumerate(whales):
         n = int(np.clip(round(rng.lognormal(mu, sigma)), 1, preset.max_images))
         while n > 0:
@@ -280,7 +336,10 @@ def plan_survey(preset: Preset, n_whales: int, prefix: str, seed: int, id_offset
                                  hour=int(rng.integers(8, 18)), minute=int(rng.integers(0, 60)))
             vessel = rng.random() < lateral_share * 1.6 / (1 + 0.6 * lateral_share)
             encounter = {"water": (rng.uniform(0.25, 0.45), rng.uniform(0.32, 0.48), rng.uniform(0.28, 0.42)),
-                         "light": rng.uniform(0.85, 1.1), "heading": rng.normal(0, 10)}
+                         "light": rng.uniform(0.85, 1.1),
+                         "heading": rng.normal(0, variant.rotation) if variant.rotation < 180 else rng.uniform(-180, 180)}
+            if variant.encounter_pattern > 0:
+                encounter.update(pattern=variant.encounter_pattern, pattern_seed=int(rng.integers(2 ** 31)))
             side = str(rng.choice(["left", "right"]))
             minute = 0.0
             for _ in range(burst):
@@ -292,14 +351,14 @@ def plan_survey(preset: Preset, n_whales: int, prefix: str, seed: int, id_offset
                 rows.append({"whale": wi, "whale_id": whale.whale_id, "viewpoint": view, "year": year,
                              "date": when.strftime("%Y-%m-%d"), "timestamp": when.strftime("%Y-%m-%d %H:%M:%S"),
                              "encounter_id": f"{whale.whale_id}_{start.strftime('%Y%m%d%H%M')}",
-                             "style": random_style(rng, encounter), "size": None})
+                             "style": random_style(rng, encounter, variant.blur), "size": None})
             n -= burst
     order = rng.permutation(len(rows))
     rows = [rows[i] for i in order]
     for k, row in enumerate(rows):
         row["image_id"] = f"{prefix}{k:05d}"
         row["path"] = f"images/{row['image_id']}.jpg"
-        row["size"] = photo_size(row["viewpoint"], np.random.default_rng([seed, k, 7]), preset.scale)
+        row["size"] = photo_size(row["viewpoint"], np.random.default_rng([seed, k, 7]), preset.scale * variant.resolution)
         row["seed"] = [seed, k]
     return whales, rows
 
@@ -334,17 +393,20 @@ def render_all(jobs: list[tuple], whales: dict, workers: int) -> None:
             pass
 
 
-def synthesize(preset_name: str, out: str | Path, seed: int = 0, workers: int | None = None) -> dict:
+def synthesize(preset_name: str, out: str | Path, seed: int = 0, workers: int | None = None,
+               variant: str = "base") -> dict:
     """Write the survey; returns counts and images per second."""
     from core.scenarios import build_scenarios, write_scenarios
 
     if preset_name not in PRESETS:
         raise SystemExit(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-    preset = PRESETS[preset_name]
+    preset, look = PRESETS[preset_name], get_variant(variant)
     out = Path(out)
     started = time.time()
-    train_whales, train_rows = plan_survey(preset, preset.train_whales, "train", seed * 2 + 1, 0)
-    test_whales, test_rows = plan_survey(preset, preset.test_whales, "test", seed * 2 + 2, preset.train_whales)
+    n_train = max(2, round(preset.train_whales * look.whale_factor))
+    n_test = max(2, round(preset.test_whales * look.whale_factor))
+    train_whales, train_rows = plan_survey(preset, n_train, "train", seed * 2 + 1, 0, look)
+    test_whales, test_rows = plan_survey(preset, n_test, "test", seed * 2 + 2, n_train, look)
     jobs = []
     for split, rows in (("train", train_rows), ("test", test_rows)):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
@@ -366,7 +428,7 @@ def synthesize(preset_name: str, out: str | Path, seed: int = 0, workers: int | 
     labels.to_csv(out / "test_labels.csv", index=False)
     seconds = time.time() - started
     n = len(train) + len(test)
-    return {"preset": preset_name, "train_images": len(train), "train_whales": int(train.whale_id.nunique()),
+    return {"preset": preset_name, "variant": variant, "train_images": len(train), "train_whales": int(train.whale_id.nunique()),
             "test_images": len(test), "test_whales": int(test.whale_id.nunique()),
             "queries": int(sum(len(s.queries) for s in scenarios)), "scenarios": [s.name for s in scenarios],
             "seconds": round(seconds, 1), "images_per_second": round(n / seconds, 1)}
@@ -397,11 +459,22 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.synthesize", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="survey size (default: small)")
+    p.add_argument("--variant", choices=list(VARIANTS), default="base",
+                   help="the survey's look (default: base, the original); see --list-variants")
+    p.add_argument("--list-variants", action="store_true", help="print each variant's knobs and exit")
     p.add_argument("--out", help="output folder (gets train/, test/, test_labels.csv)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--sheet", help="write a contact sheet PNG instead of (or as well as) a survey")
     args = p.parse_args(argv)
+    if args.list_variants:
+        from dataclasses import asdict
+
+        base = asdict(Variant())
+        for name, v in VARIANTS.items():
+            changed = {k: val for k, val in asdict(v).items() if val != base[k]}
+            print(f"{name:16s} {changed or '(the original look)'}")
+        return
     if not args.out and not args.sheet:
         p.error("give --out DIR and/or --sheet FILE.png")
     if args.sheet:
@@ -410,7 +483,7 @@ def main(argv=None) -> None:
     if args.out:
         import json
 
-        print(json.dumps(synthesize(args.preset, args.out, args.seed, args.workers)))
+        print(json.dumps(synthesize(args.preset, args.out, args.seed, args.workers, args.variant)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 Folds never split an encounter (photos of one whale less than an hour apart); with
 ``holdout_whales`` they never split a whale, as the test set's whales are unseen in training.
+
+``cache`` keeps the training images decoded and squashed to the input size in memory (uint8), so
+each epoch only augments; ``auto`` caches when that takes at most ``cache_max_gb``. The augmented
+pixels are the same either way.
 """
 
 from __future__ import annotations
@@ -42,8 +46,13 @@ class RandomJpeg:
 
 
 def seed_augmentations(image_size, mean, std, jpeg_quality=(80, 99), hflip=0.5, brightness=0.2, contrast=0.2,
-                       hue=0.1, saturation=0.3, shift=0.2, scale=0.5, rotate=10.0, cutout_p=0.5, cutout_area=0.16):
+                       hue=0.1, saturation=0.3, shift=0.2, scale=0.5, rotate=10.0, cutout_p=0.5, cutout_area=0.16,
+                       presquashed=False):
     """The seed's training transforms in torchvision v2, applied after the squash resize.
+
+    Takes a PIL image of any size, or with ``presquashed`` a uint8 [3, h, w] tensor already squashed
+    to ``image_size`` (the cache). ``jpeg_quality: null``, zero strengths and ``cutout_p: 0`` switch
+    steps off; the affine step is left out when rotate, shift and scale are all 0.
 
     Seed (albumentations): ImageCompression 80-99, HorizontalFlip, RandomBrightnessContrast 0.2,
     HueSaturationValue 40, ShiftScaleRotate(0.2, 0.5, 10), one 40% CoarseDropout. Hue/saturation 40
@@ -53,31 +62,51 @@ def seed_augmentations(image_size, mean, std, jpeg_quality=(80, 99), hflip=0.5, 
     from torchvision.transforms import v2
 
     h, w = int(image_size[0]), int(image_size[1])
-    steps = [v2.Resize((h, w), antialias=True)]  # on the PIL image: the squash first, so the rest is cheap
+    steps = [] if presquashed else [squasher((h, w))]  # the squash first (on PIL), so the rest is cheap
     if jpeg_quality:
+        steps += [v2.ToPILImage()] if presquashed else []
         steps.append(RandomJpeg(jpeg_quality))
-    steps += [
-        v2.ToImage(),
-        v2.RandomHorizontalFlip(hflip),
-        v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue),
-        v2.RandomAffine(degrees=rotate, translate=(shift, shift), scale=(max(0.05, 1 - scale), 1 + scale)),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ]
+    steps += [v2.ToImage(), v2.RandomHorizontalFlip(hflip)]
+    if brightness or contrast or saturation or hue:
+        steps.append(v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue))
+    if rotate or shift or scale:
+        steps.append(v2.RandomAffine(degrees=rotate, translate=(shift, shift), scale=(max(0.05, 1 - scale), 1 + scale)))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if cutout_p > 0:
         steps.append(v2.RandomErasing(p=cutout_p, scale=(0.02, cutout_area), ratio=(0.5, 2.0)))
     return v2.Compose(steps)
 
 
+def squasher(size):
+    from torchvision.transforms import v2
+
+    return v2.Resize((int(size[0]), int(size[1])), antialias=True)
+
+
 class TrainImages(Dataset):
-    def __init__(self, files: Sequence[str], labels: Sequence[int], transform):
-        self.files, self.labels, self.transform = list(files), list(labels), transform
+    """``(float32 [3, h, w], class index)``; from ``cache`` (uint8 [N, 3, h, w], squashed) when given."""
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], transform, cache: torch.Tensor | None = None):
+        self.files, self.labels, self.transform, self.cache = list(files), list(labels), transform, cache
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return self.transform(load_rgb(self.files[i])), int(self.labels[i])
+        img = self.cache[i] if self.cache is not None else load_rgb(self.files[i])
+        return self.transform(img), int(self.labels[i])
+
+
+def squash_all(files: Sequence[str], image_size) -> torch.Tensor:
+    """Every image decoded and squashed to ``image_size``: uint8 [N, 3, h, w], with a progress bar."""
+    from torchvision.transforms import v2
+    from tqdm.auto import tqdm
+
+    resize, to_tensor = squasher(image_size), v2.PILToTensor()
+    out = torch.empty((len(files), 3, int(image_size[0]), int(image_size[1])), dtype=torch.uint8)
+    for i, f in enumerate(tqdm(files, desc="cache images", unit="img", leave=False)):
+        out[i] = to_tensor(resize(load_rgb(f)))
+    return out
 
 
 def assign_folds(groups: pd.Series, num_folds: int, seed: int) -> pd.Series:
@@ -95,9 +124,14 @@ def assign_folds(groups: pd.Series, num_folds: int, seed: int) -> pd.Series:
 
 
 class Belugas(WhaleData):
-    def __init__(self, root, image_size, metadata, mean, std, augment: dict):
+    def __init__(self, root, image_size, metadata, mean, std, augment: dict, cache="auto", cache_max_gb=4.0):
         super().__init__(root, image_size, metadata, mean, std)
-        self.augment = augment
+        self.augment, self.cache, self.cache_max_gb = augment, cache, float(cache_max_gb)
+
+    def use_cache(self, n: int) -> bool:
+        if self.cache == "auto":
+            return n * 3 * self.image_size[0] * self.image_size[1] <= self.cache_max_gb * 2 ** 30
+        return bool(self.cache)
 
     def split(self, num_folds, fold, holdout_whales, seed):
         meta = self.metadata
@@ -108,13 +142,18 @@ class Belugas(WhaleData):
         return meta[folds != fold].reset_index(drop=True), meta[folds == fold].reset_index(drop=True)
 
     def train_dataset(self, df, labels):
-        transform = seed_augmentations(self.image_size, self.mean, self.std, **self.augment)
-        return TrainImages(df["file"], labels, transform)
+        cached = self.use_cache(len(df))
+        transform = seed_augmentations(self.image_size, self.mean, self.std, presquashed=cached, **self.augment)
+        cache = squash_all(list(df["file"]), self.image_size) if cached else None
+        return TrainImages(df["file"], labels, transform, cache)
 
 
 def build_belugas(root, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, require_identity=True,
-                  check_files=True, augment=None):
-    """Read ``root/metadata.csv`` (competition layout); ``augment`` overrides ``seed_augmentations`` options."""
+                  check_files=True, augment=None, cache="auto", cache_max_gb=4.0):
+    """Read ``root/metadata.csv`` (competition layout); ``augment`` overrides ``seed_augmentations`` options;
+    ``cache`` is true, false or ``auto`` (cache training images when they take at most ``cache_max_gb``)."""
+    if cache not in (True, False, "auto"):
+        raise ValueError(f"dataset 'belugas' cache must be true, false or auto, got {cache!r}")
     meta = read_metadata(root, require_identity=require_identity)
     if check_files:
         check_files_exist(meta, f"{root}/metadata.csv")
@@ -122,7 +161,9 @@ def build_belugas(root, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, requir
     from core.plugins import check_options
 
     check_options(seed_augmentations, augment, "dataset 'belugas' augment")
-    return Belugas(root, image_size, meta, mean, std, augment)
+    if "presquashed" in augment:
+        raise ValueError("dataset 'belugas' augment: 'presquashed' is set by the cache, not by configs")
+    return Belugas(root, image_size, meta, mean, std, augment, cache, cache_max_gb)
 
 
 @hookimpl

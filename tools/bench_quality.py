@@ -1,0 +1,208 @@
+"""Quality benchmark: a whaleid recipe against a bare PyTorch loop on survey variants, scored on unseen whales.
+
+    python -m tools.bench_quality [--variants base hard ...] [--seeds 0 1] [--config configs/synthetic_cpu.yaml]
+                                  [--epochs N] [--set key=value ...] [--label NAME] [--out runs/bench_quality]
+
+For each variant (``tools.synthesize --preset bench --variant V``, written to ``--data-dir`` on first
+use) and seed it
+
+1. trains the config through ``core/run.py`` under ``accelerate launch`` on all cores, packs the best
+   weights with ``submission.build`` and scores them with ``submission.check`` on the variant's test
+   whales (never seen in training), beside a random ranking;
+2. trains ``tools.bare_loop`` (nothing of whaleid) on exactly the images the run trained on
+   (its ``split.csv``) for the same epochs, batch size and steps, on the same cores, and scores it on
+   the same test set with the same metric.
+
+Prints a table (variant x {ours, bare, random}, mean and spread over seeds) with ours / bare and
+ours / random, and keeps every result in ``OUT/results.jsonl``: an interrupted benchmark picks up
+where it stopped, and a bare result is reused by every arm (``--label``) that trains on the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VARIANTS = ("base", "small_marks", "few_marks", "any_angle", "few_photos", "encounter_water", "low_res",
+                    "lateral", "hard")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def ensure_survey(data_dir: Path, preset: str, variant: str) -> Path:
+    root = data_dir / preset / variant
+    if not (root / "test_labels.csv").is_file():
+        from tools.synthesize import synthesize
+
+        print(f"synthesizing {preset}/{variant} into {root}", file=sys.stderr)
+        synthesize(preset, root, seed=0, variant=variant)
+    return root
+
+
+def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | None, sets: list[str],
+             threads: int) -> dict:
+    """Train through the runner, pack, check on the test whales; the check's JSON plus the run's metrics."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
+    args = ["--config", config, f"data.root={survey / 'train'}", f"output_dir={run_dir}", f"seed={seed}"]
+    args += [f"train.epochs={epochs}"] if epochs else []
+    started = time.time()
+    _run(launch + [str(ROOT / "core" / "run.py")] + args + sets, run_dir / "train.log")
+    train_seconds = time.time() - started
+    zip_path = run_dir / "submission.zip"
+    _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], run_dir / "build.log")
+    from submission.check import check
+
+    checked = check(zip_path, survey / "test", survey / "test_labels.csv")
+    if checked["problems"]:
+        raise RuntimeError(f"submission check of {run_dir} failed: {checked['problems']}")
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"mAP": checked["mAP"], "random_mAP": checked["random_mAP"], "scenarios": checked["scenarios"],
+            "train_seconds": round(train_seconds, 1), "val_mAP": metrics["mAP"], "best_epoch": metrics["epoch"],
+            "warnings": [w["code"] for w in metrics.get("warnings", [])],
+            "loss_first": history[0].get("train_loss"), "loss_last": history[-1].get("train_loss"),
+            "steps": history[-1]["steps"], "epochs": history[-1]["epoch"]}
+
+
+def _run(cmd: list[str], log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}); see {log_path}:\n"
+                           + "\n".join(log_path.read_text().splitlines()[-15:]))
+
+
+def bare_inputs(survey: Path, run_dir: Path) -> tuple[list[str], list[int]]:
+    """The files and class indices the whaleid run trained on, in its split.csv's order."""
+    split = pd.read_csv(run_dir / "split.csv", dtype={"image_id": str})
+    train = split[split.role == "train"]
+    meta = pd.read_csv(survey / "train" / "metadata.csv", dtype=str).set_index("image_id")
+    return [str(survey / "train" / meta.loc[i, "path"]) for i in train.image_id], [int(c) for c in train.class_index]
+
+
+def run_bare(survey: Path, run_dir: Path, seed: int, epochs: int, batch_size: int, steps_per_epoch: int,
+             image_size, threads: int) -> dict:
+    from core.evaluate import score_scenarios
+    from core.scenarios import distinct, read_scenarios
+    from tools import bare_loop
+
+    files, labels = bare_inputs(survey, run_dir)
+    trained = bare_loop.train(files, labels, tuple(image_size), epochs, batch_size, steps_per_epoch, seed=seed,
+                              threads=threads, log=lambda m: print(m, file=sys.stderr))
+    test = survey / "test"
+    scenarios = read_scenarios(test)
+    meta = pd.read_csv(test / "metadata.csv", dtype=str)
+    needed = sorted({i for sc in scenarios for i in list(sc.queries.query_image_id) + list(sc.database.database_image_id)})
+    path_of = dict(zip(meta.image_id, meta.path))
+    emb = bare_loop.embed(trained["model"], [str(test / path_of[i]) for i in needed], tuple(image_size))
+    emb_of = dict(zip(needed, emb))
+    rows = []
+    for sc in scenarios:
+        queries, database = distinct(sc)
+        rows += bare_loop.rank(list(queries.query_id), list(queries.query_image_id), database, emb_of)
+    preds = pd.DataFrame(rows, columns=["query_id", "database_image_id", "score"])
+    scored = score_scenarios(preds, scenarios, pd.read_csv(survey / "test_labels.csv", dtype=str))
+    return {"mAP": round(scored["mAP"], 4), "scenarios": {k: round(v, 4) for k, v in scored["scenarios"].items()},
+            "train_seconds": round(trained["seconds"], 1), "loss_first": trained["losses"][0],
+            "loss_last": trained["losses"][-1], "steps": trained["steps"], "images": len(files)}
+
+
+def load_results(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def append_result(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def summarize(rows: list[dict], label: str) -> str:
+    """The table: one line per variant, mean +- s.d. over seeds."""
+    def stat(values):
+        v = np.asarray(values, float)
+        return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+    lines = [f"| variant | seeds | ours ({label}) | bare | random | ours / bare | ours / random |",
+             "|---|---|---|---|---|---|---|"]
+    ours = [r for r in rows if r["kind"] == "ours" and r["label"] == label]
+    for variant in dict.fromkeys(r["variant"] for r in ours):
+        o = [r for r in ours if r["variant"] == variant]
+        b = {r["seed"]: r for r in rows if r["kind"] == "bare" and r["variant"] == variant and r["key"] in {x["bare_key"] for x in o}}
+        paired = [(x, b[x["seed"]]) for x in o if x["seed"] in b]
+        om, rm = [x["mAP"] for x in o], [x["random_mAP"] for x in o]
+        bm = [y["mAP"] for _, y in paired]
+        ratio = np.mean([x["mAP"] / y["mAP"] for x, y in paired if y["mAP"] > 0]) if paired else float("nan")
+        lines.append(f"| {variant} | {len(o)} | {stat(om)} | {stat(bm) if bm else '-'} | {stat(rm)} | "
+                     f"{ratio:.2f} | {np.mean(om) / max(np.mean(rm), 1e-9):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.bench_quality", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="survey variants (tools.synthesize --list-variants)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (split and initialisation)")
+    p.add_argument("--config", default="configs/synthetic_cpu.yaml", help="the whaleid config to measure")
+    p.add_argument("--epochs", type=int, help="override train.epochs (both sides train as many)")
+    p.add_argument("--set", nargs="*", default=[], dest="sets", help="more key=value overrides for the whaleid run")
+    p.add_argument("--label", default="default", help="name of this arm in the results (for ablations)")
+    p.add_argument("--preset", default="bench", help="survey size (default: bench, 150 training whales)")
+    p.add_argument("--data-dir", type=Path, default=ROOT / "data" / "variants", help="where surveys are kept")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_quality", help="runs and results.jsonl")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare loop (ablation arms reuse its results)")
+    p.add_argument("--threads", type=int, default=cores(), help="CPU threads for both sides (default: all cores)")
+    args = p.parse_args(argv)
+
+    from core.config import load_config
+    from tools.synthesize import VARIANTS
+
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    results_path = args.out / "results.jsonl"
+    for variant in args.variants:
+        survey = ensure_survey(args.data_dir, args.preset, variant)
+        for seed in args.seeds:
+            cfg = load_config(args.config, [f"seed={seed}"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + args.sets)
+            epochs, batch = int(cfg.train.epochs), int(cfg.train.batch_size)
+            size = [int(s) for s in cfg.data.image_size]
+            done = load_results(results_path)
+            run_dir = args.out / "runs" / f"{args.label}-{variant}-s{seed}"
+            bare_key = f"{args.preset}/{variant}/s{seed}/e{epochs}/b{batch}/{size[0]}x{size[1]}/f{cfg.data.num_folds}.{cfg.data.fold}"
+            ours = next((r for r in done if r["kind"] == "ours" and r["label"] == args.label and r["variant"] == variant
+                         and r["seed"] == seed), None)
+            if ours is None:
+                print(f"[{args.label}] {variant} seed {seed}: training whaleid ({epochs} epochs)", file=sys.stderr)
+                ours = {"kind": "ours", "label": args.label, "variant": variant, "seed": seed, "bare_key": bare_key,
+                        "config": args.config, "sets": args.sets,
+                        **run_ours(survey, run_dir, args.config, seed, args.epochs, args.sets, args.threads)}
+                append_result(results_path, ours)
+            print(json.dumps({k: ours[k] for k in ("label", "variant", "seed", "mAP", "random_mAP", "val_mAP",
+                                                   "best_epoch", "loss_first", "loss_last", "train_seconds", "warnings")}))
+            if not args.no_bare and not any(r["kind"] == "bare" and r["key"] == bare_key for r in done):
+                print(f"{variant} seed {seed}: training the bare loop", file=sys.stderr)
+                bare = {"kind": "bare", "variant": variant, "seed": seed, "key": bare_key,
+                        **run_bare(survey, run_dir, seed, epochs, batch, ours["steps"] // ours["epochs"], size, args.threads)}
+                append_result(results_path, bare)
+                print(json.dumps({k: bare[k] for k in ("variant", "seed", "mAP", "loss_first", "loss_last", "train_seconds")}))
+    print(summarize([r for r in load_results(results_path) if r["variant"] in args.variants], args.label))
+
+
+if __name__ == "__main__":
+    main()
