@@ -23,6 +23,7 @@ BUILTIN_PLUGINS = (
     "plugins.necks.gem_bn",
     "plugins.losses.arcface_focal",
     "plugins.postprocess.knn",
+    "plugins.postprocess.expand",
 )
 
 _HOOK_NAMES = {

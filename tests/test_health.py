@@ -62,3 +62,10 @@ def test_check_warns_on_a_low_lift():
     low = lift_report(0.12, 0.10)
     assert low["lift"] == 1.2 and "1.20x" in low["warnings"][0]
     assert lift_report(0.1, 0.0)["lift"] is None
+
+
+def test_smoke_run_stays_quiet(smoke_run):
+    # two evaluations: too few to judge, so nothing fires
+    metrics = read_json(smoke_run / "metrics.json")
+    assert metrics["warnings"] == [] and metrics["lift"] > 1.15
+    assert len((smoke_run / "history.jsonl").read_text().splitlines()) < MIN_EVALUATIONS

@@ -179,3 +179,50 @@ def test_seed_configs_reduce_focal_over_the_batch():
     for name in ("convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns"):
         cfg = load_config(root / f"{name}.yaml")
         assert cfg.loss.reduction == "batch" and cfg.loss.gamma == 6.0 and cfg.loss.ls_eps == 0.2
+
+
+def unit(*rows):
+    a = np.asarray(rows, np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_expand_hand_computed_and_never_uses_the_query_image(reg):
+    step = reg["postprocess"].build({"name": "expand", "db_k": 1, "query_k": 1, "alpha": 1.0})
+    db = unit([1, 0], [0.8, 0.6], [0, 1])
+    ctx = ctx_for(["s-q"], ["a"], ["a", "b", "c"], unit([1, 0]), db)
+    out = step(ctx)
+    # DBA: a's nearest other row is b (cos 0.8): a' = a + 0.8 b; b's is a: b' = b + 0.8 a; c's is b (cos 0.6)
+    a2 = db[0] + 0.8 * db[1]
+    b2 = db[1] + 0.8 * db[0]
+    c2 = db[2] + 0.6 * db[1]
+    expect_db = unit(a2, b2, c2)
+    assert np.allclose(out.db_emb, expect_db, atol=1e-6)
+    # the query is image a: it starts from a' and expands with its nearest row other than a itself (b')
+    q = expect_db[0] + float(expect_db[0] @ expect_db[1]) * expect_db[1]
+    assert np.allclose(out.query_emb, unit(q), atol=1e-6)
+    assert np.allclose(np.linalg.norm(out.query_emb, axis=1), 1) and np.allclose(np.linalg.norm(out.db_emb, axis=1), 1)
+
+
+def test_expand_with_zero_neighbours_changes_nothing_and_handles_empty(reg):
+    step = reg["postprocess"].build({"name": "expand", "db_k": 0, "query_k": 0})
+    db, q = unit([1, 0], [0, 1]), unit([1, 1])
+    out = step(ctx_for(["s-q"], ["x"], ["a", "b"], q, db))
+    assert np.array_equal(out.db_emb, db) and np.array_equal(out.query_emb, q)
+    empty = step(ctx_for(["s-q"], ["x"], [], q, np.zeros((0, 2), np.float32)))
+    assert empty.db_emb.shape == (0, 2)
+    with pytest.raises(ValueError, match="db_k"):
+        reg["postprocess"].build({"name": "expand", "db_k": -1})
+
+
+def test_expand_pulls_a_burst_together(reg):
+    # the query is close to frame b1 of a whale; its frame b2 is closer to b1 than to the query, and
+    # two decoys x, y are closer to the query than b2 is: plain kNN ranks b2 last, expansion second
+    q = unit([1, 0.2, 0])
+    db = unit([1, 0.3, 0], [0.4, 1, 0], [0.7, -0.2, 0.7], [0.7, -0.2, -0.7])
+    ids = ["b1", "b2", "x", "y"]
+    knn = reg["postprocess"].build({"name": "knn", "top_k": 4, "backend": "torch"})
+    assert list(knn(ctx_for(["s-q"], ["q"], ids, q, db)).ranked[0][0])[-1] == 1
+    ctx = ctx_for(["s-q"], ["q"], ids, q, db)
+    for step in (reg["postprocess"].build({"name": "expand", "db_k": 1, "query_k": 1, "alpha": 1.0}), knn):
+        ctx = step(ctx)
+    assert list(ctx.ranked[0][0])[:2] == [0, 1]

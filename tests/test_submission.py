@@ -31,7 +31,8 @@ def test_bundle_contents(bundle):
     assert "core/run.py" not in names and "core/evaluate.py" not in names
     assert "plugins/losses/arcface_focal.py" not in names and "plugins/datasets/belugas.py" not in names
     assert not any(re.search(r"^\s*(import|from)\s+accelerate\b", src, re.M) for src in sources.values())
-    assert manifest["plugins"] == ["plugins.backbones.timm_backbone", "plugins.necks.gem_bn", "plugins.postprocess.knn"]
+    assert manifest["plugins"] == ["plugins.backbones.timm_backbone", "plugins.necks.gem_bn", "plugins.postprocess.expand",
+                                   "plugins.postprocess.knn"]
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert manifest["models"][0]["weight"] == 1.0 and manifest["packages"]["torch"]
 
