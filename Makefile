@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo train-demo pack test-submission test data-tiny data-small data-full sheet clean bench help
+.PHONY: venv demo train-demo pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,6 +59,9 @@ bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs ba
 	$(PY) -m submission.build --run $(DEMO_RUN) --out runs/bench_submission.zip
 	$(PY) -m tools.bench_submission --zip runs/bench_submission.zip --data $(DATA)/full/test
 	$(PY) -m submission.check runs/bench_submission.zip --data $(DATA)/full/test --labels $(DATA)/full/test_labels.csv
+
+bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey variant (about an hour on 2 cores)
+	$(PY) -m tools.bench_quality
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q tests

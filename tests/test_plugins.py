@@ -226,3 +226,13 @@ def test_expand_pulls_a_burst_together(reg):
     for step in (reg["postprocess"].build({"name": "expand", "db_k": 1, "query_k": 1, "alpha": 1.0}), knn):
         ctx = step(ctx)
     assert list(ctx.ranked[0][0])[:2] == [0, 1]
+
+
+def test_expand_in_chunks_equals_all_at_once():
+    from plugins.postprocess.expand import _weighted_neighbours
+
+    rng = np.random.default_rng(1)
+    pool = unit(*rng.normal(size=(50, 8)))
+    ids = np.asarray([f"i{k}" for k in range(50)], dtype=object)
+    whole = _weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=1000)
+    assert np.allclose(whole, _weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=7), atol=1e-6)
