@@ -22,11 +22,14 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,
     "eval_only": False,
     "weights": None,  # a safetensors file to start from (eval_only evaluates it)
+    "seeds": None,  # a list of seeds: one run per seed under output_dir/seed<s>/, summarised in seeds.json
+    "log_with": [],  # accelerate trackers, e.g. [tensorboard] (pip install 'whaleid[tensorboard]'), beside the run files
     "data": {
         "root": "data/synthetic/small/train",
         "image_size": [128, 128],  # [height, width]; images are squashed to it
         "num_folds": 5,
-        "fold": 0,
+        "fold": 0,  # an index, a list of indices, or "all": one run per fold under output_dir/fold<k>/ and cv.json
+        "fold_seed": 42,  # fold assignment's own seed: runs with other training seeds share the same folds
         "holdout_whales": True,  # validation whales never appear in training (test whales are unseen)
         "num_workers": 2,
     },
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 1,
         "max_steps_per_epoch": None,
         "grad_clip": None,
+        "log_every": None,  # steps between progress lines when output is not a terminal (default: ~10 per epoch)
     },
     "infer": {"batch_size": 64, "tta_flip": True},
     "ensemble_weight": 1.0,  # this model's weight when a submission ensembles several runs
@@ -147,8 +151,38 @@ def _validate(cfg: DictConfig) -> None:
     size = cfg.data.image_size
     if not (isinstance(size, ListConfig) and len(size) == 2 and all(int(s) > 0 for s in size)):
         raise ConfigError(f"data.image_size must be [height, width], got {size!r}")
-    if not 0 <= cfg.data.fold < cfg.data.num_folds:
-        raise ConfigError(f"data.fold must be in [0, {cfg.data.num_folds}), got {cfg.data.fold}")
+    fold_list(cfg)  # raises on a bad data.fold
+    seeds = cfg.seeds
+    if seeds is not None and not (isinstance(seeds, ListConfig) and len(seeds) > 0
+                                  and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ConfigError(f"seeds must be a non-empty list of integers, e.g. seeds=[0,1,2], got {seeds!r}")
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds repeats a value: {list(seeds)}")
+    log_with = cfg.log_with
+    if isinstance(log_with, str):
+        cfg.log_with = [log_with]
+    elif log_with is None:
+        cfg.log_with = []
+
+
+def fold_list(cfg: DictConfig) -> list[int] | None:
+    """The folds ``data.fold`` asks for when it is ``all`` or a list; None for a single index."""
+    fold, n = cfg.data.fold, int(cfg.data.num_folds)
+    if isinstance(fold, bool):
+        raise ConfigError(f"data.fold must be an index, a list of indices or 'all', got {fold!r}")
+    if isinstance(fold, int):
+        if not 0 <= fold < n:
+            raise ConfigError(f"data.fold must be in [0, {n}), got {fold}")
+        return None
+    if isinstance(fold, str) and fold.strip().lower() == "all":
+        return list(range(n))
+    if isinstance(fold, ListConfig) and len(fold) > 0:
+        folds = list(fold)
+        bad = [f for f in folds if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < n]
+        if bad or len(set(folds)) != len(folds):
+            raise ConfigError(f"data.fold lists {folds}: each must be a distinct index in [0, {n})")
+        return folds
+    raise ConfigError(f"data.fold must be an index in [0, {n}), a list of them or 'all', got {fold!r}")
 
 
 def component(cfg: DictConfig, key: str) -> dict:

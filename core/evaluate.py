@@ -12,13 +12,22 @@ from core.retrieval import embed_images, predict
 from core.scenarios import Scenario, random_predictions
 
 
-def score_scenarios(predictions: pd.DataFrame, scenarios: Sequence[Scenario], labels: pd.DataFrame | None = None) -> dict:
-    """``{"mAP": over all labelled queries, "scenarios": {name: mAP}}``; ``labels`` default to the scenarios' own."""
+def score_scenarios(predictions: pd.DataFrame, scenarios: Sequence[Scenario], labels: pd.DataFrame | None = None,
+                    details: bool = False):
+    """``{"mAP": over all labelled queries, "scenarios": {name: mAP}}``; ``labels`` default to the scenarios' own.
+    With ``details`` also the per-query table (query_id, scenario, ap) that these means are taken over."""
     if labels is None:
         labels = pd.concat([sc.labels for sc in scenarios], ignore_index=True)
     per_query = map_score(predictions, labels, per_query=True)
     by_scenario = {sc.name: float(per_query.reindex(sc.queries["query_id"]).fillna(0.0).mean()) for sc in scenarios}
-    return {"mAP": float(per_query.mean()), "scenarios": by_scenario}
+    result = {"mAP": float(per_query.mean()), "scenarios": by_scenario}
+    if not details:
+        return result
+    scenario_of = {q: sc.name for sc in scenarios for q in sc.queries["query_id"]}
+    table = pd.DataFrame({"query_id": per_query.index.astype(str),
+                          "scenario": [scenario_of.get(q, "") for q in per_query.index],
+                          "ap": per_query.to_numpy(dtype=float)})
+    return result, table
 
 
 def random_baseline(scenarios: Sequence[Scenario], seed: int = 0, draws: int = 20,
@@ -33,9 +42,11 @@ def random_baseline(scenarios: Sequence[Scenario], seed: int = 0, draws: int = 2
 
 def evaluate(model, loader, image_ids: Sequence[str], scenarios: Sequence[Scenario], steps: Sequence[Callable],
              device, tta_flip: bool, gather: Callable | None = None, progress: bool = False,
-             autocast_dtype=None) -> dict:
-    """Embed every image of ``loader`` once, rank every scenario, score it."""
+             autocast_dtype=None, details: bool = False):
+    """Embed every image of ``loader`` once, rank every scenario, score it. With ``details``:
+    ``(result, per-query table, embeddings [N, E] in the order of image_ids)``."""
     emb, _ = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress,
                           autocast_dtype=autocast_dtype)
     index = {img: i for i, img in enumerate(image_ids)}
-    return score_scenarios(predict(scenarios, emb, index, steps), scenarios)
+    scored = score_scenarios(predict(scenarios, emb, index, steps), scenarios, details=details)
+    return (*scored, emb) if details else scored

@@ -31,15 +31,16 @@ def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: boo
     With ``tta_flip`` the embeddings of the image and its horizontal mirror are averaged before
     normalising (the seed's TTA). ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects the
     batch from all processes; rows are placed by position, so duplicated padding rows do no harm.
-    Progress: a tqdm bar with ``progress``, or a log line every ``log_every`` batches (no tqdm needed).
+    Progress: with ``progress`` a tqdm bar on a terminal and plain log lines otherwise (``core.progress``),
+    or a log line every ``log_every`` batches.
     """
     model.eval()
     chunks, positions, oks = [], [], []
     batches = loader
     if progress:
-        from tqdm.auto import tqdm
+        from core.progress import progress as show_progress
 
-        batches = tqdm(loader, desc="embed", unit="batch", leave=False)
+        batches = show_progress(loader, desc="embed", unit="batch")
     device_type = torch.device(device).type
     for images, pos, ok in batches:
         images = images.to(device, non_blocking=True)

@@ -7,8 +7,19 @@ val, and its class index), ``metrics.json`` (the best evaluation, its ``lift`` o
 and the run's ``warnings``), ``history.jsonl`` (one line per evaluation), ``best.safetensors``,
 ``last.safetensors`` and ``checkpoint/`` (model, optimizer, scheduler and RNG state, for ``resume=true``).
 
+The best evaluation also leaves ``oof.npz`` (the validation images' ids and embeddings) and
+``per_query.csv`` (query_id, scenario, ap), which ``tools.compare`` and ``tools.ensemble`` read.
+
 After three evaluations the run checks that it is learning (``core.health``) and warns, in the log
 and in ``metrics.json``, with a hint, when it is not.
+
+``data.fold=all`` (or a list such as ``data.fold=[0,2]``) trains one run per fold into
+``output_dir/fold<k>/`` and writes ``output_dir/cv.json`` (out-of-fold mAP over every validation query
+of every fold, per scenario, per fold with mean and s.d., and the random baseline on the same queries).
+``seeds=[0,1,2]`` repeats the run (or the folds) per seed into ``output_dir/seed<s>/`` and writes
+``seeds.json`` (mean, s.d., min and max). With ``resume=true`` finished runs are skipped and an
+unfinished one resumes from its checkpoint. Training order and augmentations are functions of
+(seed, epoch, sample) (``core.sampling``), so a resumed run matches an uninterrupted one with loader workers.
 """
 
 from __future__ import annotations
@@ -31,13 +42,15 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from torch.utils.data import DataLoader
 
-from core.config import component, load_config, save_config
+from core.config import component, fold_list, load_config, save_config
 from core.evaluate import evaluate, random_baseline
 from core.health import learning_warnings, lift
 from core.logs import setup_logging
 from core.model import build_model, load_weights
 from core.plugins import build_registries
+from core.progress import progress
 from core.retrieval import build_steps
+from core.sampling import EpochSampler, SeededSamples
 from core.scenarios import build_scenarios
 
 log = logging.getLogger("whaleid")
@@ -91,14 +104,13 @@ def lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: float, warmup_fa
 
 
 def train_epoch(trainer, loader, optimizer, scheduler, accelerator, max_steps: int, grad_clip=None,
-                desc: str = "train") -> tuple[float, int]:
-    """One pass of at most ``max_steps`` batches; returns (mean loss, steps taken)."""
-    from tqdm.auto import tqdm
-
+                desc: str = "train", log_every: int | None = None) -> tuple[float, int]:
+    """One pass of at most ``max_steps`` batches; returns (mean loss, steps taken). Progress: a bar on a
+    terminal, else a plain line every ``log_every`` steps (``core.progress``)."""
     trainer.train()
     total, count = torch.zeros(()), 0  # summed on the device: no host sync per step
-    bar = tqdm(loader, total=max_steps, desc=desc, unit="batch", leave=False,
-               disable=not accelerator.is_local_main_process)
+    bar = progress(loader, total=max_steps, desc=desc, unit="batch", every=log_every,
+                   enabled=accelerator.is_local_main_process)
     for step, (images, labels) in enumerate(bar):
         if step >= max_steps:
             break
@@ -111,7 +123,7 @@ def train_epoch(trainer, loader, optimizer, scheduler, accelerator, max_steps: i
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         total, count = total.to(loss_value.device) + loss_value.detach(), count + 1
-        if count % 10 == 0 or count == max_steps:
+        if (count % 10 == 0 or count == max_steps) and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{float(total) / count:.3f}")
     return float(total) / max(count, 1), count
 
@@ -190,15 +202,145 @@ def save_checkpoint(accelerator, out: Path, state: dict, model) -> None:
 
 
 def main(argv=None) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    """Parse the command line and run: one fold, several folds (``data.fold``), several seeds (``seeds``)."""
+    from accelerate import PartialState
 
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     # Without a GPU, accelerate forms a gloo group only when told it runs on the CPU; otherwise
     # `accelerate launch --multi_gpu --num_processes 2` on a CPU machine runs two unrelated processes.
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
-    setup_logging(accelerator.is_main_process)
+    setup_logging(PartialState(cpu=not torch.cuda.is_available()).is_main_process)
+    return run_config(cfg)
+
+
+def run_config(cfg) -> dict:
+    if cfg.seeds is not None:
+        return run_seeds(cfg)
+    if fold_list(cfg) is not None:
+        return run_folds(cfg)
+    return train_one(cfg)
+
+
+def _is_main() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _child(cfg, output_dir: Path, **changes):
+    from omegaconf import OmegaConf
+
+    child = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    child.output_dir = str(output_dir)
+    for key, value in changes.items():
+        OmegaConf.update(child, key, value, merge=False)
+    return child
+
+
+def finished(out: Path, epochs: int) -> bool:
+    """A run folder whose training reached ``epochs`` and whose best evaluation was saved."""
+    state = out / "checkpoint" / "state.json"
+    if not (state.is_file() and (out / "metrics.json").is_file() and (out / "per_query.csv").is_file()):
+        return False
+    return int(json.loads(state.read_text()).get("epoch", 0)) >= epochs
+
+
+def run_folds(cfg) -> dict:
+    """Train ``data.fold``'s folds one after another into ``output_dir/fold<k>/``; write ``cv.json``."""
+    parent, folds = Path(cfg.output_dir), fold_list(cfg)
+    if _is_main():
+        parent.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, parent / "config.yaml")
+    for k in folds:
+        out = parent / f"fold{k}"
+        if cfg.resume and finished(out, int(cfg.train.epochs)):
+            log.info("fold %d already finished in %s; skipped", k, out)
+            continue
+        log.info("fold %d of %s: training into %s", k, folds, out)
+        train_one(_child(cfg, out, **{"data.fold": k}))
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+    cv = cross_validation(parent, [parent / f"fold{k}" for k in folds])
+    if _is_main():
+        _write_json(parent / "cv.json", cv)
+        log.info("cross-validation over folds %s: OOF mAP %.4f (random %.4f); per fold %s, mean %.4f +- %.4f | %s",
+                 folds, cv["oof_mAP"], cv["random"]["mAP"], ", ".join(f"{v:.4f}" for v in cv["fold_mAP"]),
+                 cv["fold_mean"], cv["fold_std"], " ".join(f"{k} {v:.3f}" for k, v in cv["oof_scenarios"].items()))
+    return cv
+
+
+def _spread(values) -> dict:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def cross_validation(parent: Path, runs: list[Path]) -> dict:
+    """Out-of-fold scores of fold runs: every validation query of every fold scored once (its fold's best
+    evaluation); the random baseline on the same queries, weighted by each fold's query counts."""
+    import pandas as pd
+
+    tables, fold_maps, rand_total, rand_scen, counts = [], [], 0.0, {}, {}
+    for run in runs:
+        per_query = pd.read_csv(run / "per_query.csv", dtype={"query_id": str, "scenario": str})
+        metrics = json.loads((run / "metrics.json").read_text())
+        tables.append(per_query.assign(run=run.name))
+        fold_maps.append(float(metrics["mAP"]))
+        rand_total += float(metrics["random"]["mAP"]) * len(per_query)
+        for name, n in per_query.groupby("scenario").size().items():
+            rand_scen[name] = rand_scen.get(name, 0.0) + float(metrics["random"]["scenarios"].get(name, 0.0)) * n
+            counts[name] = counts.get(name, 0) + int(n)
+    allq = pd.concat(tables, ignore_index=True)
+    spread = _spread(fold_maps)
+    return {
+        "folds": [r.name for r in runs], "queries": int(len(allq)),
+        "oof_mAP": float(allq["ap"].mean()),
+        "oof_scenarios": {k: float(v) for k, v in allq.groupby("scenario")["ap"].mean().items()},
+        "fold_mAP": fold_maps, "fold_mean": spread["mean"], "fold_std": spread["std"],
+        "random": {"mAP": rand_total / max(1, len(allq)),
+                   "scenarios": {k: rand_scen[k] / counts[k] for k in sorted(rand_scen)}},
+        "best_epochs": [json.loads((r / "metrics.json").read_text()).get("epoch") for r in runs],
+    }
+
+
+def run_seeds(cfg) -> dict:
+    """One run (or one set of folds) per seed into ``output_dir/seed<s>/``; ``seeds.json`` holds the spread."""
+    parent, seeds = Path(cfg.output_dir), list(cfg.seeds)
+    if _is_main():
+        parent.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, parent / "config.yaml")
+    results = {}
+    for s in seeds:
+        out = parent / f"seed{s}"
+        child = _child(cfg, out, seed=int(s), seeds=None)
+        log.info("seed %d of %s: into %s", s, seeds, out)
+        if fold_list(child) is None and cfg.resume and finished(out, int(cfg.train.epochs)):
+            log.info("seed %d already finished in %s; skipped", s, out)
+            results[s] = json.loads((out / "metrics.json").read_text())
+            continue
+        results[s] = run_config(child)
+    key = "oof_mAP" if fold_list(cfg) is not None else "mAP"
+    values = [float(results[s][key]) for s in seeds]
+    summary = {"seeds": seeds, "metric": key, "values": values, **_spread(values),
+               "runs": [f"seed{s}" for s in seeds]}
+    if _is_main():
+        _write_json(parent / "seeds.json", summary)
+        log.info("over seeds %s: %s %.4f +- %.4f (min %.4f, max %.4f)", seeds, key, summary["mean"], summary["std"],
+                 summary["min"], summary["max"])
+    return summary
+
+
+def train_one(cfg) -> dict:
+    """Train and evaluate one fold with one seed into ``cfg.output_dir``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    log_with = list(cfg.log_with) or None
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                              log_with=log_with, project_dir=str(cfg.output_dir) if log_with else None)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +350,8 @@ def main(argv=None) -> dict:
 
     registries = build_registries(cfg.plugins)
     data = registries["dataset"].build(component(cfg, "dataset"), root=cfg.data.root, image_size=list(cfg.data.image_size))
-    train_df, val_df = data.split(int(cfg.data.num_folds), int(cfg.data.fold), bool(cfg.data.holdout_whales), int(cfg.seed))
+    train_df, val_df = data.split(int(cfg.data.num_folds), int(cfg.data.fold), bool(cfg.data.holdout_whales),
+                                  int(cfg.data.fold_seed))
     scenarios = build_scenarios(val_df)
     if not scenarios:
         raise ValueError(f"fold {cfg.data.fold} of {cfg.data.root} yields no validation scenario with a true match; "
@@ -233,12 +376,13 @@ def main(argv=None) -> dict:
     if accelerator.device.type == "cpu":
         eval_dtype = None
 
-    def run_eval(epoch: int) -> dict:
-        result = evaluate(accelerator.unwrap_model(model_ref), val_loader, image_ids, scenarios, steps,
-                          accelerator.device, bool(cfg.infer.tta_flip), gather=accelerator.gather_for_metrics,
-                          progress=accelerator.is_local_main_process, autocast_dtype=eval_dtype)
+    def run_eval(epoch: int):
+        result, per_query, emb = evaluate(
+            accelerator.unwrap_model(model_ref), val_loader, image_ids, scenarios, steps, accelerator.device,
+            bool(cfg.infer.tta_flip), gather=accelerator.gather_for_metrics, progress=accelerator.is_local_main_process,
+            autocast_dtype=eval_dtype, details=True)
         result.update(epoch=epoch, num_processes=accelerator.num_processes)
-        return result
+        return result, per_query, emb
 
     baseline = random_baseline(scenarios, int(cfg.seed))
 
@@ -250,19 +394,22 @@ def main(argv=None) -> dict:
     if cfg.eval_only:
         model_ref = model.to(accelerator.device)
         val_loader = accelerator.prepare(val_loader)
-        result = with_baseline(run_eval(0))
+        result, per_query, emb = run_eval(0)
+        result = with_baseline(result)
         if accelerator.is_main_process:
             _write_json(out / "metrics.json", result)
+            save_oof(out, image_ids, emb, per_query)
             log.info("eval mAP %.4f (random %.4f, lift %s) %s", result["mAP"], baseline["mAP"],
                      _fmt_lift(result["lift"]), result["scenarios"])
         return result
 
     loss = registries["loss"].build(component(cfg, "loss"), embedding_size=model.embedding_size, num_classes=len(classes))
     trainer = TrainStep(model, loss)
-    train_loader = DataLoader(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]),
-                              batch_size=int(cfg.train.batch_size), shuffle=True, drop_last=True,
+    train_set = SeededSamples(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]), int(cfg.seed))
+    sampler = EpochSampler(len(train_set), int(cfg.seed))
+    train_loader = DataLoader(train_set, batch_size=int(cfg.train.batch_size), sampler=sampler, drop_last=True,
                               num_workers=int(cfg.data.num_workers), persistent_workers=int(cfg.data.num_workers) > 0)
-    probe = [train_loader.dataset[i] for i in range(min(2, len(train_loader.dataset)))]
+    probe = [train_set.dataset[i] for i in range(min(2, len(train_set)))]
     unused = freeze_unused_parameters(trainer, torch.stack([x for x, _ in probe]), torch.tensor([y for _, y in probe]))
     if unused:
         log.info("frozen, as this combination of components never uses them: %s", ", ".join(unused))
@@ -278,23 +425,38 @@ def main(argv=None) -> dict:
         epochs, steps_per_epoch, cfg.train.warmup_epochs, cfg.train.warmup_factor, cfg.train.lr, cfg.train.min_lr))
     accelerator.register_for_checkpointing(scheduler)
     model_ref = accelerator.unwrap_model(trainer).model
+    if log_with:
+        from omegaconf import OmegaConf
+
+        accelerator.init_trackers(out.name or "whaleid", config=_flat(OmegaConf.to_container(cfg, resolve=True)))
 
     state = resume_state(accelerator, out, bool(cfg.resume))
     state.setdefault("steps", state["epoch"] * steps_per_epoch)
     state.setdefault("warned", [])
+    state.setdefault("train_s", 0.0)
+    log_every = int(cfg.train.log_every) if cfg.train.log_every else None
 
     result = None
     for epoch in range(state["epoch"] + 1, epochs + 1):
         started = time.time()
+        sampler.epoch = epoch  # order and augmentations of this epoch, whether resumed or not
         mean_loss, count = train_epoch(trainer, train_loader, optimizer, scheduler, accelerator, steps_per_epoch,
-                                       cfg.train.grad_clip, desc=f"epoch {epoch}/{epochs}")
+                                       cfg.train.grad_clip, desc=f"epoch {epoch}/{epochs}", log_every=log_every)
+        took = time.time() - started
         state["steps"] += count
-        line = (f"epoch {epoch}/{epochs} loss {mean_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                f"{count * int(cfg.train.batch_size) * accelerator.num_processes / (time.time() - started):.1f} img/s")
+        state["train_s"] += took
+        img_s = count * int(cfg.train.batch_size) * accelerator.num_processes / max(took, 1e-9)
+        lr_now = scheduler.get_last_lr()[0]
+        line = f"epoch {epoch}/{epochs} loss {mean_loss:.4f} lr {lr_now:.2e} {img_s:.1f} img/s"
+        logged = {"train/loss": mean_loss, "train/lr": lr_now, "train/img_s": img_s}
         if epoch % int(cfg.train.eval_every) == 0 or epoch == epochs:
-            result = with_baseline(run_eval(epoch))
-            result.update(train_loss=mean_loss, steps=state["steps"],
+            result, per_query, emb = run_eval(epoch)
+            result = with_baseline(result)
+            result.update(train_loss=mean_loss, steps=state["steps"], lr=lr_now, img_s=img_s,
+                          train_s=state["train_s"],
                           images_seen=state["steps"] * int(cfg.train.batch_size) * accelerator.num_processes)
+            logged.update({"val/mAP": result["mAP"], "val/lift": result["lift"] or 0.0,
+                           **{f"val/{k}": v for k, v in result["scenarios"].items()}})
             line += (f" | val mAP {result['mAP']:.4f} random {baseline['mAP']:.4f} lift {_fmt_lift(result['lift'])} | "
                      + " ".join(f"{k} {v:.3f}" for k, v in result["scenarios"].items()))
             if accelerator.is_main_process:
@@ -303,14 +465,42 @@ def main(argv=None) -> dict:
                 if result["mAP"] > state["best_mAP"]:
                     state["best_mAP"] = result["mAP"]
                     _save_weights(model_ref, out / "best.safetensors")
+                    save_oof(out, image_ids, emb, per_query)
                 log.info(line)
                 report_health(out, state)
         else:
             log.info(line)
+        if log_with:
+            accelerator.log(logged, step=epoch)
         state["epoch"] = epoch
         save_checkpoint(accelerator, out, state, model_ref)
     accelerator.end_training()
     return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else (result or {})
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """Config as flat ``a.b: value`` pairs of scalars (what trackers accept as hyperparameters)."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    elif isinstance(tree, list):
+        out[prefix[:-1]] = json.dumps(tree)
+    else:
+        out[prefix[:-1]] = tree if isinstance(tree, (int, float, str, bool)) else str(tree)
+    return out
+
+
+def save_oof(out: Path, image_ids, embeddings, per_query) -> None:
+    """``oof.npz`` (image_ids, embeddings of the validation images) and ``per_query.csv`` of one evaluation."""
+    import numpy as np
+
+    tmp = out / "oof.tmp.npz"
+    np.savez(tmp, image_ids=np.asarray(image_ids, dtype=str), embeddings=np.asarray(embeddings, dtype=np.float32))
+    os.replace(tmp, out / "oof.npz")
+    tmp = out / "per_query.csv.tmp"
+    per_query.to_csv(tmp, index=False)
+    os.replace(tmp, out / "per_query.csv")
 
 
 def _fmt_lift(value) -> str:
@@ -343,13 +533,15 @@ def report_health(out: Path, state: dict) -> list[dict]:
 
 
 def write_split(path: Path, train_df, val_df, class_of: dict) -> None:
-    """``image_id, whale_id, role (train|val), class_index`` (-1 for validation rows): what trained on what."""
+    """``image_id, whale_id, role (train|val), class_index`` (-1 for validation rows), ``viewpoint, date,
+    encounter_id``: what trained on what, and enough to rebuild the validation scenarios."""
     import pandas as pd
 
     rows = pd.concat([train_df.assign(role="train"), val_df.assign(role="val")], ignore_index=True)
     rows["class_index"] = [class_of.get(w, -1) if r == "train" else -1 for w, r in zip(rows["whale_id"], rows["role"])]
     tmp = path.with_suffix(".tmp")
-    rows[["image_id", "whale_id", "role", "class_index"]].to_csv(tmp, index=False)
+    extra = [c for c in ("viewpoint", "date", "encounter_id") if c in rows.columns]  # what scenarios are built from
+    rows[["image_id", "whale_id", "role", "class_index"] + extra].to_csv(tmp, index=False)
     os.replace(tmp, path)
 
 

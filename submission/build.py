@@ -1,6 +1,11 @@
 """Package trained runs into the competition's ``submission.zip``.
 
     python -m submission.build --run runs/A [--run runs/B ...] [--weight 1 --weight 0.75] --out submission/submission.zip
+    python -m submission.build --ensemble runs/ensemble.json --out submission/submission.zip
+
+A ``--run`` may be a cross-validation folder (``data.fold=all``) or a seeds folder: every fold/seed model
+goes in, sharing that run's weight equally. ``--ensemble`` takes the members and weights that
+``tools.ensemble`` chose on out-of-fold data.
 
 The zip holds ``main.py`` at its root, the inference modules of ``core/``, only the plugin modules the
 runs' configs name, each run's resolved config and best weights under ``models/<k>/``, and
@@ -25,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # the part of core/ that inference needs; nothing here may import accelerate or training code
 CORE_INFERENCE = ("__init__.py", "hookspecs.py", "plugins.py", "config.py", "images.py", "data.py", "model.py",
-                  "retrieval.py", "metric.py", "scenarios.py", "inference.py", "logs.py")
+                  "retrieval.py", "metric.py", "scenarios.py", "inference.py", "logs.py", "progress.py")
 RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "pillow", "faiss-cpu", "pluggy", "omegaconf",
                     "safetensors")
 FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.evaluate)\b", re.M)
@@ -84,13 +89,55 @@ def resolve_weights(run: Path) -> Path:
     raise BuildError(f"{run}: no best.safetensors or last.safetensors; train the run first")
 
 
+def expand_runs(runs: list[Path], weights: list[float] | None) -> tuple[list[Path], list[float]]:
+    """Single runs with their weights: a CV or seeds folder becomes its fold/seed runs, which share the
+    folder's weight equally (so a 5-fold member counts as much as a 4-fold one, as in the OOF search)."""
+    from core.runs import RunError, leaf_runs
+
+    if weights and len(weights) != len(runs):
+        raise BuildError(f"{len(weights)} --weight values for {len(runs)} runs; give one per run or none")
+    out_runs, out_weights = [], []
+    for k, run in enumerate(runs):
+        try:
+            leaves = leaf_runs(run) if (run / "cv.json").is_file() or (run / "seeds.json").is_file() else [run]
+        except RunError as exc:
+            raise BuildError(str(exc)) from exc
+        if weights and float(weights[k]) == 0:
+            print(f"note: {run} has weight 0 and is left out", file=sys.stderr)
+            continue
+        out_runs += leaves
+        if weights:
+            total = float(weights[k])
+        else:
+            from omegaconf import OmegaConf
+
+            cfg_path = run / "config.yaml"
+            total = float(OmegaConf.load(cfg_path).get("ensemble_weight", 1.0)) if cfg_path.is_file() else 1.0
+        out_weights += [total / len(leaves)] * len(leaves)
+    if not out_runs:
+        raise BuildError("every run has weight 0; nothing to pack")
+    return out_runs, out_weights
+
+
+def read_ensemble(path: Path) -> tuple[list[Path], list[float]]:
+    """Members and weights from a ``tools.ensemble`` file (paths as written, else as resolved then)."""
+    try:
+        spec = json.loads(Path(path).read_text())
+        members = spec["members"]
+        runs = [Path(m["run"]) if Path(m["run"]).exists() else Path(m.get("path", m["run"])) for m in members]
+        return runs, [float(m["weight"]) for m in members]
+    except FileNotFoundError as exc:
+        raise BuildError(f"ensemble file not found: {path}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"{path}: not an ensemble file from tools.ensemble ({exc})") from exc
+
+
 def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> dict:
     from omegaconf import OmegaConf
 
     if not runs:
         raise BuildError("give at least one --run")
-    if weights and len(weights) != len(runs):
-        raise BuildError(f"{len(weights)} --weight values for {len(runs)} runs; give one per run or none")
+    runs, weights = expand_runs([Path(r) for r in runs], weights)
     files: dict[str, bytes] = {}
     models, modules, postprocess = [], set(), None
     for k, run in enumerate(runs):
@@ -104,7 +151,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> di
         elif chain != postprocess:
             print(f"note: {run} has another postprocess chain; the first run's is used", file=sys.stderr)
         modules |= set(plugin_modules(cfg))
-        weight = float(weights[k]) if weights else float(cfg.get("ensemble_weight", 1.0))
+        weight = float(weights[k])
         # the trained weights replace any starting point: nothing may be fetched or read from the build machine
         if "pretrained" in cfg.backbone:
             cfg.backbone.pretrained = False
@@ -112,7 +159,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> di
             cfg.backbone.weights = None
         files[f"models/{k}/config.yaml"] = OmegaConf.to_yaml(cfg).encode()
         files[f"models/{k}/weights.safetensors"] = resolve_weights(run).read_bytes()
-        models.append({"run": run.name, "config": f"models/{k}/config.yaml", "weights": f"models/{k}/weights.safetensors",
+        models.append({"run": f"{run.parent.name}/{run.name}" if run.name.startswith(("fold", "seed")) else run.name, "config": f"models/{k}/config.yaml", "weights": f"models/{k}/weights.safetensors",
                        "weight": weight, "image_size": list(cfg.data.image_size), "tta_flip": bool(cfg.infer.tta_flip),
                        "backbone": OmegaConf.to_container(cfg.backbone)})
     files["main.py"] = (ROOT / "submission" / "main.py").read_bytes()
@@ -154,11 +201,17 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> di
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m submission.build", description=__doc__.split("\n\n")[0],
                                 epilog="Example: python -m submission.build --run runs/demo --out submission/submission.zip")
-    p.add_argument("--run", action="append", type=Path, required=True, help="a run folder (repeat for an ensemble)")
+    p.add_argument("--run", action="append", type=Path, default=[],
+                   help="a run folder, CV folder or seeds folder (repeat for an ensemble)")
     p.add_argument("--weight", action="append", type=float, help="ensemble weight per --run, in order")
+    p.add_argument("--ensemble", type=Path, help="members and weights chosen by tools.ensemble (instead of --run)")
     p.add_argument("--out", type=Path, default=ROOT / "submission" / "submission.zip", help="zip to write")
     args = p.parse_args(argv)
     try:
+        if args.ensemble:
+            if args.run or args.weight:
+                raise BuildError("give --ensemble or --run/--weight, not both")
+            args.run, args.weight = read_ensemble(args.ensemble)
         print(json.dumps(build(args.run, args.out, args.weight)))
     except BuildError as exc:
         p.exit(2, f"error: {exc}\n")

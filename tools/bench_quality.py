@@ -55,7 +55,8 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
     """Train through the runner, pack, check on the test whales; the check's JSON plus the run's metrics."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
-    args = ["--config", config, f"data.root={survey / 'train'}", f"output_dir={run_dir}", f"seed={seed}"]
+    args = ["--config", config, f"data.root={survey / 'train'}", f"output_dir={run_dir}", f"seed={seed}",
+            f"data.fold_seed={seed}"]  # the seed picks the split too: the bare results are keyed by it
     args += [f"train.epochs={epochs}"] if epochs else []
     started = time.time()
     _run(launch + [str(ROOT / "core" / "run.py")] + args + sets, run_dir / "train.log")
@@ -179,7 +180,7 @@ def main(argv=None) -> None:
     for variant in args.variants:
         survey = ensure_survey(args.data_dir, args.preset, variant)
         for seed in args.seeds:
-            cfg = load_config(args.config, [f"seed={seed}"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + args.sets)
+            cfg = load_config(args.config, [f"seed={seed}", f"data.fold_seed={seed}"] + ([f"train.epochs={args.epochs}"] if args.epochs else []) + args.sets)
             epochs, batch = int(cfg.train.epochs), int(cfg.train.batch_size)
             size = [int(s) for s in cfg.data.image_size]
             done = load_results(results_path)

@@ -100,11 +100,11 @@ class TrainImages(Dataset):
 def squash_all(files: Sequence[str], image_size) -> torch.Tensor:
     """Every image decoded and squashed to ``image_size``: uint8 [N, 3, h, w], with a progress bar."""
     from torchvision.transforms import v2
-    from tqdm.auto import tqdm
+    from core.progress import progress
 
     resize, to_tensor = squasher(image_size), v2.PILToTensor()
     out = torch.empty((len(files), 3, int(image_size[0]), int(image_size[1])), dtype=torch.uint8)
-    for i, f in enumerate(tqdm(files, desc="cache images", unit="img", leave=False)):
+    for i, f in enumerate(progress(files, desc="cache images", unit="img")):
         out[i] = to_tensor(resize(load_rgb(f)))
     return out
 
