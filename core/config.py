@@ -18,7 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "output_dir": "runs/default",
-    "plugins": [],
+    "plugins": [],  # plugin modules to load besides the built-ins and installed entry points
+    "plugins_exclude": [],  # installed plugins (entry point or module names) to leave out
     "resume": False,
     "eval_only": False,
     "weights": None,  # a safetensors file to start from (eval_only evaluates it)
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "fold_seed": 42,  # fold assignment's own seed: runs with other training seeds share the same folds
         "holdout_whales": True,  # validation whales never appear in training (test whales are unseen)
         "num_workers": 2,
+        "rotate_landscape": False,  # rotate images wider than tall 90 degrees clockwise, in training and inference
     },
     "dataset": {"name": "belugas"},
     "backbone": {"name": "timm", "model": "resnet18", "pretrained": False},
@@ -51,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 1,
         "max_steps_per_epoch": None,
         "grad_clip": None,
+        "group_lr": {},  # base lr per parameter group, e.g. {backbone: 1.6e-3, neck: 1.6e-2, head: 1.6e-2}
         "log_every": None,  # steps between progress lines when output is not a terminal (default: ~10 per epoch)
     },
     "infer": {"batch_size": 64, "tta_flip": True},
@@ -114,8 +117,9 @@ def _check_keys(cfg: DictConfig, schema: dict, where: str, prefix: str = "") -> 
         value, expected = cfg[key], schema[key]
         if isinstance(expected, dict):
             if not isinstance(value, DictConfig):
-                raise ConfigError(f"{where}: '{full}' must be a mapping with keys {', '.join(expected)}")
-            _check_keys(value, expected, where, prefix=f"{full}.")
+                raise ConfigError(f"{where}: '{full}' must be a mapping with keys {', '.join(expected) or 'of your choice'}")
+            if expected:  # an empty default ({}) is an open mapping, e.g. train.group_lr
+                _check_keys(value, expected, where, prefix=f"{full}.")
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> DictConfig:

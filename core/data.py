@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_rgb, squash_to_tensor
+from core.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, load_rgb, portrait, squash_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,12 @@ class EvalImages(Dataset):
     logged and replaced by a zero image with ``ok`` False (a flag, so it survives worker processes).
     """
 
-    def __init__(self, files: Sequence[str], image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, on_error="raise"):
+    def __init__(self, files: Sequence[str], image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, on_error="raise",
+                 rotate_landscape: bool = False):
         self.files = list(files)
         self.size = (int(image_size[0]), int(image_size[1]))
         self.mean, self.std, self.on_error = mean, std, on_error
+        self.rotate_landscape = bool(rotate_landscape)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -103,17 +105,21 @@ class EvalImages(Dataset):
                 raise
             log.warning("%s; using a blank image in its place", exc)
             return torch.zeros(3, *self.size), i, False
+        if self.rotate_landscape:
+            img = portrait(img)
         return squash_to_tensor(img, self.size, self.mean, self.std), i, True
 
 
 class WhaleData(abc.ABC):
     """What a dataset plugin returns: the image table, a fold split, and torch datasets."""
 
-    def __init__(self, root: str | Path, image_size, metadata: pd.DataFrame, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, root: str | Path, image_size, metadata: pd.DataFrame, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 rotate_landscape: bool = False):
         self.root = Path(root)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.metadata = metadata
         self.mean, self.std = tuple(mean), tuple(std)
+        self.rotate_landscape = bool(rotate_landscape)  # data.rotate_landscape: set by the runner
 
     @abc.abstractmethod
     def split(self, num_folds: int, fold: int, holdout_whales: bool, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -124,4 +130,4 @@ class WhaleData(abc.ABC):
         """Augmented training images of ``df`` yielding ``(float32 [3, h, w], class index)``."""
 
     def eval_dataset(self, df: pd.DataFrame, on_error: str = "raise") -> Dataset:
-        return EvalImages(df["file"], self.image_size, self.mean, self.std, on_error)
+        return EvalImages(df["file"], self.image_size, self.mean, self.std, on_error, self.rotate_landscape)

@@ -42,11 +42,11 @@ def random_baseline(scenarios: Sequence[Scenario], seed: int = 0, draws: int = 2
 
 def evaluate(model, loader, image_ids: Sequence[str], scenarios: Sequence[Scenario], steps: Sequence[Callable],
              device, tta_flip: bool, gather: Callable | None = None, progress: bool = False,
-             autocast_dtype=None, details: bool = False):
+             autocast_dtype=None, details: bool = False, viewpoints: dict | None = None):
     """Embed every image of ``loader`` once, rank every scenario, score it. With ``details``:
     ``(result, per-query table, embeddings [N, E] in the order of image_ids)``."""
     emb, _ = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress,
                           autocast_dtype=autocast_dtype)
     index = {img: i for i, img in enumerate(image_ids)}
-    scored = score_scenarios(predict(scenarios, emb, index, steps), scenarios, details=details)
+    scored = score_scenarios(predict(scenarios, emb, index, steps, viewpoints), scenarios, details=details)
     return (*scored, emb) if details else scored

@@ -18,10 +18,14 @@ backbone
 neck
     ``factory(in_features: int, **options) -> torch.nn.Module`` taking what the backbone returns
     and returning embeddings ``float32 [B, E]``; it has an ``int`` attribute ``embedding_size``.
+    A factory that names a ``feature_channels`` parameter also gets the channels of each map a
+    ``stages`` backbone returns (``[in_features]`` for other backbones).
 loss
     ``factory(embedding_size: int, num_classes: int, **options) -> torch.nn.Module`` called as
     ``loss(embeddings [B, E], labels int64 [B]) -> scalar tensor``. It owns any classifier head
-    (margin weights), which is trained but never used at inference.
+    (margin weights), which is trained but never used at inference. A factory that names a
+    ``class_counts`` parameter also gets the training images per class (a list, by class index),
+    e.g. for per-class margins.
 postprocess
     ``factory(**options) -> step`` where ``step(ctx: core.retrieval.RetrievalContext) -> ctx``.
     The config lists steps, applied in order; a ranking step fills ``ctx.ranked`` (per query:

@@ -49,6 +49,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def portrait(img: Image.Image) -> Image.Image:
+    """A landscape image (width > height) rotated 90 degrees clockwise; others unchanged (1st place's
+    preprocessing of lateral photos, shared/WINNERS.md). ``data.rotate_landscape`` applies it in
+    training and at inference alike."""
+    return img.transpose(Image.Transpose.ROTATE_270) if img.width > img.height else img
+
+
 def squash_to_tensor(img: Image.Image, size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Resize ``img`` to ``size`` = (height, width) ignoring aspect ratio; float32 [3, h, w], normalised."""
     h, w = int(size[0]), int(size[1])

@@ -53,6 +53,16 @@ def image_files(data_root: Path, image_ids: list[str]) -> list[str]:
     return files
 
 
+def image_viewpoints(data_root: Path) -> dict[str, str]:
+    """image id -> viewpoint from metadata.csv, or {} when it cannot be read (steps then see 'unknown')."""
+    try:
+        meta = read_metadata(data_root, require_identity=False)
+        return dict(zip(meta["image_id"], meta["viewpoint"]))
+    except Exception as exc:
+        log.warning("no viewpoints for viewpoint-aware steps (%s)", exc)
+        return {}
+
+
 def bundle_registries(manifest: dict) -> dict:
     """Registries filled by the bundle's own plugin modules only (no built-ins, no entry points)."""
     return build_registries(manifest["plugins"], builtins=(), entry_points=False)
@@ -83,7 +93,8 @@ def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: to
         model.to(device)
         mean = tuple(cfg.dataset.get("mean", IMAGENET_MEAN))
         std = tuple(cfg.dataset.get("std", IMAGENET_STD))
-        images = EvalImages(files, list(cfg.data.image_size), mean, std, on_error="blank")
+        images = EvalImages(files, list(cfg.data.image_size), mean, std, on_error="blank",
+                            rotate_landscape=bool(cfg.data.get("rotate_landscape", False)))
         loader = DataLoader(images, batch_size=int(cfg.infer.batch_size), num_workers=num_workers,
                             pin_memory=device.type == "cuda")
         autocast = torch.float16 if device.type == "cuda" else None
@@ -148,7 +159,7 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
         index = {img: i for i, img in enumerate(needed) if ok[i]}
         steps = build_steps(manifest["postprocess"], registries["postprocess"])
         embedded = time.time()
-        predictions = predict(scenarios, emb, index, steps)
+        predictions = predict(scenarios, emb, index, steps, image_viewpoints(data_root))
         log.info("ranked %d scenarios in %.2f s", len(scenarios), time.time() - embedded)
     except Exception:
         log.exception("inference failed; writing a fallback ranking so the file stays valid")

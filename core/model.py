@@ -37,5 +37,8 @@ def load_weights(model: torch.nn.Module, path) -> None:
 
 def build_model(cfg, registries: dict[str, Registry]) -> EmbeddingModel:
     backbone = registries["backbone"].build(component(cfg, "backbone"))
-    neck = registries["neck"].build(component(cfg, "neck"), in_features=int(backbone.num_features))
+    # feature_channels (channels of each map a "stages" backbone returns) goes to necks that ask for it
+    channels = [int(c) for c in getattr(backbone, "feature_channels", [backbone.num_features])]
+    neck = registries["neck"].build(component(cfg, "neck"), optional={"feature_channels": channels},
+                                    in_features=int(backbone.num_features))
     return EmbeddingModel(backbone, neck)

@@ -100,6 +100,21 @@ class RetrievalContext:
     scenario: str = ""
     ranked: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     similarity: list[np.ndarray] = field(default_factory=list)
+    query_viewpoints: list[str] | None = None  # top | left | right per query, when the metadata says
+    db_viewpoints: list[str] | None = None
+
+    def kind(self) -> str:
+        """The scenario's viewpoint kind: ``top_top``, ``top_lateral``, ``lateral_top``, ``lateral_lateral``,
+        ``mixed``, or ``unknown`` without viewpoints (1st place switched its re-ranking on it)."""
+        if not self.query_viewpoints or self.db_viewpoints is None:
+            return "unknown"
+
+        def side(views):
+            tops = {v == "top" for v in views}
+            return "top" if tops == {True} else "lateral" if tops == {False} else "mixed"
+
+        q, d = side(self.query_viewpoints), side(self.db_viewpoints) if self.db_viewpoints else "top"
+        return "mixed" if "mixed" in (q, d) else f"{q}_{d}"
 
     def to_frame(self) -> pd.DataFrame:
         rows_q, rows_db, rows_s = [], [], []
@@ -122,11 +137,12 @@ def rank_scenario(ctx: RetrievalContext, steps: Sequence[Callable]) -> pd.DataFr
 
 
 def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, int],
-            steps: Sequence[Callable]) -> pd.DataFrame:
+            steps: Sequence[Callable], viewpoints: dict[str, str] | None = None) -> pd.DataFrame:
     """Prediction rows for every scenario. ``scenarios`` yield objects with ``name``, ``queries``
     (query_id, query_image_id) and ``database`` (database_image_id); ``image_index`` maps an image
     id to its row in ``embeddings``. Images missing from the index are dropped from databases, and a
-    query with no embedding is ranked with a zero vector (all scores tie) so it still gets rows."""
+    query with no embedding is ranked with a zero vector (all scores tie) so it still gets rows.
+    ``viewpoints`` (image id -> top/left/right) lets viewpoint-aware steps see each scenario's kind."""
     frames = []
     zero = np.zeros(embeddings.shape[1], np.float32)
     for sc in scenarios:
@@ -145,6 +161,9 @@ def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, 
         q_emb = np.stack([embeddings[image_index[i]] if i in image_index else zero for i in q_imgs])
         db_emb = embeddings[[image_index[i] for i in db_ids]] if db_ids else np.zeros((0, embeddings.shape[1]), np.float32)
         ctx = RetrievalContext(q_ids, q_imgs, db_ids, q_emb, db_emb, scenario=sc.name)
+        if viewpoints:
+            ctx.query_viewpoints = [viewpoints.get(i, "unknown") for i in q_imgs]
+            ctx.db_viewpoints = [viewpoints.get(i, "unknown") for i in db_ids]
         frames.append(rank_scenario(ctx, steps))
     if not frames:
         return pd.DataFrame(columns=["query_id", "database_image_id", "score"])

@@ -88,7 +88,8 @@ def freeze_unused_parameters(trainer: torch.nn.Module, images: torch.Tensor, lab
 
 
 def lr_lambda(epochs: int, steps_per_epoch: int, warmup_epochs: float, warmup_factor: float, lr: float, min_lr: float):
-    """Multiplier of the base lr per step: linear warm-up from 1 to ``warmup_factor``, then cosine to ``min_lr``."""
+    """Multiplier of the base lr per step: linear warm-up from 1 to ``warmup_factor``, then cosine to ``min_lr``
+    (relative to ``lr``; parameter groups with their own base lr follow the same curve)."""
     warm = int(warmup_epochs * steps_per_epoch)
     total = max(1, epochs * steps_per_epoch)
     peak = warmup_factor if warm > 0 else 1.0
@@ -165,10 +166,28 @@ def warn_idle_cores(accelerator) -> None:
 
 
 def make_optimizer(train_cfg, params) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``params``: a list of tensors, or of ``(group name, tensors)`` pairs whose
+    base learning rate ``train.group_lr.<name>`` gives when set (else ``train.lr``)."""
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if train_cfg.optimizer not in kinds:
         raise ValueError(f"train.optimizer must be one of {', '.join(kinds)}, got {train_cfg.optimizer!r}")
+    group_lr = dict(train_cfg.get("group_lr") or {})
+    if params and isinstance(params[0], tuple):
+        unknown = set(group_lr) - {name for name, _ in params}
+        if unknown:
+            raise ValueError(f"train.group_lr names {sorted(unknown)}; the groups are {[n for n, _ in params]}")
+        params = [{"params": ps, "lr": float(group_lr.get(name, train_cfg.lr)), "name": name} for name, ps in params if ps]
     return kinds[train_cfg.optimizer](params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+
+def parameter_groups(trainer) -> list[tuple[str, list]]:
+    """Trainable parameters as (backbone | neck | head) groups: ``train.group_lr`` sets each group's lr."""
+    groups = {"backbone": [], "neck": [], "head": []}
+    for name, p in trainer.named_parameters():
+        if p.requires_grad:
+            key = "backbone" if name.startswith("model.backbone.") else "neck" if name.startswith("model.neck.") else "head"
+            groups[key].append(p)
+    return list(groups.items())
 
 
 def resume_state(accelerator, out: Path, resume: bool) -> dict:
@@ -348,8 +367,9 @@ def train_one(cfg) -> dict:
     set_seed(int(cfg.seed))
     warn_idle_cores(accelerator)
 
-    registries = build_registries(cfg.plugins)
+    registries = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])
     data = registries["dataset"].build(component(cfg, "dataset"), root=cfg.data.root, image_size=list(cfg.data.image_size))
+    data.rotate_landscape = bool(cfg.data.rotate_landscape)
     train_df, val_df = data.split(int(cfg.data.num_folds), int(cfg.data.fold), bool(cfg.data.holdout_whales),
                                   int(cfg.data.fold_seed))
     scenarios = build_scenarios(val_df)
@@ -370,6 +390,7 @@ def train_one(cfg) -> dict:
     val_loader = DataLoader(data.eval_dataset(val_df), batch_size=int(cfg.infer.batch_size), shuffle=False,
                             num_workers=int(cfg.data.num_workers))
     image_ids = list(val_df["image_id"])
+    viewpoints = dict(zip(val_df["image_id"], val_df["viewpoint"])) if "viewpoint" in val_df.columns else None
 
     # evaluate in the precision the model trains in (autocast on accelerators only; CPU stays float32)
     eval_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision)
@@ -380,7 +401,7 @@ def train_one(cfg) -> dict:
         result, per_query, emb = evaluate(
             accelerator.unwrap_model(model_ref), val_loader, image_ids, scenarios, steps, accelerator.device,
             bool(cfg.infer.tta_flip), gather=accelerator.gather_for_metrics, progress=accelerator.is_local_main_process,
-            autocast_dtype=eval_dtype, details=True)
+            autocast_dtype=eval_dtype, details=True, viewpoints=viewpoints)
         result.update(epoch=epoch, num_processes=accelerator.num_processes)
         return result, per_query, emb
 
@@ -403,7 +424,9 @@ def train_one(cfg) -> dict:
                      _fmt_lift(result["lift"]), result["scenarios"])
         return result
 
-    loss = registries["loss"].build(component(cfg, "loss"), embedding_size=model.embedding_size, num_classes=len(classes))
+    counts = train_df["whale_id"].value_counts()
+    loss = registries["loss"].build(component(cfg, "loss"), optional={"class_counts": [int(counts[w]) for w in classes]},
+                                    embedding_size=model.embedding_size, num_classes=len(classes))
     trainer = TrainStep(model, loss)
     train_set = SeededSamples(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]), int(cfg.seed))
     sampler = EpochSampler(len(train_set), int(cfg.seed))
@@ -413,7 +436,7 @@ def train_one(cfg) -> dict:
     unused = freeze_unused_parameters(trainer, torch.stack([x for x, _ in probe]), torch.tensor([y for _, y in probe]))
     if unused:
         log.info("frozen, as this combination of components never uses them: %s", ", ".join(unused))
-    optimizer = make_optimizer(cfg.train, [p for p in trainer.parameters() if p.requires_grad])
+    optimizer = make_optimizer(cfg.train, parameter_groups(trainer))
     trainer, optimizer, train_loader, val_loader = accelerator.prepare(trainer, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)
     if cfg.train.max_steps_per_epoch:

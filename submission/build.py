@@ -64,7 +64,7 @@ def plugin_modules(cfg) -> list[str]:
     from core.config import component
     from core.plugins import build_registries
 
-    registries = build_registries(cfg.plugins)
+    registries = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])
     names = {registries["backbone"].providers.get(cfg.backbone.name),
              registries["neck"].providers.get(cfg.neck.name)}
     names |= {registries["postprocess"].providers.get(s["name"]) for s in component(cfg, "postprocess")}
@@ -73,13 +73,150 @@ def plugin_modules(cfg) -> list[str]:
     return sorted(names)
 
 
+# distributions the 2022 runtime had (by normalised name), and whaleid itself, which the bundle carries
+RUNTIME_DISTRIBUTIONS = {"torch", "torchvision", "timm", "numpy", "pandas", "pillow", "faiss-cpu", "faiss-gpu",
+                         "faiss-gpu-cu12", "faiss", "pluggy", "omegaconf", "safetensors", "whaleid"}
+
+
+def _normalise(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
 def module_file(name: str) -> tuple[str, Path]:
     """(path inside the zip, source file) of a single-file plugin module."""
     module = importlib.import_module(name)
     src = Path(module.__file__)
-    if src.name == "__init__.py":
-        raise BuildError(f"plugin {name} is a package; bundle single-module plugins only")
-    return name.replace(".", "/") + ".py", src
+    return name.replace(".", "/") + (".py" if src.name != "__init__.py" else "/__init__.py"), src
+
+
+def package_files(top: str) -> dict[str, Path]:
+    """Every ``.py`` under the top-level package ``top`` and the data files its distribution declares,
+    keyed by their path inside the zip (import paths stay as they are)."""
+    module = importlib.import_module(top)
+    roots = [Path(p) for p in getattr(module, "__path__", [])]
+    if not roots:
+        raise BuildError(f"{top} is not a package")
+    out: dict[str, Path] = {}
+    for root in roots:
+        for src in sorted(root.rglob("*.py")):
+            if "__pycache__" not in src.parts:
+                out[f"{top}/{src.relative_to(root).as_posix()}"] = src
+    for dist in _distributions(top):
+        for f in metadata.distribution(dist).files or []:
+            parts = Path(str(f)).parts
+            if parts and parts[0] == top and "__pycache__" not in parts and not str(f).endswith((".py", ".pyc")):
+                src = Path(str(f.locate()))
+                if src.is_file():
+                    out[Path(str(f)).as_posix()] = src
+    return out
+
+
+def _distributions(top: str) -> list[str]:
+    try:
+        return sorted(set(metadata.packages_distributions().get(top, [])))
+    except Exception:
+        return []
+
+
+def plugin_files(name: str) -> dict[str, Path]:
+    """What the bundle needs of the plugin module ``name``: one file for whaleid's own plugins and
+    single-module plugins, the whole top-level package for a packaged one (entry point or not)."""
+    top = name.split(".")[0]
+    try:
+        top_module = importlib.import_module(top)
+    except ImportError as exc:
+        raise BuildError(f"cannot import plugin module {name}: {exc}") from exc
+    own = Path(getattr(top_module, "__file__", "") or "").resolve().is_relative_to(ROOT) if getattr(top_module, "__file__", None) else False
+    if top == "plugins" and own:  # whaleid's own plugins: the module and the plugins modules it imports
+        out, todo = {}, [name]
+        while todo:
+            arc, src = module_file(todo.pop())
+            if arc in out:
+                continue
+            out[arc] = src
+            todo += [m for m in imported_modules(arc, src.read_text()) if m.startswith("plugins.")]
+        return out
+    if not hasattr(top_module, "__path__"):
+        arc, src = module_file(name)
+        return {arc: src}
+    return package_files(top)
+
+
+def imported_modules(arc: str, source: str) -> list[str]:
+    """Dotted names of the absolute ``import x.y`` / ``from x.y import z`` statements of a file."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(source, filename=arc)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def declared_requirements(name: str) -> tuple[list[str], str]:
+    """(distribution names a plugin's inference code needs, where that was declared): a module-level
+    ``WHALEID_REQUIRES`` in the plugin module or its top-level package, else its distribution's
+    ``Requires-Dist`` (extras left out)."""
+    for mod_name in dict.fromkeys([name, name.split(".")[0]]):
+        module = importlib.import_module(mod_name)
+        if hasattr(module, "WHALEID_REQUIRES"):
+            reqs = module.WHALEID_REQUIRES
+            if isinstance(reqs, str) or not all(isinstance(r, str) for r in reqs):
+                raise BuildError(f"{mod_name}.WHALEID_REQUIRES must be a list of distribution names, got {reqs!r}")
+            return [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs if r.strip()], f"{mod_name}.WHALEID_REQUIRES"
+    names = []
+    dists = _distributions(name.split(".")[0])
+    for dist in dists:
+        for req in metadata.requires(dist) or []:
+            if "extra ==" in req.replace("extra==", "extra =="):
+                continue
+            names.append(re.match(r"[A-Za-z0-9._-]+", req).group(0))
+    return names, (f"the requirements of distribution {', '.join(dists)}" if dists else "nothing declared")
+
+
+def imported_tops(arc: str, source: str) -> list[tuple[str, int]]:
+    """(top-level module, line) of every absolute import in a Python file."""
+    import ast
+
+    try:
+        tree = ast.parse(source, filename=arc)
+    except SyntaxError as exc:
+        raise BuildError(f"{arc}: cannot parse: {exc}") from exc
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name.split(".")[0], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], node.lineno))
+    return found
+
+
+def check_plugin_dependencies(modules: list[str], files: dict[str, bytes]) -> None:
+    """Fail the build when a plugin declares a distribution the runtime lacks, or when bundled code
+    imports a module that is neither in the bundle, the standard library nor the runtime set."""
+    from submission.check import RUNTIME_MODULES
+
+    for name in modules:
+        if name.split(".")[0] == "plugins":
+            continue
+        reqs, where = declared_requirements(name)
+        outside = sorted({r for r in reqs if _normalise(r) not in RUNTIME_DISTRIBUTIONS})
+        if outside:
+            raise BuildError(f"plugin {name} needs {', '.join(outside)} ({where}), which the competition runtime does "
+                             f"not have (it has {', '.join(sorted(RUNTIME_DISTRIBUTIONS - {'whaleid'}))}). If only "
+                             "training needs it, declare what inference needs in WHALEID_REQUIRES")
+    bundled = {arc.split("/")[0].removesuffix(".py") for arc in files} | {"core"}  # core/ goes in every bundle
+    for arc, data in sorted(files.items()):
+        if not arc.endswith(".py") or arc.startswith("core/") or arc == "main.py":
+            continue
+        for top, line in imported_tops(arc, data.decode()):
+            if top in sys.stdlib_module_names or top in bundled or top in RUNTIME_MODULES or top == "__future__":
+                continue
+            raise BuildError(f"{arc} line {line} imports {top}, which is neither bundled, in the standard library "
+                             f"nor in the competition runtime ({', '.join(sorted(RUNTIME_MODULES))}); the submission "
+                             "would fail there. Import it only in training code that the bundle leaves out, or drop it")
 
 
 def resolve_weights(run: Path) -> Path:
@@ -167,12 +304,13 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> di
         files[f"core/{name}"] = (ROOT / "core" / name).read_bytes()
     packages = set()
     for name in sorted(modules):
-        arc, src = module_file(name)
-        files[arc] = src.read_bytes()
-        parts = arc.split("/")[:-1]
-        packages |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+        for arc, src in plugin_files(name).items():
+            files[arc] = src.read_bytes()
+            parts = arc.split("/")[:-1]
+            packages |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
     for pkg in packages:
         files.setdefault(f"{pkg}/__init__.py", b"")
+    check_plugin_dependencies(sorted(modules), files)
     for arc, data in files.items():
         if arc.endswith(".py") and FORBIDDEN_IMPORT.search(data.decode()):
             raise BuildError(f"{arc} imports training-only code (accelerate or core.run); it cannot go in the bundle")

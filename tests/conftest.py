@@ -36,6 +36,13 @@ def run_core(args: list[str], launcher: list[str] | None = None, check: bool = T
     return proc
 
 
+def shrunk_gpu_recipe(config: Path, data_root: Path, out: Path) -> list[str]:
+    """Arguments that run a GPU recipe config as one CPU step on tiny data with random weights."""
+    return ["--config", str(config), f"data.root={data_root}", f"output_dir={out}", "data.image_size=[64,64]",
+            "backbone.pretrained=false", "train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=4",
+            "train.mixed_precision=no", "data.num_workers=0", "data.num_folds=3", "infer.batch_size=16"]
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tiny_survey, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "smoke"

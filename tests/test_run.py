@@ -89,12 +89,8 @@ def test_help_text():
 @pytest.mark.parametrize("backbone", ["convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns"])
 def test_seed_recipe_configs_train_a_step(backbone, tiny_survey, tmp_path):
     """The seed's GPU configs, shrunk to one CPU step on tiny data with random weights."""
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, shrunk_gpu_recipe
 
-    args = ["--config", str(ROOT / "configs" / "seed_3rd_place" / f"{backbone}.yaml"), f"data.root={tiny_survey / 'train'}",
-            f"output_dir={tmp_path}", "data.image_size=[64,64]", "backbone.pretrained=false", "train.epochs=1",
-            "train.max_steps_per_epoch=1", "train.batch_size=4", "train.mixed_precision=no", "data.num_workers=0",
-            "data.num_folds=3", "infer.batch_size=16"]
-    run_core(args)
+    run_core(shrunk_gpu_recipe(ROOT / "configs" / "seed_3rd_place" / f"{backbone}.yaml", tiny_survey / "train", tmp_path))
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["epoch"] == 1 and 0 <= metrics["mAP"] <= 1

@@ -99,7 +99,7 @@ def load_members(members: list[Path]) -> tuple[list[Fold], list]:
                                "(same data, data.num_folds and data.fold_seed are needed)")
         folds.append(Fold(name, scenarios, image_ids, [read_oof(group[k], image_ids) for group in leaves]))
     cfg = OmegaConf.load(leaves[0][0] / "config.yaml")
-    steps = build_steps(component(cfg, "postprocess"), build_registries(cfg.plugins)["postprocess"])
+    steps = build_steps(component(cfg, "postprocess"), build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"])
     return folds, steps
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from core.data import WhaleData, check_files_exist, read_metadata
 from core.hookspecs import hookimpl
-from core.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb
+from core.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, portrait
 
 
 class RandomJpeg:
@@ -86,18 +86,24 @@ def squasher(size):
 class TrainImages(Dataset):
     """``(float32 [3, h, w], class index)``; from ``cache`` (uint8 [N, 3, h, w], squashed) when given."""
 
-    def __init__(self, files: Sequence[str], labels: Sequence[int], transform, cache: torch.Tensor | None = None):
+    def __init__(self, files: Sequence[str], labels: Sequence[int], transform, cache: torch.Tensor | None = None,
+                 rotate_landscape: bool = False):
         self.files, self.labels, self.transform, self.cache = list(files), list(labels), transform, cache
+        self.rotate_landscape = rotate_landscape
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        img = self.cache[i] if self.cache is not None else load_rgb(self.files[i])
+        if self.cache is not None:
+            img = self.cache[i]
+        else:
+            img = load_rgb(self.files[i])
+            img = portrait(img) if self.rotate_landscape else img
         return self.transform(img), int(self.labels[i])
 
 
-def squash_all(files: Sequence[str], image_size) -> torch.Tensor:
+def squash_all(files: Sequence[str], image_size, rotate_landscape: bool = False) -> torch.Tensor:
     """Every image decoded and squashed to ``image_size``: uint8 [N, 3, h, w], with a progress bar."""
     from torchvision.transforms import v2
     from core.progress import progress
@@ -105,7 +111,8 @@ def squash_all(files: Sequence[str], image_size) -> torch.Tensor:
     resize, to_tensor = squasher(image_size), v2.PILToTensor()
     out = torch.empty((len(files), 3, int(image_size[0]), int(image_size[1])), dtype=torch.uint8)
     for i, f in enumerate(progress(files, desc="cache images", unit="img")):
-        out[i] = to_tensor(resize(load_rgb(f)))
+        img = load_rgb(f)
+        out[i] = to_tensor(resize(portrait(img) if rotate_landscape else img))
     return out
 
 
@@ -124,9 +131,11 @@ def assign_folds(groups: pd.Series, num_folds: int, seed: int) -> pd.Series:
 
 
 class Belugas(WhaleData):
-    def __init__(self, root, image_size, metadata, mean, std, augment: dict, cache="auto", cache_max_gb=4.0):
+    def __init__(self, root, image_size, metadata, mean, std, augment: dict, cache="auto", cache_max_gb=4.0,
+                 min_images_per_whale=1):
         super().__init__(root, image_size, metadata, mean, std)
         self.augment, self.cache, self.cache_max_gb = augment, cache, float(cache_max_gb)
+        self.min_images_per_whale = int(min_images_per_whale)
 
     def use_cache(self, n: int) -> bool:
         if self.cache == "auto":
@@ -139,19 +148,29 @@ class Belugas(WhaleData):
             raise ValueError(f"data.num_folds must be at least 2 to hold out a validation fold, got {num_folds}")
         groups = meta["whale_id"] if holdout_whales else meta["encounter_id"]
         folds = assign_folds(groups, num_folds, seed)
-        return meta[folds != fold].reset_index(drop=True), meta[folds == fold].reset_index(drop=True)
+        train, val = meta[folds != fold].reset_index(drop=True), meta[folds == fold].reset_index(drop=True)
+        if self.min_images_per_whale > 1:  # 4th place's "key trick": rare whales leave training only
+            counts = train["whale_id"].map(train["whale_id"].value_counts())
+            kept = train[counts >= self.min_images_per_whale].reset_index(drop=True)
+            if kept.empty:
+                raise ValueError(f"dataset 'belugas' min_images_per_whale={self.min_images_per_whale} leaves no "
+                                 f"training image in fold {fold} of {self.root}")
+            train = kept
+        return train, val
 
     def train_dataset(self, df, labels):
         cached = self.use_cache(len(df))
         transform = seed_augmentations(self.image_size, self.mean, self.std, presquashed=cached, **self.augment)
-        cache = squash_all(list(df["file"]), self.image_size) if cached else None
-        return TrainImages(df["file"], labels, transform, cache)
+        cache = squash_all(list(df["file"]), self.image_size, self.rotate_landscape) if cached else None
+        return TrainImages(df["file"], labels, transform, cache, self.rotate_landscape)
 
 
 def build_belugas(root, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, require_identity=True,
-                  check_files=True, augment=None, cache="auto", cache_max_gb=4.0):
+                  check_files=True, augment=None, cache="auto", cache_max_gb=4.0, min_images_per_whale=1):
     """Read ``root/metadata.csv`` (competition layout); ``augment`` overrides ``seed_augmentations`` options;
-    ``cache`` is true, false or ``auto`` (cache training images when they take at most ``cache_max_gb``)."""
+    ``cache`` is true, false or ``auto`` (cache training images when they take at most ``cache_max_gb``);
+    ``min_images_per_whale`` drops whales with fewer training photos from training (never from validation:
+    4th place trained on the whales with at least 4 photos, shared/WINNERS.md)."""
     if cache not in (True, False, "auto"):
         raise ValueError(f"dataset 'belugas' cache must be true, false or auto, got {cache!r}")
     meta = read_metadata(root, require_identity=require_identity)
@@ -163,7 +182,9 @@ def build_belugas(root, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, requir
     check_options(seed_augmentations, augment, "dataset 'belugas' augment")
     if "presquashed" in augment:
         raise ValueError("dataset 'belugas' augment: 'presquashed' is set by the cache, not by configs")
-    return Belugas(root, image_size, meta, mean, std, augment, cache, cache_max_gb)
+    if int(min_images_per_whale) < 1:
+        raise ValueError(f"dataset 'belugas' min_images_per_whale must be at least 1, got {min_images_per_whale}")
+    return Belugas(root, image_size, meta, mean, std, augment, cache, cache_max_gb, min_images_per_whale)
 
 
 @hookimpl
