@@ -190,34 +190,73 @@ def parameter_groups(trainer) -> list[tuple[str, list]]:
     return list(groups.items())
 
 
+def find_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint folder under ``out``: ``checkpoint``, or ``checkpoint.old`` /
+    ``checkpoint.tmp`` left by a crash mid-swap. Complete means its ``state.json``, written last, is there
+    and parses."""
+    best, best_epoch = None, -1
+    for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+        marker = out / name / "state.json"
+        try:
+            epoch = int(json.loads(marker.read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if epoch > best_epoch:
+            best, best_epoch = out / name, epoch
+    return best
+
+
 def resume_state(accelerator, out: Path, resume: bool) -> dict:
-    """The run's progress: restored from ``out/checkpoint`` with ``resume``, else a fresh start."""
-    ckpt = out / "checkpoint"
+    """The run's progress: restored from the newest complete checkpoint with ``resume``, else a fresh start."""
     state = {"epoch": 0, "best_mAP": -1.0}
-    if resume and (ckpt / "state.json").is_file():
+    ckpt = find_checkpoint(out) if resume else None
+    if ckpt is not None:
         accelerator.load_state(str(ckpt))
         state = json.loads((ckpt / "state.json").read_text())
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
     elif resume:
-        log.warning("resume=true but %s holds no checkpoint; starting afresh", ckpt)
+        log.warning("resume=true but %s holds no complete checkpoint; starting afresh", out)
     if state["epoch"] == 0 and accelerator.is_main_process and (out / "history.jsonl").exists():
         (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
     return state
 
 
 def save_checkpoint(accelerator, out: Path, state: dict, model) -> None:
-    """Everything needed to resume, written to a fresh folder and then swapped in: a crash mid-save
-    keeps the previous checkpoint. Also ``last.safetensors``."""
+    """Everything needed to resume, and ``last.safetensors``. The new checkpoint is written to
+    ``checkpoint.tmp`` and completed by its ``state.json``; then ``checkpoint`` becomes ``checkpoint.old``,
+    the new one becomes ``checkpoint`` and the old one is deleted. At every instant one complete checkpoint
+    is on disk, and ``find_checkpoint`` picks the newest; a failed write (a full disk) leaves the previous one."""
     accelerator.wait_for_everyone()
-    tmp, ckpt = out / "checkpoint.tmp", out / "checkpoint"
-    accelerator.save_state(str(tmp))
+    tmp, ckpt, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)  # an incomplete write of an earlier crash
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            _write_json(tmp / "state.json", state)  # the completion marker, last
+            _save_weights(model, out / "last.safetensors")
+    except OSError as exc:
+        kept = find_checkpoint(out)
+        raise OSError(exc.errno, f"cannot write the checkpoint of epoch {state.get('epoch')} to {tmp} ({exc.strerror or exc}); "
+                      + (f"the previous one, {kept}, is kept: free space and rerun with resume=true" if kept else
+                         "no earlier checkpoint exists")) from exc
     if accelerator.is_main_process:
-        _write_json(tmp / "state.json", state)
-        _save_weights(model, out / "last.safetensors")
         if ckpt.exists():
-            shutil.rmtree(ckpt)
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(ckpt, old)
         os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def finished(out: Path, epochs: int) -> bool:
+    """A run folder whose training reached ``epochs`` and whose best evaluation was saved."""
+    if not ((out / "metrics.json").is_file() and (out / "per_query.csv").is_file()):
+        return False
+    ckpt = find_checkpoint(out)
+    return ckpt is not None and int(json.loads((ckpt / "state.json").read_text()).get("epoch", 0)) >= epochs
 
 
 def main(argv=None) -> dict:
@@ -254,14 +293,6 @@ def _child(cfg, output_dir: Path, **changes):
     for key, value in changes.items():
         OmegaConf.update(child, key, value, merge=False)
     return child
-
-
-def finished(out: Path, epochs: int) -> bool:
-    """A run folder whose training reached ``epochs`` and whose best evaluation was saved."""
-    state = out / "checkpoint" / "state.json"
-    if not (state.is_file() and (out / "metrics.json").is_file() and (out / "per_query.csv").is_file()):
-        return False
-    return int(json.loads(state.read_text()).get("epoch", 0)) >= epochs
 
 
 def run_folds(cfg) -> dict:
