@@ -80,15 +80,26 @@ def lift_report(mAP: float, random_mAP: float) -> dict:
     return {"lift": lift, "warnings": warnings}
 
 
+def unsafe_entries(zf: zipfile.ZipFile) -> list[str]:
+    """Entries that could write outside the extraction folder or point elsewhere: absolute paths, ``..``
+    parts, drive letters, backslashes, and symbolic links (a zip from someone else is not trusted)."""
+    import stat
+
+    bad = []
+    for info in zf.infolist():
+        n = info.filename
+        if n.startswith(("/", "\\")) or ".." in Path(n.replace("\\", "/")).parts or ":" in n or "\\" in n:
+            bad.append(f"unsafe path in zip: {n}")
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            bad.append(f"symbolic link in zip: {n}")
+    return bad
+
+
 def zip_problems(zf: zipfile.ZipFile) -> list[str]:
     problems = []
-    names = zf.namelist()
-    if "main.py" not in names:
+    if "main.py" not in zf.namelist():
         problems.append("main.py is not at the zip's root")
-    for n in names:
-        if n.startswith("/") or ".." in Path(n).parts or ":" in n:
-            problems.append(f"unsafe path in zip: {n}")
-    return problems
+    return problems + unsafe_entries(zf)
 
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
@@ -103,6 +114,9 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
         (root / "submission").mkdir(parents=True)
         with zipfile.ZipFile(zip_path) as zf:
             result["problems"] += zip_problems(zf)
+            if unsafe_entries(zf):  # refused: nothing is extracted or run
+                result["refused"] = True
+                return result
             zf.extractall(root)
         (root / "data").symlink_to(data, target_is_directory=True)
         out_csv = root / "submission" / "submission.csv"

@@ -123,3 +123,24 @@ def test_a_checkpoint_left_complete_in_tmp_is_the_newest(tmp_path):
     assert find_checkpoint(tmp_path).name == "checkpoint.tmp"
     (tmp_path / "checkpoint.tmp" / "state.json").write_text("{trunc")  # a marker cut short: incomplete
     assert find_checkpoint(tmp_path).name == "checkpoint"
+
+
+@pytest.mark.parametrize("entry, why", [("/etc/evil.py", "unsafe path"), ("../evil.py", "unsafe path"),
+                                        ("models/../../evil.py", "unsafe path"), ("C:/evil.py", "unsafe path"),
+                                        ("link", "symbolic link")])
+def test_the_checker_refuses_a_zip_that_escapes_or_links(tmp_path, tiny_survey, entry, why):
+    import stat
+    import zipfile
+
+    from submission.check import check
+
+    zip_path = tmp_path / "s.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("main.py", "open('/tmp/whaleid_should_not_run', 'w').write('ran')\n")
+        info = zipfile.ZipInfo(entry)
+        if why == "symbolic link":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd" if why == "symbolic link" else "x = 1\n")
+    result = check(zip_path, tiny_survey / "test")
+    assert result.get("refused") and any(why in p and entry in p for p in result["problems"])
+    assert "exit_code" not in result  # main.py never ran
