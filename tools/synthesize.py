@@ -444,14 +444,20 @@ def contact_sheet(path: str | Path, seed: int = 0, n_whales: int = 4) -> None:
     cell_w, cell_h = 230, 240
     columns = [("top", 2017, True), ("top", 2019, True), ("top", 2019, False), ("left", 2019, False),
                ("right", 2019, False), ("right", 2019, True)]
-    sheet = Image.new("RGB", (cell_w * len(columns), cell_h * n_whales), (255, 255, 255))
+    left, head = 90, 36  # room for the row and column labels
+    sheet = Image.new("RGB", (left + cell_w * len(columns), head + cell_h * n_whales), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, (view, year, neutral) in enumerate(columns):
+        label = f"{view} {year}\n{'neutral' if neutral else 'photographed'}"
+        draw.multiline_text((left + c * cell_w + 8, 2), label, fill=(0, 0, 0), spacing=2)
     for r, whale in enumerate(whales):
+        draw.text((6, head + r * cell_h + cell_h // 2 - 6), whale.whale_id, fill=(0, 0, 0))
         for c, (view, year, neutral) in enumerate(columns):
             style = PhotoStyle.neutral() if neutral else random_style(rng, {"water": (0.33, 0.4, 0.36), "light": 1.0, "heading": 0})
             size = (200, 480) if view == "top" else (480, 170)
             img = render(whale, year, view, style, size, seed=[seed, r, c])
             img.thumbnail((cell_w - 10, cell_h - 10))
-            sheet.paste(img, (c * cell_w + 5, r * cell_h + 5))
+            sheet.paste(img, (left + c * cell_w + 5, head + r * cell_h + 5))
     sheet.save(path)
 
 
