@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo train-demo cv-demo seeds-demo report pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: venv demo train-demo cv-demo seeds-demo report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,11 @@ seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0
 
 report: $(STAMP)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
+
+report-check: $(STAMP)  ## render RUN's report in headless Chromium (installs Debian's chromium if missing), screenshot and check it
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
+	$(PY) -m tools.report_check $(or $(RUN),$(DEMO_RUN))/report.html --screenshot $(or $(RUN),$(DEMO_RUN))/report.png
 
 pack: $(STAMP)  ## build submission/submission.zip from RUN (default runs/demo)
 	$(PY) -m submission.build --run $(or $(RUN),$(DEMO_RUN)) --out submission/submission.zip

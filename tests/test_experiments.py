@@ -252,7 +252,7 @@ def test_fold_and_seed_options_are_validated(override, ok):
             load_config(ROOT / "configs" / "smoke.yaml", [override])
 
 
-@pytest.mark.parametrize("module", ["tools.compare", "tools.ensemble", "core.plugins", "submission.build", "tools.report",
+@pytest.mark.parametrize("module", ["tools.compare", "tools.ensemble", "core.plugins", "submission.build", "tools.report", "tools.report_check",
                                     "tools.explain"])
 def test_every_new_command_has_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -111,3 +111,22 @@ def test_explain_cli_writes_a_pair_png(smoke_run, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([str(smoke_run), "--query", "nope", "--db", d, "--out", str(out)])
     assert exc.value.code == 2
+
+
+def test_report_renders_in_headless_chromium_without_errors(smoke_run, tmp_path):
+    from tools.report import build_report
+    from tools.report_check import check_dom, find_browser, render
+
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed here (make report-check installs it)")
+    build_report(smoke_run, tmp_path / "report.html", queries=1, top_k=3, explain=False)
+    result = render(tmp_path / "report.html", tmp_path / "shot.png", 1000, 1400, browser)
+    assert result["problems"] == [] and check_dom(result["dom"]) == []
+    assert (tmp_path / "shot.png").read_bytes()[:4] == b"\x89PNG"
+    # a broken page is caught: a missing image file is a failed resource load, a missing section is named
+    (tmp_path / "broken.html").write_text('<html><body><section id="summary"><img src="missing.png"></section>'
+                                          '<script>console.error("boom")</script></body></html>')
+    broken = render(tmp_path / "broken.html", tmp_path / "broken.png", 600, 400, browser)
+    assert any("missing.png" in p for p in broken["problems"]) and any("boom" in p for p in broken["problems"])
+    assert "section 'galleries' missing" in " ".join(check_dom(broken["dom"]))

@@ -54,6 +54,16 @@ def png_data(path_or_bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
+def jpeg_data(path: Path, quality: int = 85) -> str:
+    """A photo-like PNG (a pair explanation) inlined as JPEG: a fifth of the bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with Image.open(path) as img:
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def thumbnail(path: str, size: int = 96, rotate: bool = False) -> str:
     """A JPEG data URI of the photo, longest side ``size``; a grey square when it cannot be read."""
     from PIL import Image
@@ -228,7 +238,7 @@ def build_report(run: Path, out: Path | None = None, queries: int = 3, top_k: in
     warnings = "".join(f'<p class="warn">{html.escape(w["message"])}. Hint: {html.escape(w.get("hint", ""))}</p>'
                        for w in best.get("warnings", []))
     pairs = "".join(
-        f'<figure><img src="{png_data(e["png"])}" alt="pair {html.escape(e["query"])} {html.escape(e["db"])}">'
+        f'<figure><img src="{jpeg_data(Path(e["png"]))}" alt="pair {html.escape(e["query"])} {html.escape(e["db"])}">'
         f'<figcaption>{html.escape(e["scenario"])}: {"first hit" if e["hit"] else "first false hit"}, '
         f'cosine {e["cosine"]:.3f}</figcaption></figure>' if "png" in e else f'<p class="warn">{html.escape(e["error"])}</p>'
         for e in explained)
