@@ -157,34 +157,19 @@ def curves(entries: list[Entry]) -> dict[str, dict[str, tuple[list[int], list[fl
 
 
 def plot(entries: list[Entry], path: Path) -> Path:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tools.plots import epoch_panels
 
     data = curves(entries)
     panels = ["mAP"] + sorted({k for d in data.values() for k in d} - {"mAP"})
-    cols = min(3, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+
+    def draw(ax, panel):
         for name, d in data.items():
             if panel in d:
                 ax.plot(*d[panel], marker="o", ms=3, label=name)
         ax.set_title("validation mAP (all queries)" if panel == "mAP" else panel)
-        ax.set_xlabel("epoch")
         ax.set_ylabel("mAP")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+    return epoch_panels(panels, draw, path, dpi=110, height=3.2)
 
 
 def main(argv=None) -> int:

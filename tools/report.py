@@ -83,18 +83,12 @@ def thumbnail(path: str, size: int = 96, rotate: bool = False) -> str:
 
 def curves_png(hist: list[dict], out: Path) -> tuple[Path, Path]:
     """(validation curves PNG, loss and lr PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from tools.plots import epoch_panels
 
     epochs = [h["epoch"] for h in hist]
     panels = ["mAP"] + sorted({k for h in hist for k in h.get("scenarios", {})})
-    cols = min(3, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+
+    def draw(ax, panel):
         ours = [h["mAP"] if panel == "mAP" else h.get("scenarios", {}).get(panel, np.nan) for h in hist]
         rand = [h.get("random", {}).get("mAP") if panel == "mAP" else h.get("random", {}).get("scenarios", {}).get(panel)
                 for h in hist]
@@ -102,31 +96,16 @@ def curves_png(hist: list[dict], out: Path) -> tuple[Path, Path]:
         if all(r is not None for r in rand):
             ax.fill_between(epochs, 0, rand, color="grey", alpha=0.25, label="random ranking")
         ax.set_title("all queries" if panel == "mAP" else panel, fontsize=10)
-        ax.set_xlabel("epoch")
         ax.set_ylim(0, max(0.05, np.nanmax(ours) * 1.15))
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    val_path = out / "curves.png"
-    fig.savefig(val_path, dpi=90)
-    plt.close(fig)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 2.8))
-    a1.plot(epochs, [h.get("train_loss", np.nan) for h in hist], marker="o", ms=3)
-    a1.set_title("training loss", fontsize=10)
-    a2.plot(epochs, [h.get("lr", np.nan) for h in hist], marker="o", ms=3, color="tab:orange")
-    a2.set_title("learning rate (end of epoch)", fontsize=10)
-    for ax in (a1, a2):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    fig.tight_layout()
-    loss_path = out / "loss_lr.png"
-    fig.savefig(loss_path, dpi=90)
-    plt.close(fig)
+    val_path = epoch_panels(panels, draw, out / "curves.png", dpi=90)
+
+    def draw_train(ax, panel):
+        key, colour = ("train_loss", "tab:blue") if panel == "training loss" else ("lr", "tab:orange")
+        ax.plot(epochs, [h.get(key, np.nan) for h in hist], marker="o", ms=3, color=colour, label=panel)
+        ax.set_title(panel if key == "train_loss" else "learning rate (end of epoch)", fontsize=10)
+
+    loss_path = epoch_panels(["training loss", "learning rate"], draw_train, out / "loss_lr.png", dpi=90, height=2.8)
     return val_path, loss_path
 
 
