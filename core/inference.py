@@ -82,7 +82,14 @@ def load_bundle_model(bundle: Path, entry: dict, registries: dict):
 
 def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: torch.device,
                       num_workers: int | None = None, registries: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(combined embeddings [N, D], ok [N]) over every model of the bundle."""
+    """(combined embeddings [N, D], ok [N]) over every model of the bundle, with the manifest's weights."""
+    per_model, weights, ok = embed_models(bundle, manifest, files, device, num_workers, registries)
+    return combine_embeddings(per_model, weights), ok
+
+
+def embed_models(bundle: Path, manifest: dict, files: list[str], device: torch.device,
+                 num_workers: int | None = None, registries: dict | None = None):
+    """(per-model embeddings, the manifest's weights, ok [N]) over every model of the bundle."""
     if num_workers is None:
         num_workers = default_workers()
     registries = registries or bundle_registries(manifest)
@@ -106,7 +113,27 @@ def embed_with_bundle(bundle: Path, manifest: dict, files: list[str], device: to
         log.info("model %d/%d (%s) embedded %d images in %.1f s", k + 1, len(manifest["models"]),
                  cfg.backbone.get("model", cfg.backbone.name), len(files), time.time() - started)
         del model
-    return combine_embeddings(per_model, weights), ok_all
+    return per_model, weights, ok_all
+
+
+def predict_by_viewpoint(scenarios, per_model, weights, viewpoint_weights: dict, index, steps, views) -> pd.DataFrame:
+    """Predictions with each scenario's models combined by ``viewpoint_weights[kind]`` (a weight per model,
+    per scenario kind: ``top_top``, ``top_lateral``, ...), or by ``weights`` for a kind it does not list."""
+    from core.retrieval import viewpoint_kind
+
+    combined, frames = {}, []
+    for sc in scenarios:
+        kind = viewpoint_kind([views.get(i, "unknown") for i in sc.queries["query_image_id"]],
+                              [views.get(i, "unknown") for i in sc.database["database_image_id"]])
+        key = kind if kind in (viewpoint_weights or {}) else None
+        if key not in combined:
+            combined[key] = combine_embeddings(per_model, viewpoint_weights[key] if key else weights)
+            if key:
+                log.info("scenarios of kind %s combine the models with weights %s", key, viewpoint_weights[key])
+        frames.append(predict([sc], combined[key], index, steps, views))
+    if not frames:
+        return pd.DataFrame(columns=["query_id", "database_image_id", "score"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def fallback_predictions(scenarios) -> pd.DataFrame:
@@ -152,14 +179,15 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
         manifest = load_manifest(bundle)
         registries = bundle_registries(manifest)
         files = image_files(data_root, needed)
-        emb, ok = embed_with_bundle(bundle, manifest, files, device, num_workers, registries)
+        per_model, weights, ok = embed_models(bundle, manifest, files, device, num_workers, registries)
         bad = [needed[i] for i in np.flatnonzero(~ok)]
         if bad:
             log.warning("%d images could not be read and are left out of databases: %s", len(bad), ", ".join(bad[:20]))
         index = {img: i for i, img in enumerate(needed) if ok[i]}
         steps = build_steps(manifest["postprocess"], registries["postprocess"])
         embedded = time.time()
-        predictions = predict(scenarios, emb, index, steps, image_viewpoints(data_root))
+        predictions = predict_by_viewpoint(scenarios, per_model, weights, manifest.get("viewpoint_weights") or {},
+                                           index, steps, image_viewpoints(data_root))
         log.info("ranked %d scenarios in %.2f s", len(scenarios), time.time() - embedded)
     except Exception:
         log.exception("inference failed; writing a fallback ranking so the file stays valid")

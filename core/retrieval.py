@@ -83,6 +83,24 @@ def combine_embeddings(per_model: Sequence[np.ndarray], weights: Sequence[float]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+VIEW_KINDS = ("top_top", "top_lateral", "lateral_top", "lateral_lateral", "mixed", "unknown")
+
+
+def viewpoint_kind(query_views, db_views) -> str:
+    """``top_top``, ``top_lateral``, ``lateral_top``, ``lateral_lateral`` when all queries and all database
+    images are top or lateral (left/right), ``mixed`` otherwise, ``unknown`` when a viewpoint is unknown."""
+    query_views, db_views = list(query_views), list(db_views)
+    if not query_views or any(v not in ("top", "left", "right") for v in query_views + db_views):
+        return "unknown"
+
+    def side(views):
+        tops = {v == "top" for v in views}
+        return "top" if tops == {True} else "lateral" if tops == {False} else "mixed"
+
+    q, d = side(query_views), side(db_views) if db_views else "top"
+    return "mixed" if "mixed" in (q, d) else f"{q}_{d}"
+
+
 @dataclass
 class RetrievalContext:
     """One scenario's retrieval state, passed through the postprocess steps.
@@ -104,17 +122,10 @@ class RetrievalContext:
     db_viewpoints: list[str] | None = None
 
     def kind(self) -> str:
-        """The scenario's viewpoint kind: ``top_top``, ``top_lateral``, ``lateral_top``, ``lateral_lateral``,
-        ``mixed``, or ``unknown`` without viewpoints (1st place switched its re-ranking on it)."""
+        """The scenario's viewpoint kind (``viewpoint_kind``); 1st place switched its re-ranking on it."""
         if not self.query_viewpoints or self.db_viewpoints is None:
             return "unknown"
-
-        def side(views):
-            tops = {v == "top" for v in views}
-            return "top" if tops == {True} else "lateral" if tops == {False} else "mixed"
-
-        q, d = side(self.query_viewpoints), side(self.db_viewpoints) if self.db_viewpoints else "top"
-        return "mixed" if "mixed" in (q, d) else f"{q}_{d}"
+        return viewpoint_kind(self.query_viewpoints, self.db_viewpoints)
 
     def to_frame(self) -> pd.DataFrame:
         rows_q, rows_db, rows_s = [], [], []

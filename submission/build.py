@@ -269,12 +269,36 @@ def read_ensemble(path: Path) -> tuple[list[Path], list[float]]:
         raise BuildError(f"{path}: not an ensemble file from tools.ensemble ({exc})") from exc
 
 
-def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> dict:
+def expand_viewpoint_weights(runs: list[Path], weights: list[float] | None, spec: dict) -> dict:
+    """Per scenario kind, a weight per packed model: ``spec[kind]`` gives one per ``--run``, shared equally by
+    a CV or seeds run's models (the same expansion as ``--weight``, zero-weight runs included)."""
+    from core.retrieval import VIEW_KINDS
+    from core.runs import leaf_runs
+
+    counts = [len(leaf_runs(r)) if (r / "cv.json").is_file() or (r / "seeds.json").is_file() else 1 for r in runs]
+    kept = [k for k in range(len(runs)) if not (weights and float(weights[k]) == 0)]
+    out = {}
+    for kind, values in spec.items():
+        if kind not in VIEW_KINDS:
+            raise BuildError(f"viewpoint weights: unknown scenario kind {kind!r}; kinds are {', '.join(VIEW_KINDS)}")
+        if not isinstance(values, list) or len(values) != len(runs) or any(float(v) < 0 for v in values):
+            raise BuildError(f"viewpoint weights for {kind}: give {len(runs)} non-negative numbers, one per --run; "
+                             f"got {values!r}")
+        leaf = [float(values[k]) / counts[k] for k in kept for _ in range(counts[k])]
+        if sum(leaf) <= 0:
+            raise BuildError(f"viewpoint weights for {kind}: every packed model has weight 0")
+        out[kind] = leaf
+    return out
+
+
+def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewpoint_weights: dict | None = None) -> dict:
     from omegaconf import OmegaConf
 
     if not runs:
         raise BuildError("give at least one --run")
-    runs, weights = expand_runs([Path(r) for r in runs], weights)
+    given, given_weights = [Path(r) for r in runs], weights
+    runs, weights = expand_runs(given, weights)
+    by_view = expand_viewpoint_weights(given, given_weights, viewpoint_weights) if viewpoint_weights else {}
     files: dict[str, bytes] = {}
     models, modules, postprocess = [], set(), None
     for k, run in enumerate(runs):
@@ -318,7 +342,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None) -> di
 
     manifest = {
         "whaleid_version": __version__, "git_commit": git_commit(), "packages": package_versions(),
-        "plugins": sorted(modules), "postprocess": postprocess, "models": models,
+        "plugins": sorted(modules), "postprocess": postprocess, "models": models, "viewpoint_weights": by_view,
         "combine": "per-model L2-normalised embeddings scaled by sqrt(weight / sum of weights) and concatenated: "
                    "inner products are the weighted mean of per-model cosine similarities",
         "files": {arc: hashlib.sha256(data).hexdigest() for arc, data in sorted(files.items())},
@@ -343,6 +367,8 @@ def main(argv=None) -> None:
                    help="a run folder, CV folder or seeds folder (repeat for an ensemble)")
     p.add_argument("--weight", action="append", type=float, help="ensemble weight per --run, in order")
     p.add_argument("--ensemble", type=Path, help="members and weights chosen by tools.ensemble (instead of --run)")
+    p.add_argument("--viewpoint-weights", help="JSON (or a file holding it): per scenario kind (top_top, top_lateral, "
+                                               "lateral_top, ...) a weight per --run, e.g. '{\"lateral_top\": [1, 0]}'")
     p.add_argument("--out", type=Path, default=ROOT / "submission" / "submission.zip", help="zip to write")
     args = p.parse_args(argv)
     try:
@@ -350,7 +376,14 @@ def main(argv=None) -> None:
             if args.run or args.weight:
                 raise BuildError("give --ensemble or --run/--weight, not both")
             args.run, args.weight = read_ensemble(args.ensemble)
-        print(json.dumps(build(args.run, args.out, args.weight)))
+        view = None
+        if args.viewpoint_weights:
+            text = Path(args.viewpoint_weights).read_text() if Path(args.viewpoint_weights).is_file() else args.viewpoint_weights
+            try:
+                view = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BuildError(f"--viewpoint-weights is not JSON: {exc}") from exc
+        print(json.dumps(build(args.run, args.out, args.weight, view)))
     except BuildError as exc:
         p.exit(2, f"error: {exc}\n")
 

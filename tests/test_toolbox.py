@@ -4,8 +4,10 @@ value; re-rank steps keep the output valid; the winners' configs train a CPU ste
 from __future__ import annotations
 
 import math
+import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -278,3 +280,51 @@ def test_bundled_builtin_plugins_bring_the_plugin_modules_they_import():
     assert set(plugin_files("plugins.postprocess.query_expansion")) == {
         "plugins/postprocess/query_expansion.py", "plugins/postprocess/expand.py"}
     assert "plugins/necks/gem_bn.py" in plugin_files("plugins.necks.multi_gem")
+
+
+def test_viewpoint_weights_pick_models_per_scenario_kind(smoke_run, tiny_survey, tmp_path):
+    """Two models (the smoke run and a perturbed copy). With viewpoint weights that give top->top scenarios
+    only the first model, those scenarios rank exactly as a bundle of the first model alone; the other
+    kinds keep the default 1/1 mix and rank differently."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from core.inference import run
+    from core.retrieval import viewpoint_kind
+    from submission.build import BuildError, build
+
+    other = tmp_path / "other"
+    shutil.copytree(smoke_run, other)
+    weights = load_file(other / "best.safetensors")
+    torch.manual_seed(0)
+    save_file({k: (v + 0.5 * torch.randn_like(v) * v.std() if v.is_floating_point() and v.numel() > 1 else v)
+               for k, v in weights.items()}, other / "best.safetensors")
+    zips = {}
+    for name, runs, view in (("single", [smoke_run], None), ("both", [smoke_run, other], {"top_top": [1.0, 0.0]})):
+        zips[name] = tmp_path / f"{name}.zip"
+        build(runs, zips[name], viewpoint_weights=view)
+    outs = {}
+    for name, z in zips.items():
+        root = tmp_path / f"x_{name}"
+        zipfile.ZipFile(z).extractall(root)
+        assert run(root, tiny_survey / "test", root / "s.csv", num_workers=0)["status"] == "ok"
+        outs[name] = pd.read_csv(root / "s.csv", dtype=str)
+    meta = pd.read_csv(tiny_survey / "test" / "metadata.csv", dtype=str)
+    views = dict(zip(meta.image_id, meta.viewpoint))
+    from core.scenarios import read_scenarios
+
+    kinds = {}
+    for sc in read_scenarios(tiny_survey / "test"):
+        kind = viewpoint_kind([views[i] for i in sc.queries.query_image_id], [views[i] for i in sc.database.database_image_id])
+        kinds.update({q: kind for q in sc.queries.query_id})
+    for name in outs:
+        outs[name]["kind"] = outs[name]["query_id"].map(kinds)
+    tt = [o[o.kind == "top_top"].drop(columns="kind").reset_index(drop=True) for o in (outs["single"], outs["both"])]
+    assert len(tt[0]) and tt[0].equals(tt[1])
+    rest = [o[o.kind != "top_top"].reset_index(drop=True) for o in (outs["single"], outs["both"])]
+    assert len(rest[0]) and not rest[0].equals(rest[1])
+    with pytest.raises(BuildError, match="unknown scenario kind"):
+        build([smoke_run], tmp_path / "bad.zip", viewpoint_weights={"top_to_top": [1.0]})
+    with pytest.raises(BuildError, match="one per --run"):
+        build([smoke_run, other], tmp_path / "bad.zip", viewpoint_weights={"top_top": [1.0]})
