@@ -130,3 +130,29 @@ def test_report_renders_in_headless_chromium_without_errors(smoke_run, tmp_path)
     broken = render(tmp_path / "broken.html", tmp_path / "broken.png", 600, 400, browser)
     assert any("missing.png" in p for p in broken["problems"]) and any("boom" in p for p in broken["problems"])
     assert "section 'galleries' missing" in " ".join(check_dom(broken["dom"]))
+
+
+def test_zip_report_galleries_on_a_test_folder(smoke_run, tiny_survey, tmp_path):
+    """A submission zip on a test folder: the page's mAP is the checker's, frames follow the labels, and
+    without labels every frame is grey."""
+    import pandas as pd
+
+    from submission.build import build
+    from submission.check import check
+    from tools.report import build_zip_report
+
+    zip_path = tmp_path / "s.zip"
+    build([smoke_run], zip_path)
+    labels = tiny_survey / "test_labels.csv"
+    info = build_zip_report(zip_path, tiny_survey / "test", tmp_path / "r.html", labels, queries=2, top_k=4)
+    page = (tmp_path / "r.html").read_text()
+    assert f"mAP <b>{check(zip_path, tiny_survey / 'test', labels)['mAP']:.4f}</b>" in page
+    truth = set(map(tuple, pd.read_csv(labels, dtype=str)[["query_id", "database_image_id"]].to_numpy()))
+    for block in re.findall(r'<div class="gallery" data-query="([^"]+)">(.*?)(?=<div class="gallery"|</section>)', page, re.S):
+        qid, cells = block
+        for frame, db_id in re.findall(r'class="thumb (hit|miss)"><img src="[^"]+" alt="([^"]+)"', cells):
+            assert (frame == "hit") == ((qid, db_id) in truth)
+    assert info["galleries"] >= 2 and page.count('class="thumb hit"') + page.count('class="thumb miss"') > 0
+    build_zip_report(zip_path, tiny_survey / "test", tmp_path / "r2.html", None, queries=2, top_k=4)
+    plain = (tmp_path / "r2.html").read_text()
+    assert 'class="thumb hit"' not in plain and 'class="thumb miss"' not in plain and 'class="thumb unlabelled"' in plain

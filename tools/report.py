@@ -1,6 +1,7 @@
 """A run report: one self-contained HTML page (every image inlined, no network).
 
     python -m tools.report RUN [--out RUN/report.html] [--queries 3] [--top-k 6] [--no-explain]
+    python -m tools.report --zip submission.zip --data TEST_DIR [--labels LABELS.csv] [--out FILE.html]
 
 The page holds, in order:
 1. the summary: best validation mAP, its lift over a random ranking, warnings;
@@ -44,6 +45,7 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;paddi
 .thumb{text-align:center;font-size:11px}
 .thumb img{display:block;border:4px solid #999}
 .thumb.query img{border-color:#333}.thumb.hit img{border-color:#1a9a3a}.thumb.miss img{border-color:#d0302f}
+.thumb.unlabelled img{border-color:#bbb}
 .note{font-size:12px;color:#555;align-self:center}
 pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}
 """
@@ -110,47 +112,72 @@ def curves_png(hist: list[dict], out: Path) -> tuple[Path, Path]:
 
 
 def gallery_rows(run: Path, queries_per_scenario: int, top_k: int, seed: int = 0) -> list[dict]:
-    """Per scenario, the worst queries by AP and then random ones: query, top-k (id, score, hit), first true rank."""
+    """Gallery rows of a training run's validation fold, from its saved embeddings and postprocess chain."""
     from omegaconf import OmegaConf
 
     from core.config import component
-    from core.evaluate import score_scenarios
     from core.plugins import build_registries
-    from core.retrieval import build_steps, predict
+    from core.retrieval import build_steps
     from tools.ensemble import fold_scenarios, read_oof
 
     image_ids, scenarios = fold_scenarios(run)
     emb = read_oof(run, image_ids)
     cfg = OmegaConf.load(run / "config.yaml")
     steps = build_steps(component(cfg, "postprocess"), build_registries(cfg.plugins)["postprocess"])
-    index = {img: i for i, img in enumerate(image_ids)}
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     whale = dict(zip(split["image_id"], split["whale_id"]))
+    truth = {q: {d for d in sc.database["database_image_id"] if d != i and whale.get(d) == whale.get(i)}
+             for sc in scenarios for q, i in zip(sc.queries["query_id"], sc.queries["query_image_id"])}
+    return rank_gallery(scenarios, emb, {img: i for i, img in enumerate(image_ids)}, steps, truth,
+                        queries_per_scenario, top_k, seed)
+
+
+def rank_gallery(scenarios, emb: np.ndarray, index: dict, steps, truth: dict | None, queries_per_scenario: int,
+                 top_k: int, seed: int = 0) -> list[dict]:
+    """Per scenario, the worst queries by AP and then random ones (random ones only without ``truth``): the
+    query, its top k as (database id, score, hit: True / False / None unknown) and, when no hit is in the top
+    k, the rank of the first true match by cosine over the whole database. ``truth``: query id -> true ids."""
+    from core.evaluate import score_scenarios
+    from core.retrieval import predict
+
     preds = predict(scenarios, emb, index, steps)
-    _, per_query = score_scenarios(preds, scenarios, details=True)
-    ap = dict(zip(per_query["query_id"], per_query["ap"]))
+    ap = {}
+    if truth is not None:
+        labelled = [type(sc)(sc.name, sc.queries, sc.database, pd.DataFrame(
+            [(q, d) for q in sc.queries["query_id"] for d in truth.get(q, ())], columns=["query_id", "database_image_id"]))
+            for sc in scenarios]
+        _, per_query = score_scenarios(preds, labelled, details=True)
+        ap = dict(zip(per_query["query_id"], per_query["ap"]))
     by_query = {q: g.sort_values("score", ascending=False, kind="stable") for q, g in preds.groupby("query_id")}
     rng = np.random.default_rng(seed)
     rows = []
     for sc in scenarios:
-        qs = sc.queries.assign(ap=sc.queries["query_id"].map(ap).fillna(0.0)).sort_values("ap", kind="stable")
-        worst = list(qs["query_id"][: max(1, queries_per_scenario - 1)])
+        qs = sc.queries.drop_duplicates("query_id")
+        qs = qs[qs["query_image_id"].isin(index)]
+        if truth is not None:
+            qs = qs[qs["query_id"].map(lambda q: bool(truth.get(q)))]
+            qs = qs.assign(ap=qs["query_id"].map(ap).fillna(0.0)).sort_values("ap", kind="stable")
+            worst = list(qs["query_id"][: max(1, queries_per_scenario - 1)])
+        else:
+            worst = []
         rest = [q for q in qs["query_id"] if q not in worst]
         picked = worst + list(rng.choice(rest, min(len(rest), queries_per_scenario - len(worst)), replace=False))
-        db = list(dict.fromkeys(sc.database["database_image_id"]))
+        db = [d for d in dict.fromkeys(sc.database["database_image_id"]) if d in index]
+        image_of = dict(zip(qs["query_id"], qs["query_image_id"]))
         for qid in picked:
-            q_img = sc.queries.set_index("query_id").loc[qid, "query_image_id"]
+            q_img = image_of[qid]
+            true = truth.get(qid, set()) if truth is not None else None
             ranked = by_query.get(qid, pd.DataFrame(columns=["database_image_id", "score"]))
-            top = [(d, float(s), whale.get(d) == whale.get(q_img)) for d, s in
+            top = [(d, float(s), (d in true) if true is not None else None) for d, s in
                    zip(ranked["database_image_id"][:top_k], ranked["score"][:top_k])]
             first_true = None
-            if not any(hit for _, _, hit in top):  # where the first true match is, by cosine over the whole database
+            if true and not any(hit for _, _, hit in top):
                 cand = [d for d in db if d != q_img]
                 sims = emb[[index[d] for d in cand]] @ emb[index[q_img]]
                 order = np.argsort(-sims, kind="stable")
-                hits = [r + 1 for r, i in enumerate(order) if whale.get(cand[i]) == whale.get(q_img)]
+                hits = [r + 1 for r, i in enumerate(order) if cand[i] in true]
                 first_true = hits[0] if hits else None
-            rows.append({"scenario": sc.name, "query_id": qid, "query": q_img, "ap": float(ap.get(qid, 0.0)),
+            rows.append({"scenario": sc.name, "query_id": qid, "query": q_img, "ap": ap.get(qid),
                          "top": top, "first_true_rank": first_true})
     return rows
 
@@ -161,14 +188,16 @@ def gallery_html(rows: list[dict], files: dict[str, str], rotate: bool) -> str:
         if r["scenario"] != current:
             current = r["scenario"]
             parts.append(f"<h3>{html.escape(current)}</h3>")
+        ap = f'<br>AP {r["ap"]:.2f}' if r.get("ap") is not None else ""
         cells = [f'<div class="thumb query"><img src="{thumbnail(files.get(r["query"], ""), rotate=rotate)}" '
-                 f'alt="query {html.escape(r["query"])}">query<br>AP {r["ap"]:.2f}</div>']
+                 f'alt="query {html.escape(r["query"])}">query{ap}</div>']
         for d, s, hit in r["top"]:
-            cells.append(f'<div class="thumb {"hit" if hit else "miss"}"><img src="{thumbnail(files.get(d, ""), rotate=rotate)}" '
+            frame = "unlabelled" if hit is None else "hit" if hit else "miss"
+            cells.append(f'<div class="thumb {frame}"><img src="{thumbnail(files.get(d, ""), rotate=rotate)}" '
                          f'alt="{html.escape(d)}">{s:.3f}</div>')
         if r["first_true_rank"] is not None:
             cells.append(f'<div class="note">first true match at rank {r["first_true_rank"]}</div>')
-        elif not any(h for _, _, h in r["top"]):
+        elif r["top"] and all(h is False for _, _, h in r["top"]):
             cells.append('<div class="note">no true match in the database</div>')
         parts.append(f'<div class="gallery" data-query="{html.escape(r["query_id"])}">' + "".join(cells) + "</div>")
     return "\n".join(parts)
@@ -242,18 +271,98 @@ similarity on each photo's last feature map (tools.explain).</p>{pairs}</section
             "seconds": round(time.time() - started, 1), "pngs": [str(val_png), str(loss_png)]}
 
 
+def build_zip_report(zip_path: Path, data: Path, out: Path, labels: Path | None = None, queries: int = 3,
+                     top_k: int = 6, workers: int = 0) -> dict:
+    """Galleries of a submission zip on a test folder (competition layout), embedded once through the
+    submission's own inference code; frames green/red when ``labels`` (query_id, database_image_id) are given."""
+    import tempfile
+    import zipfile
+
+    import torch
+
+    from core.inference import bundle_registries, embed_with_bundle, image_files, image_viewpoints, load_manifest
+    from core.retrieval import build_steps
+    from core.scenarios import read_scenarios
+    from submission.check import unsafe_entries
+
+    started = time.time()
+    scenarios = read_scenarios(data, skip_broken=True)
+    if not scenarios:
+        raise RunError(f"{data}: no readable scenario")
+    truth = None
+    if labels is not None:
+        lab = pd.read_csv(labels, dtype=str)
+        truth = lab.groupby("query_id")["database_image_id"].agg(set).to_dict()
+    with tempfile.TemporaryDirectory(prefix="whaleid_report_") as tmp, zipfile.ZipFile(zip_path) as zf:
+        bad = unsafe_entries(zf)
+        if bad:
+            raise RunError(f"{zip_path}: refused: {bad[0]}")
+        zf.extractall(tmp)
+        bundle = Path(tmp)
+        sys.path.insert(0, str(bundle))  # the bundle's own plugin modules
+        try:
+            manifest = load_manifest(bundle)
+            registries = bundle_registries(manifest)
+            needed = sorted({i for sc in scenarios for i in sc.queries["query_image_id"]}
+                            | {i for sc in scenarios for i in sc.database["database_image_id"]})
+            files = image_files(data, needed)
+            emb, ok = embed_with_bundle(bundle, manifest, files, torch.device("cpu"), workers, registries)
+            steps = build_steps(manifest["postprocess"], registries["postprocess"])
+        finally:
+            sys.path.remove(str(bundle))
+    index = {img: i for i, img in enumerate(needed) if ok[i]}
+    rows = rank_gallery(scenarios, emb, index, steps, truth, queries, top_k)
+    file_of = dict(zip(needed, files))
+    rotate = False  # thumbnails show the test photos as stored
+    views = image_viewpoints(data)
+    scored = ""
+    if truth is not None:
+        from core.evaluate import score_scenarios
+        from core.retrieval import predict
+
+        preds = predict(scenarios, emb, index, steps, views)
+        labelled = [type(sc)(sc.name, sc.queries, sc.database, lab[lab["query_id"].isin(sc.queries["query_id"])])
+                    for sc in scenarios]
+        res = score_scenarios(preds, labelled)
+        scored = (f"<p>mAP <b>{res['mAP']:.4f}</b> on the given labels; "
+                  + ", ".join(f"{html.escape(k)} {v:.4f}" for k, v in res["scenarios"].items()) + "</p>")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    legend = ": green = a true match, red = not" if truth is not None else " (no labels given: grey frames)"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>whaleid submission report: {html.escape(zip_path.name)}</title>
+<style>{CSS}</style></head><body>
+<h1>whaleid submission report: {html.escape(str(zip_path))} on {html.escape(str(data))}</h1>
+<section id="summary"><p>{len(manifest["models"])} model(s), {len(scenarios)} scenarios, {len(needed)} images
+({int((~ok).sum())} unreadable).</p>{scored}</section>
+<section id="galleries"><h2>Retrieval galleries</h2><p>Query (black frame), then its top {top_k}{legend}.</p>
+{gallery_html(rows, file_of, rotate)}</section>
+<section id="config"><h2>Manifest</h2><pre>{html.escape(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=2))}</pre></section>
+</body></html>"""
+    out.write_text(page)
+    return {"html": str(out), "bytes": out.stat().st_size, "galleries": len(rows), "seconds": round(time.time() - started, 1)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.report", description=__doc__.split("\n\n")[0],
                                 epilog="Example: python -m tools.report runs/demo  (writes runs/demo/report.html)",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, help="a finished run folder")
+    p.add_argument("run", type=Path, nargs="?", help="a finished run folder")
+    p.add_argument("--zip", type=Path, help="instead of a run: a submission zip, with --data (and --labels)")
+    p.add_argument("--data", type=Path, help="a test folder in the competition layout, for --zip")
+    p.add_argument("--labels", type=Path, help="true matches (query_id, database_image_id), for --zip")
     p.add_argument("--out", type=Path, help="HTML file to write (default RUN/report.html)")
     p.add_argument("--queries", type=int, default=3, help="gallery queries per scenario (default 3)")
     p.add_argument("--top-k", type=int, default=6, help="database images per gallery row (default 6)")
     p.add_argument("--no-explain", action="store_true", help="leave out the pair explanations (no model is loaded)")
     args = p.parse_args(argv)
+    if (args.run is None) == (args.zip is None) or (args.zip and not args.data):
+        p.error("give a run folder, or --zip with --data")
     try:
-        info = build_report(args.run, args.out, args.queries, args.top_k, not args.no_explain)
+        if args.zip:
+            info = build_zip_report(args.zip, args.data, args.out or args.zip.with_suffix(".html"), args.labels,
+                                    args.queries, args.top_k)
+        else:
+            info = build_report(args.run, args.out, args.queries, args.top_k, not args.no_explain)
     except RunError as exc:
         p.exit(2, f"error: {exc}\n")
     print(json.dumps(info))
