@@ -216,8 +216,14 @@ def resume_state(accelerator, out: Path, resume: bool) -> dict:
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
     elif resume:
         log.warning("resume=true but %s holds no complete checkpoint; starting afresh", out)
-    if state["epoch"] == 0 and accelerator.is_main_process and (out / "history.jsonl").exists():
-        (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
+    if accelerator.is_main_process and (out / "history.jsonl").exists():
+        if state["epoch"] == 0:
+            (out / "history.jsonl").unlink()  # a fresh run's history starts empty, not after an old run's
+        else:  # a crash after an evaluation was logged but before its checkpoint: that epoch runs again
+            kept = [h for h in read_history(out) if int(h.get("epoch", 0)) <= int(state["epoch"])]
+            tmp = out / "history.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in kept))
+            os.replace(tmp, out / "history.jsonl")
     return state
 
 
@@ -234,8 +240,8 @@ def save_checkpoint(accelerator, out: Path, state: dict, model) -> None:
     try:
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
+            _save_weights(model, out / "last.safetensors")  # before the marker: a complete checkpoint has its weights
             _write_json(tmp / "state.json", state)  # the completion marker, last
-            _save_weights(model, out / "last.safetensors")
     except OSError as exc:
         kept = find_checkpoint(out)
         raise OSError(exc.errno, f"cannot write the checkpoint of epoch {state.get('epoch')} to {tmp} ({exc.strerror or exc}); "

@@ -144,3 +144,45 @@ def test_the_checker_refuses_a_zip_that_escapes_or_links(tmp_path, tiny_survey, 
     result = check(zip_path, tiny_survey / "test")
     assert result.get("refused") and any(why in p and entry in p for p in result["problems"])
     assert "exit_code" not in result  # main.py never ran
+
+
+def test_the_runner_killed_at_file_system_steps_resumes_to_the_uninterrupted_result(tiny_survey, tmp_path):
+    """The real runner, ended abruptly (os._exit, like SIGKILL) at file-system steps spread over the whole run,
+    then resumed: the same best metrics, history and last weights as a run that was never interrupted."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import ROOT, SMOKE, run_core
+
+    common = SMOKE + [f"data.root={tiny_survey / 'train'}", "train.epochs=3", "train.max_steps_per_epoch=2"]
+    env = dict(__import__("os").environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+    def faulty(n, out):
+        count = tmp_path / f"count_{n}"
+        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_run.py"), str(n), str(count),
+                               str(ROOT / "core" / "run.py")] + common + [f"output_dir={out}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        return proc.returncode, int(count.read_text()) if count.exists() else None
+
+    code, total = faulty(0, tmp_path / "clean")
+    assert code == 0 and total and total > 10
+    clean = json.loads((tmp_path / "clean" / "metrics.json").read_text())
+    def results(run):  # each evaluation, less its timings
+        return [{k: v for k, v in json.loads(x).items() if k not in ("img_s", "train_s")}
+                for x in (run / "history.jsonl").read_text().splitlines()]
+
+    clean_hist = results(tmp_path / "clean")
+    points = sorted({max(1, round(total * f)) for f in (0.1, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)})
+    for n in points:
+        out = tmp_path / f"crash{n}"
+        code, _ = faulty(n, out)
+        assert code == 137, f"step {n} of {total} did not crash the run"
+        run_core(common + [f"output_dir={out}", "resume=true"])
+        got = json.loads((out / "metrics.json").read_text())
+        assert (got["mAP"], got["epoch"]) == (clean["mAP"], clean["epoch"]), f"crash at step {n}"
+        assert results(out) == clean_hist, f"crash at step {n}"  # one line per epoch, none repeated
+        a, b = load_file(tmp_path / "clean" / "last.safetensors"), load_file(out / "last.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"crash at step {n}"
+    print(f"{len(points)} crash points of {total} file-system steps injected into the runner and survived")
