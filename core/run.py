@@ -606,4 +606,12 @@ def write_split(path: Path, train_df, val_df, class_of: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from core.config import ConfigError
+    from core.data import DataError
+    from core.plugins import PluginError
+
+    try:
+        main()
+    except (ConfigError, DataError, PluginError) as exc:  # the user's input: the message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
