@@ -85,8 +85,28 @@ def load(path: Path) -> Entry:
 
 
 def config_differences(a: dict, b: dict) -> list[str]:
+    """``key: a -> b`` for each key whose values differ; a key one run's config lacks (written before the key
+    existed) counts as its default from ``core.config.DEFAULTS``."""
+    from core.config import DEFAULTS
+
+    defaults: dict = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                defaults[f"{prefix}{k}"] = v
+
+    walk(DEFAULTS, "")
     keys = sorted((set(a) | set(b)) - set(IGNORED_KEYS))
-    return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys if a.get(k) != b.get(k)]
+    unset = object()
+    out = []
+    for k in keys:
+        va, vb = a.get(k, defaults.get(k, unset)), b.get(k, defaults.get(k, unset))
+        if va != vb:
+            out.append(f"{k}: {'(unset)' if va is unset else va} -> {'(unset)' if vb is unset else vb}")
+    return out
 
 
 def paired_bootstrap(a: Entry, b: Entry, boots: int = 2000, seed: int = 0) -> dict:
