@@ -538,17 +538,12 @@ def train_one(cfg) -> dict:
     return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else (result or {})
 
 
-def _flat(tree, prefix: str = "") -> dict:
+def _flat(tree) -> dict:
     """Config as flat ``a.b: value`` pairs of scalars (what trackers accept as hyperparameters)."""
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-    elif isinstance(tree, list):
-        out[prefix[:-1]] = json.dumps(tree)
-    else:
-        out[prefix[:-1]] = tree if isinstance(tree, (int, float, str, bool)) else str(tree)
-    return out
+    from core.runs import flatten
+
+    return {k: json.dumps(v) if isinstance(v, list) else v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in flatten(tree).items()}
 
 
 def save_oof(out: Path, image_ids, embeddings, per_query) -> None:

@@ -76,6 +76,17 @@ def history(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def flatten(tree, prefix: str = "") -> dict:
+    """Nested mappings as flat ``a.b: value`` pairs; lists and other values are leaves, kept whole."""
+    out: dict = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = tree
+    return out
+
+
 def flat_config(run: Path) -> dict:
     """The run's resolved config as flat ``a.b: value`` pairs (lists kept whole)."""
     from omegaconf import OmegaConf
@@ -83,14 +94,4 @@ def flat_config(run: Path) -> dict:
     path = Path(run) / "config.yaml"
     if not path.is_file():
         return {}
-    out: dict = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            out[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(OmegaConf.load(path), resolve=True), "")
-    return out
+    return flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=True))

@@ -88,17 +88,9 @@ def config_differences(a: dict, b: dict) -> list[str]:
     """``key: a -> b`` for each key whose values differ; a key one run's config lacks (written before the key
     existed) counts as its default from ``core.config.DEFAULTS``."""
     from core.config import DEFAULTS
+    from core.runs import flatten
 
-    defaults: dict = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            if isinstance(v, dict) and v:
-                walk(v, f"{prefix}{k}.")
-            else:
-                defaults[f"{prefix}{k}"] = v
-
-    walk(DEFAULTS, "")
+    defaults = flatten(DEFAULTS)
     keys = sorted((set(a) | set(b)) - set(IGNORED_KEYS))
     unset = object()
     out = []
