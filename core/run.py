@@ -52,6 +52,7 @@ from core.progress import progress
 from core.retrieval import build_steps
 from core.sampling import EpochSampler, SeededSamples
 from core.scenarios import build_scenarios
+from core.runs import spread_of
 
 log = logging.getLogger("whaleid")
 
@@ -326,14 +327,6 @@ def run_folds(cfg) -> dict:
     return cv
 
 
-def _spread(values) -> dict:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
-
-
 def cross_validation(parent: Path, runs: list[Path]) -> dict:
     """Out-of-fold scores of fold runs: every validation query of every fold scored once (its fold's best
     evaluation); the random baseline on the same queries, weighted by each fold's query counts."""
@@ -350,7 +343,7 @@ def cross_validation(parent: Path, runs: list[Path]) -> dict:
             rand_scen[name] = rand_scen.get(name, 0.0) + float(metrics["random"]["scenarios"].get(name, 0.0)) * n
             counts[name] = counts.get(name, 0) + int(n)
     allq = pd.concat(tables, ignore_index=True)
-    spread = _spread(fold_maps)
+    spread = spread_of(fold_maps)
     return {
         "folds": [r.name for r in runs], "queries": int(len(allq)),
         "oof_mAP": float(allq["ap"].mean()),
@@ -380,7 +373,7 @@ def run_seeds(cfg) -> dict:
         results[s] = run_config(child)
     key = "oof_mAP" if fold_list(cfg) is not None else "mAP"
     values = [float(results[s][key]) for s in seeds]
-    summary = {"seeds": seeds, "metric": key, "values": values, **_spread(values),
+    summary = {"seeds": seeds, "metric": key, "values": values, **spread_of(values),
                "runs": [f"seed{s}" for s in seeds]}
     if _is_main():
         _write_json(parent / "seeds.json", summary)

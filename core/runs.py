@@ -76,6 +76,15 @@ def history(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def spread_of(values) -> dict:
+    """Mean, s.d. (ddof 1; 0 for one value), min, max and count: the summary ``cv.json`` and ``seeds.json`` keep."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
 def flatten(tree, prefix: str = "") -> dict:
     """Nested mappings as flat ``a.b: value`` pairs; lists and other values are leaves, kept whole."""
     out: dict = {}
