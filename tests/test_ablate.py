@@ -84,10 +84,15 @@ def test_ablation_trains_re_evaluates_and_reports_the_runs_numbers(tiny_survey, 
         assert by_name[name]["values"] == pytest.approx(summary["values"])
         assert summary["values"] == pytest.approx([read_json(out / name / f"seed{s}" / "metrics.json")["mAP"] for s in (0, 1)])
     assert "arcface" in (out / "arcface" / "config.yaml").read_text()
+    base_values = read_json(out / "baseline" / "seeds.json")["values"]
+    diffs = by_name["arcface"]["seed_differences"]
+    assert list(diffs) == ["seed0", "seed1"]
+    assert list(diffs.values()) == pytest.approx([a - b for a, b in zip(by_name["arcface"]["values"], base_values)])
 
     # eval-only arms re-evaluate the baseline's weights and train nothing
     control = by_name["same_chain"]
     assert control["difference"] == pytest.approx(0.0, abs=1e-9) and control["verdict"] == "within noise"
+    assert list(control["seed_differences"].values()) == pytest.approx([0.0, 0.0], abs=1e-9)
     for s in (0, 1):
         a = pd.read_csv(out / "baseline" / f"seed{s}" / "per_query.csv")
         b = pd.read_csv(out / "same_chain" / f"seed{s}" / "per_query.csv")

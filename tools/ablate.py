@@ -217,6 +217,25 @@ def run_all(spec: Spec, out: Path, arms: list[Arm], parallel: int, dry_run: bool
     return failed
 
 
+def seed_differences(base, arm) -> dict:
+    """Arm minus baseline, seed by seed (same seed: same initialisation and sample order), over the
+    queries both answered; {seed folder: difference}."""
+    def by_seed(entry) -> dict:
+        return {Path(group[0]).relative_to(entry.path).parts[0]: t for group, t in zip(entry.groups, entry.tables)}
+
+    base_by, out = by_seed(base), {}
+    for name, t in by_seed(arm).items():
+        if name in base_by:
+            b, a = base_by[name].set_index("query_id")["ap"], t.set_index("query_id")["ap"]
+            common = a.index.intersection(b.index)
+            out[name] = float(a[common].mean() - b[common].mean())
+    return out
+
+
+def _signs(per_seed: dict) -> str:
+    return f"{sum(d > 0 for d in per_seed.values())}/{len(per_seed)}" if per_seed else "-"
+
+
 def short(scenario: str) -> str:
     return scenario.replace("_vs_", "/").replace("later/earlier", "later").replace("same_year", "same yr")
 
@@ -229,34 +248,43 @@ def tables(spec: Spec, out: Path, arms: list[Arm], boots: int) -> tuple[str, dic
     base.name = BASELINE
     scen = base.scenarios
     m, sd = base.score()
-    rows = [f"| arm | what | kind | mAP (mean +- s.d., {len(base.tables)} seeds) | difference | 95% interval | verdict |",
-            "|---|---|---|---|---|---|---|",
-            f"| {BASELINE} | {spec.config} with {' '.join(spec.sets) or 'no change'} | train | {m:.4f} +- {sd:.4f} | | | |"]
+    def wall(e) -> str:
+        w = e.wall_s()
+        return f"{w:.0f}" if w is not None else "-"
+
+    rows = [f"| arm | what | kind | mAP (mean +- s.d., {len(base.tables)} seeds) | difference | 95% interval | verdict "
+            "| seeds up | train s per seed |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {BASELINE} | {spec.config} with {' '.join(spec.sets) or 'no change'} | train | {m:.4f} +- {sd:.4f} | | | "
+            f"| | {wall(base)} |"]
     per = ["| arm | " + " | ".join(short(s) for s in scen) + " |", "|---|" + "---|" * len(scen),
            f"| {BASELINE} (mAP) | " + " | ".join(f"{base.score(s)[0]:.4f}" for s in scen) + " |"]
     report = {"spec": str(spec.path), "config": spec.config, "set": spec.sets, "seeds": spec.seeds,
               "baseline": {"mAP": m, "sd": sd, "scenarios": {s: base.score(s)[0] for s in scen}}, "arms": []}
     for arm in arms:
         if not done(out / arm.name):
-            rows.append(f"| {arm.name} | {arm.what} | {'eval' if arm.eval_only else 'train'} | not run | | | |")
+            rows.append(f"| {arm.name} | {arm.what} | {'eval' if arm.eval_only else 'train'} | not run | | | | | |")
             continue
         e = load(out / arm.name)
         e.name = arm.name
         v = paired_bootstrap(base, e, boots)
         am, asd = e.score()
         verdict = ("better" if v["ci95"][0] > 0 else "worse" if v["ci95"][1] < 0 else "within noise")
+        per_seed = seed_differences(base, e)
         rows.append(f"| {arm.name} | {arm.what} | {'eval' if arm.eval_only else 'train'} | {am:.4f} +- {asd:.4f} | "
-                    f"{v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {verdict} |")
+                    f"{v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {verdict} | {_signs(per_seed)} | {wall(e)} |")
         deltas = {s: e.score(s)[0] - base.score(s)[0] for s in scen if s in e.scenarios}
         per.append(f"| {arm.name} | " + " | ".join(f"{deltas[s]:+.4f}" if s in deltas else "-" for s in scen) + " |")
         report["arms"].append({"name": arm.name, "what": arm.what, "eval_only": arm.eval_only, "mAP": am, "sd": asd,
                                "difference": v["difference"], "ci95": v["ci95"], "verdict": verdict,
                                "queries": v["queries"], "seeds": v["seeds_b"], "scenario_differences": deltas,
-                               "values": [float(t["ap"].mean()) for t in e.tables],
+                               "values": [float(t["ap"].mean()) for t in e.tables], "train_s_per_seed": e.wall_s(),
+                               "seed_differences": per_seed,
                                "config_differences": config_differences(base.config, e.config)})
     text = ("\n".join(rows) + "\n\nDifference from the baseline per scenario (mean over seeds):\n\n" + "\n".join(per)
             + f"\n\nIntervals: paired bootstrap ({boots} resamples) over the {len(base.tables[0])} validation queries "
-              "and, within each arm, over its seeds; 'better' or 'worse' when the interval excludes 0.\n")
+              "and, within each arm, over its seeds; 'better' or 'worse' when the interval excludes 0. 'seeds up': seeds on "
+              "which the arm beat the baseline run of the same seed.\n")
     return text, report
 
 
