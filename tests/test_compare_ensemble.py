@@ -72,6 +72,23 @@ def test_noise_between_seeds_widens_the_interval(tmp_path, aps):
     assert v["seeds_a"] == 2 and v["verdict"] == "no difference beyond noise"
 
 
+def test_same_models_pairs_the_seeds(tmp_path):
+    """b re-ranks a's models: seed k of b is seed k of a plus 0.01 per query. Paired seeds see the gap;
+    independent resampling mixes in the 0.2 between seeds and cannot."""
+    from tools.compare import RunError, load, paired_bootstrap
+
+    base = np.random.default_rng(2).uniform(0.3, 0.6, 300)
+    seeds_a = np.stack([base + s for s in (-0.2, 0.0, 0.2)])
+    a = load(make_run(tmp_path, "a", seeds_a, seed_dirs=3))
+    b = load(make_run(tmp_path, "b", seeds_a + 0.01, seed_dirs=3))
+    paired = paired_bootstrap(a, b, boots=1000, same_models=True)
+    assert paired["ci95"] == pytest.approx([0.01, 0.01]) and paired["verdict"] == "b beats a"
+    independent = paired_bootstrap(a, b, boots=1000)
+    assert independent["ci95"][0] < 0 < independent["ci95"][1]
+    with pytest.raises(RunError, match="seeds"):
+        paired_bootstrap(a, load(make_run(tmp_path, "c", seeds_a[:2], seed_dirs=2)), same_models=True)
+
+
 def test_compare_cli_prints_table_differences_verdict_and_plots(tmp_path, aps, capsys):
     from tools.compare import main
 

@@ -267,7 +267,7 @@ def tables(spec: Spec, out: Path, arms: list[Arm], boots: int) -> tuple[str, dic
             continue
         e = load(out / arm.name)
         e.name = arm.name
-        v = paired_bootstrap(base, e, boots)
+        v = paired_bootstrap(base, e, boots, same_models=arm.eval_only)
         am, asd = e.score()
         verdict = ("better" if v["ci95"][0] > 0 else "worse" if v["ci95"][1] < 0 else "within noise")
         per_seed = seed_differences(base, e)
@@ -283,7 +283,8 @@ def tables(spec: Spec, out: Path, arms: list[Arm], boots: int) -> tuple[str, dic
                                "config_differences": config_differences(base.config, e.config)})
     text = ("\n".join(rows) + "\n\nDifference from the baseline per scenario (mean over seeds):\n\n" + "\n".join(per)
             + f"\n\nIntervals: paired bootstrap ({boots} resamples) over the {len(base.tables[0])} validation queries "
-              "and, within each arm, over its seeds; 'better' or 'worse' when the interval excludes 0. 'seeds up': seeds on "
+              "and over seeds (independently per arm for trained arms; as pairs for eval arms, which re-rank the baseline's "
+              "own models); 'better' or 'worse' when the interval excludes 0. 'seeds up': seeds on "
               "which the arm beat the baseline run of the same seed.\n")
     return text, report
 

@@ -101,9 +101,12 @@ def config_differences(a: dict, b: dict) -> list[str]:
     return out
 
 
-def paired_bootstrap(a: Entry, b: Entry, boots: int = 2000, seed: int = 0) -> dict:
+def paired_bootstrap(a: Entry, b: Entry, boots: int = 2000, seed: int = 0, same_models: bool = False) -> dict:
     """Bootstrap the difference of mean AP, b - a, over the queries both answered (paired), and over
-    each run's seeds when it has several. Returns the observed difference, the 95% interval and a verdict."""
+    each run's seeds when it has several. Returns the observed difference, the 95% interval and a verdict.
+
+    ``same_models``: b's k-th seed ranks with a's k-th seed's weights (another postprocess chain on the
+    same models), so seeds are resampled as pairs, not independently in each run."""
     common = set(a.tables[0]["query_id"])
     for t in a.tables[1:] + b.tables:
         common &= set(t["query_id"])
@@ -115,11 +118,17 @@ def paired_bootstrap(a: Entry, b: Entry, boots: int = 2000, seed: int = 0) -> di
     B = np.stack([t.set_index("query_id")["ap"].reindex(order).to_numpy(float) for t in b.tables])
     rng = np.random.default_rng(seed)
     q, sa, sb = len(order), len(A), len(B)
+    if same_models and sa != sb:
+        raise RunError(f"{b.path} re-ranks the models of {a.path} but has {sb} seeds against {sa}")
     diffs = np.empty(boots)
     for i in range(boots):
         qi = rng.integers(0, q, q)
-        ra = A[rng.integers(0, sa, sa)] if sa > 1 else A
-        rb = B[rng.integers(0, sb, sb)] if sb > 1 else B
+        if same_models:
+            si = rng.integers(0, sa, sa)
+            ra, rb = A[si], B[si]
+        else:
+            ra = A[rng.integers(0, sa, sa)] if sa > 1 else A
+            rb = B[rng.integers(0, sb, sb)] if sb > 1 else B
         diffs[i] = rb[:, qi].mean() - ra[:, qi].mean()
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     observed = float(B.mean() - A.mean())
