@@ -33,6 +33,7 @@ def write_spec(path: Path, arms: list[dict], sets=(), **extra) -> Path:
     ([{"name": "a", "set": ["train.lr=1e-3"], "colour": 1}], {}, r"arm 'a': unknown key\(s\) \['colour'\]"),
     ([{"name": "a", "set": ["train.lr=1e-3"]}], {"seeds": [1, 1]}, "'seeds' must be a list of distinct"),
     ([{"name": "a", "set": ["train.data=1"]}], {}, "arm 'a'"),
+    ([{"name": "a", "set": ["train.lr=1e-3"], "eval_only": True, "control": True}], {}, "arm 'a': a control arm trains"),
 ])
 def test_bad_specs_name_the_file_and_arm(tmp_path, arms, extra, message):
     path = write_spec(tmp_path / "spec.yaml", arms, **extra)
@@ -51,6 +52,46 @@ def test_the_shipped_spec_loads_and_every_arm_changes_the_config():
         assert load_config(ROOT / spec.config, spec.sets + arm.sets) != base, arm.name
 
 
+def test_verdicts_need_the_interval_and_more_than_the_controls_moved():
+    from tools.ablate import verdict_of
+
+    up = {"difference": 0.02, "ci95": [0.01, 0.03]}
+    assert verdict_of(up, 0.0, False) == "better"
+    assert verdict_of(up, 0.025, False) == "within the controls' spread"
+    assert verdict_of({"difference": -0.02, "ci95": [-0.03, -0.01]}, 0.015, False) == "worse"
+    assert verdict_of({"difference": 0.03, "ci95": [-0.01, 0.07]}, 0.0, False) == "within noise"
+    assert verdict_of(up, 0.0, True) == "control"
+
+
+def test_focal_off_is_a_control_at_these_losses():
+    """The spec's premise for its 'arcface' control: while the batch-mean smoothed CE is high (8-11 here), the
+    seed's focal factor (1 - e^-CE)^6 is ~1, so arcface_focal and plain arcface give the same gradient direction."""
+    import torch
+
+    from plugins.losses.arcface import ArcFaceLoss
+    from plugins.losses.arcface_focal import ArcFaceFocalLoss
+
+    torch.manual_seed(0)
+    focal = ArcFaceFocalLoss(256, 180, s=20.0, m=0.3, ls_eps=0.2, gamma=6.0, reduction="batch")
+    plain = ArcFaceLoss(256, 180, s=20.0, m=0.3, ls_eps=0.2)
+    plain.weight.data.copy_(focal.head.weight.data)
+    e, y = torch.randn(32, 256), torch.randint(0, 180, (32,))
+    grads = []
+    for loss in (focal, plain):
+        x = e.clone().requires_grad_()
+        value = loss(x, y)
+        value.backward()
+        grads.append(x.grad.flatten())
+    assert float(value.detach()) > 8
+    assert torch.nn.functional.cosine_similarity(*grads, dim=0) > 0.99999
+    assert 1.0 < float(grads[0].norm() / grads[1].norm()) < 1.003
+    # and the premise fails where it should: at a low loss the focal term reweights
+    low = ArcFaceFocalLoss(256, 180, s=20.0, m=0.3, ls_eps=0.0, gamma=6.0, reduction="batch")
+    with torch.no_grad():
+        low.head.weight.data[y] = torch.nn.functional.normalize(e, dim=1) * 5  # each sample at its class centre
+    assert float(low(e, y).detach()) < 0.5
+
+
 def test_cli_refuses_a_bad_spec_before_training(tmp_path):
     path = write_spec(tmp_path / "spec.yaml", [{"name": "a", "set": ["neck.dropout=0.0"]}, {"name": "b", "set": ["x.y=1"]}])
     proc = subprocess.run([sys.executable, "-m", "tools.ablate", str(path), "--out", str(tmp_path / "out")], cwd=ROOT,
@@ -63,6 +104,7 @@ def test_ablation_trains_re_evaluates_and_reports_the_runs_numbers(tiny_survey, 
     sets = [f"data.root={tiny_survey / 'train'}", "train.epochs=1", "train.max_steps_per_epoch=3"]
     arms = [
         {"name": "arcface", "what": "no focal", "set": ["loss.name=arcface", "loss.ls_eps=0.2"]},
+        {"name": "wander", "what": "control", "control": True, "set": ["train.lr=1.00001e-4"]},
         # the baseline's own chain, re-evaluated: the same model ranks the same, so the difference is 0
         {"name": "same_chain", "what": "control", "eval_only": True,
          "set": ["postprocess=[{name: expand, db_k: 1, query_k: 0}, {name: knn, top_k: 20}]"]},
@@ -75,7 +117,9 @@ def test_ablation_trains_re_evaluates_and_reports_the_runs_numbers(tiny_survey, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = read_json(out / "ablation.json")
     by_name = {a["name"]: a for a in report["arms"]}
-    assert set(by_name) == {"arcface", "same_chain", "no_dba"}
+    assert set(by_name) == {"arcface", "wander", "same_chain", "no_dba"}
+    assert by_name["wander"]["verdict"] == "control"
+    assert report["control_floor"] == pytest.approx(abs(by_name["wander"]["difference"]))
 
     # every arm's per-seed values are its seed runs' metrics, and the baseline's mean is its seeds.json mean
     assert report["baseline"]["mAP"] == pytest.approx(read_json(out / "baseline" / "seeds.json")["mean"])

@@ -5,7 +5,9 @@
 
 The spec (YAML) names the base ``config``, the ``seeds``, the budget overrides ``set`` shared by every
 run, and the ``arms``: each has a ``name``, a one-line ``what``, its own ``set`` (``key=value``
-overrides of core/run.py) and optionally ``eval_only: true``. The tool
+overrides of core/run.py) and optionally ``eval_only: true`` or ``control: true`` (a change that should not
+matter, such as a learning rate 1.00001x: its difference is how far trained runs of one recipe wander,
+and no trained arm is called better or worse unless it moves further). The tool
 
 1. trains the baseline and every training arm as a seeds run of ``core/run.py`` (under accelerate
    launch) into ``OUT/<name>/``, ``--jobs`` at a time with the cores shared between them; a finished
@@ -41,7 +43,7 @@ if str(ROOT) not in sys.path:
 from core.runs import RunError, kind, spread_of  # noqa: E402
 
 BASELINE = "baseline"
-ARM_KEYS = {"name", "what", "set", "eval_only"}
+ARM_KEYS = {"name", "what", "set", "eval_only", "control"}
 SPEC_KEYS = {"config", "seeds", "set", "arms"}
 
 
@@ -55,6 +57,7 @@ class Arm:
     what: str
     sets: list[str] = field(default_factory=list)
     eval_only: bool = False
+    control: bool = False
 
 
 @dataclass
@@ -111,7 +114,10 @@ def load_spec(path: Path) -> Spec:
             raise SpecError(f"{where}: names must be unique, made of letters, digits, '_' or '-', and not "
                             f"'{BASELINE}'")
         names.add(name)
-        arm = Arm(name, str(a.get("what", "")), _str_list(a.get("set"), where), bool(a.get("eval_only", False)))
+        arm = Arm(name, str(a.get("what", "")), _str_list(a.get("set"), where), bool(a.get("eval_only", False)),
+                  bool(a.get("control", False)))
+        if arm.control and arm.eval_only:
+            raise SpecError(f"{where}: a control arm trains (it measures how far training wanders); drop eval_only")
         if not arm.sets:
             raise SpecError(f"{where}: no overrides in 'set'; an arm must change something")
         try:
@@ -232,6 +238,16 @@ def seed_differences(base, arm) -> dict:
     return out
 
 
+def verdict_of(v: dict, floor: float, control: bool) -> str:
+    """'better' / 'worse' when the interval excludes 0 and the difference exceeds the controls' spread."""
+    if control:
+        return "control"
+    lo, hi = v["ci95"]
+    if (lo > 0 or hi < 0) and abs(v["difference"]) <= floor:
+        return "within the controls' spread"
+    return "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+
+
 def _signs(per_seed: dict) -> str:
     return f"{sum(d > 0 for d in per_seed.values())}/{len(per_seed)}" if per_seed else "-"
 
@@ -261,31 +277,43 @@ def tables(spec: Spec, out: Path, arms: list[Arm], boots: int) -> tuple[str, dic
            f"| {BASELINE} (mAP) | " + " | ".join(f"{base.score(s)[0]:.4f}" for s in scen) + " |"]
     report = {"spec": str(spec.path), "config": spec.config, "set": spec.sets, "seeds": spec.seeds,
               "baseline": {"mAP": m, "sd": sd, "scenarios": {s: base.score(s)[0] for s in scen}}, "arms": []}
+    compared = []
     for arm in arms:
         if not done(out / arm.name):
-            rows.append(f"| {arm.name} | {arm.what} | {'eval' if arm.eval_only else 'train'} | not run | | | | | |")
+            compared.append((arm, None, None))
             continue
         e = load(out / arm.name)
         e.name = arm.name
-        v = paired_bootstrap(base, e, boots, same_models=arm.eval_only)
+        compared.append((arm, e, paired_bootstrap(base, e, boots, same_models=arm.eval_only)))
+    # controls change nothing that matters, so their differences are how far trained runs of one recipe wander
+    floor = max((abs(v["difference"]) for arm, _, v in compared if arm.control and v), default=0.0)
+    for arm, e, v in compared:
+        kind_ = "control" if arm.control else "eval" if arm.eval_only else "train"
+        if e is None:
+            rows.append(f"| {arm.name} | {arm.what} | {kind_} | not run | | | | | |")
+            continue
         am, asd = e.score()
-        verdict = ("better" if v["ci95"][0] > 0 else "worse" if v["ci95"][1] < 0 else "within noise")
+        verdict = verdict_of(v, floor if not arm.eval_only else 0.0, arm.control)
         per_seed = seed_differences(base, e)
-        rows.append(f"| {arm.name} | {arm.what} | {'eval' if arm.eval_only else 'train'} | {am:.4f} +- {asd:.4f} | "
+        rows.append(f"| {arm.name} | {arm.what} | {kind_} | {am:.4f} +- {asd:.4f} | "
                     f"{v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | {verdict} | {_signs(per_seed)} | {wall(e)} |")
         deltas = {s: e.score(s)[0] - base.score(s)[0] for s in scen if s in e.scenarios}
         per.append(f"| {arm.name} | " + " | ".join(f"{deltas[s]:+.4f}" if s in deltas else "-" for s in scen) + " |")
-        report["arms"].append({"name": arm.name, "what": arm.what, "eval_only": arm.eval_only, "mAP": am, "sd": asd,
+        report["arms"].append({"name": arm.name, "what": arm.what, "eval_only": arm.eval_only, "control": arm.control,
+                               "mAP": am, "sd": asd,
                                "difference": v["difference"], "ci95": v["ci95"], "verdict": verdict,
                                "queries": v["queries"], "seeds": v["seeds_b"], "scenario_differences": deltas,
                                "values": [float(t["ap"].mean()) for t in e.tables], "train_s_per_seed": e.wall_s(),
                                "seed_differences": per_seed,
                                "config_differences": config_differences(base.config, e.config)})
+    report["control_floor"] = floor
     text = ("\n".join(rows) + "\n\nDifference from the baseline per scenario (mean over seeds):\n\n" + "\n".join(per)
             + f"\n\nIntervals: paired bootstrap ({boots} resamples) over the {len(base.tables[0])} validation queries "
               "and over seeds (independently per arm for trained arms; as pairs for eval arms, which re-rank the baseline's "
-              "own models); 'better' or 'worse' when the interval excludes 0. 'seeds up': seeds on "
-              "which the arm beat the baseline run of the same seed.\n")
+              "own models); 'better' or 'worse' when the interval excludes 0 and, for trained arms, the difference "
+              f"is larger than every control arm's ({floor:.4f} here): controls change nothing that matters, so their "
+              "differences are how far trained runs of one recipe wander. 'seeds up': seeds on which the arm beat the "
+              "baseline run of the same seed.\n")
     return text, report
 
 
