@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo train-demo cv-demo seeds-demo report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: venv demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,9 @@ cv-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on all 5 fol
 
 seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0 with seeds 0, 1, 2: runs/seeds_demo/seeds.json
 	$(LAUNCH) core/run.py --config configs/synthetic_cpu.yaml output_dir=runs/seeds_demo 'seeds=[0,1,2]' $(ARGS)
+
+ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the CPU default (about 2 hours on 2 cores): runs/ablation/ablation.md
+	$(PY) -m tools.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
 report: $(STAMP)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
