@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core.runs import RunError, kind, spread_of  # noqa: E402
+from tools.bench_quality import cores, launcher  # noqa: E402
 
 BASELINE = "baseline"
 ARM_KEYS = {"name", "what", "set", "eval_only", "control"}
@@ -129,13 +130,7 @@ def load_spec(path: Path) -> Spec:
 
 
 def threads_for(jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, jobs))
-
-
-def launcher(threads: int) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
+    return max(1, cores() // max(1, jobs))
 
 
 def train_command(spec: Spec, out: Path, arm: Arm | None, threads: int) -> list[str]:

@@ -40,6 +40,12 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def launcher(threads: int) -> list[str]:
+    """``accelerate launch`` for one CPU process with ``threads`` threads (it gives one unless told)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
+
+
 def ensure_survey(data_dir: Path, preset: str, variant: str) -> Path:
     root = data_dir / preset / variant
     if not (root / "test_labels.csv").is_file():
@@ -53,8 +59,7 @@ def ensure_survey(data_dir: Path, preset: str, variant: str) -> Path:
 def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | None, sets: list[str],
              threads: int) -> dict:
     """Train through the runner, pack, check on the test whales; the check's JSON plus the run's metrics."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
+    launch = launcher(threads)
     args = ["--config", config, f"data.root={survey / 'train'}", f"output_dir={run_dir}", f"seed={seed}",
             f"data.fold_seed={seed}"]  # the seed picks the split too: the bare results are keyed by it
     args += [f"train.epochs={epochs}"] if epochs else []
