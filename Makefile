@@ -51,7 +51,7 @@ cv-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on all 5 fol
 seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0 with seeds 0, 1, 2: runs/seeds_demo/seeds.json
 	$(LAUNCH) core/run.py --config configs/synthetic_cpu.yaml output_dir=runs/seeds_demo 'seeds=[0,1,2]' $(ARGS)
 
-ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the CPU default (about 2 hours on 2 cores): runs/ablation/ablation.md
+ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the earlier CPU default (configs/synthetic_cpu_gem_bn.yaml; about 2 hours on 2 cores): runs/ablation/ablation.md
 	$(PY) -m tools.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
 report: $(STAMP)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations

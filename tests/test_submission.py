@@ -47,6 +47,27 @@ def test_check_runs_scores_and_imports_only_the_runtime_set(bundle, tiny_survey)
     assert result["wall_seconds"] > 0 and result["peak_memory_mb"] > 0
 
 
+def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
+    """The shipped CPU default (stage maps of the backbone into the multi_gem neck), shrunk to one step on tiny
+    data: it trains, its bundle carries the neck's plugin modules, and main.py scores it like the runtime."""
+    from pathlib import Path
+
+    from tests.conftest import run_core, shrunk_gpu_recipe
+
+    root = Path(__file__).resolve().parent.parent
+    run_core(shrunk_gpu_recipe(root / "configs" / "synthetic_cpu.yaml", tiny_survey / "train", tmp_path / "run"))
+    out = tmp_path / "submission.zip"
+    build([tmp_path / "run"], out)
+    with zipfile.ZipFile(out) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        names = set(zf.namelist())
+    assert "plugins.necks.multi_gem" in manifest["plugins"]
+    assert {"plugins/necks/multi_gem.py", "plugins/necks/gem_bn.py"} <= names
+    result = check(out, tiny_survey / "test", tiny_survey / "test_labels.csv")
+    assert result["problems"] == [], result
+    assert result["format"] == "valid" and result["queries_missing"] == 0 and 0 < result["mAP"] <= 1
+
+
 def test_ensemble_of_two_runs(smoke_run, tiny_survey, tmp_path):
     out = tmp_path / "two.zip"
     build([smoke_run, smoke_run], out, weights=[1.0, 0.75])
