@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: venv runtime-twin demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)  ## create .venv with pinned torch and the project
+
+runtime-twin: $(STAMP)  ## build .twin/, the 2022 runtime's packages in a Python 3.9 venv (submission/runtime-2022.txt), once
+	$(PY) -m submission.runtime build
 
 $(DATA)/small/test_labels.csv: $(STAMP) tools/synthesize.py
 	$(PY) -m tools.synthesize --preset small --out $(DATA)/small
@@ -65,8 +68,8 @@ report-check: $(STAMP)  ## render RUN's report in headless Chromium (installs De
 pack: $(STAMP)  ## build submission/submission.zip from RUN (default runs/demo)
 	$(PY) -m submission.build --run $(or $(RUN),$(DEMO_RUN)) --out submission/submission.zip
 
-test-submission: $(STAMP) $(DATA)/small/test_labels.csv  ## run submission.zip like the runtime on the small synthetic test set and score it
-	$(PY) -m submission.check submission/submission.zip --data $(DATA)/small/test --labels $(DATA)/small/test_labels.csv
+test-submission: $(STAMP) $(DATA)/small/test_labels.csv  ## run submission.zip like the runtime (in the 2022 twin when built) on the small synthetic test set and score it
+	$(PY) -m submission.check submission/submission.zip --data $(DATA)/small/test --labels $(DATA)/small/test_labels.csv $(if $(wildcard .twin/bin/python),--runtime 2022,--runtime here)
 
 sheet: $(STAMP)  ## redraw the README's contact sheet
 	$(PY) -m tools.synthesize --sheet docs/contact_sheet.png
@@ -80,7 +83,8 @@ bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs ba
 bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey variant (about an hour on 2 cores)
 	$(PY) -m tools.bench_quality
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
+	$(PY) -m submission.runtime build --if-available
 	$(PY) -m pytest -q tests
 
 clean:  ## remove runs and generated data (keeps .venv)

@@ -3,7 +3,8 @@ the models, rank every scenario's database, and write ``submission.csv``.
 
 Bundle layout (made by ``submission.build``): ``manifest.json``, ``models/<k>/config.yaml`` and
 ``models/<k>/weights.safetensors``, and the ``core``/``plugins`` modules inference needs. Needs only
-torch, numpy, pandas, PIL, pluggy, omegaconf, safetensors, timm (and faiss when configured).
+torch, numpy, pandas, PIL, pluggy, omegaconf, timm (and faiss when configured), at the 2022 runtime's
+versions or today's (``submission/runtime-2022.txt``; weights are read by ``core.weights``).
 
 Bad data never stops the run: a missing or corrupt image, an image id absent from metadata, or an
 empty database is logged by name, and the file written is always valid.

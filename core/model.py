@@ -25,14 +25,11 @@ class EmbeddingModel(nn.Module):
 
 
 def load_weights(model: torch.nn.Module, path) -> None:
-    """Load a safetensors state dict saved by the runner; a missing file is named."""
-    from pathlib import Path
+    """Load a safetensors state dict saved by the runner (read by ``core.weights``, so the 2022 runtime's
+    torch 1.8 can too); a missing file is named."""
+    from core.weights import read_safetensors
 
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(read_safetensors(path))
 
 
 def build_model(cfg, registries: dict[str, Registry]) -> EmbeddingModel:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from core.compat import autocast
 from core.scenarios import distinct
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def embed_images(model: torch.nn.Module, loader: Iterable, device, tta_flip: boo
     device_type = torch.device(device).type
     for images, pos, ok in batches:
         images = images.to(device, non_blocking=True)
-        # autocast only when asked: torch before 1.10 (the 2022 runtime had 1.8) has no torch.autocast
-        amp = torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        # autocast only when asked, through the API the installed torch has (1.8 in the 2022 runtime)
+        amp = autocast(device_type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with amp:
             emb = model(images).float()
             if tta_flip:

@@ -28,13 +28,11 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# the part of core/ that inference needs; nothing here may import accelerate or training code
-CORE_INFERENCE = ("__init__.py", "hookspecs.py", "plugins.py", "config.py", "images.py", "data.py", "model.py",
-                  "retrieval.py", "metric.py", "scenarios.py", "inference.py", "logs.py", "progress.py")
-RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "pillow", "faiss-cpu", "pluggy", "omegaconf",
-                    "safetensors")
+# training-only code, which must never reach the zip (core/ modules come in by what inference imports)
 FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.evaluate)\b", re.M)
 INFERENCE_POINTS = ("backbone", "neck", "postprocess")
+# standard-library modules of today's Python that Python 3.9 (the runtime's) lacks
+NEWER_STDLIB = {"tomllib", "_tokenize"}
 
 
 class BuildError(ValueError):
@@ -50,12 +48,16 @@ def git_commit() -> str:
 
 
 def package_versions() -> dict:
+    """Versions, on the build machine, of the runtime's packages that are installed here."""
+    from submission.runtime import RUNTIME
+
     out = {"python": sys.version.split()[0]}
-    for name in RUNTIME_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+    for name in sorted(RUNTIME.pins):
+        if _normalise(name) in RUNTIME.distributions:
+            try:
+                out[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
     return out
 
 
@@ -71,11 +73,6 @@ def plugin_modules(cfg) -> list[str]:
     if None in names:
         raise BuildError(f"a component of the config has no provider: {names}")
     return sorted(names)
-
-
-# distributions the 2022 runtime had (by normalised name), and whaleid itself, which the bundle carries
-RUNTIME_DISTRIBUTIONS = {"torch", "torchvision", "timm", "numpy", "pandas", "pillow", "faiss-cpu", "faiss-gpu",
-                         "faiss-gpu-cu12", "faiss", "pluggy", "omegaconf", "safetensors", "whaleid"}
 
 
 def _normalise(dist: str) -> str:
@@ -156,24 +153,47 @@ def imported_modules(arc: str, source: str) -> list[str]:
 
 
 def declared_requirements(name: str) -> tuple[list[str], str]:
-    """(distribution names a plugin's inference code needs, where that was declared): a module-level
-    ``WHALEID_REQUIRES`` in the plugin module or its top-level package, else its distribution's
-    ``Requires-Dist`` (extras left out)."""
+    """(requirements a plugin's inference code needs, e.g. ``["torch", "numpy>=1.20"]``, where that was declared):
+    a module-level ``WHALEID_REQUIRES`` in the plugin module or its top-level package, else its distribution's
+    ``Requires-Dist`` (extras and environment markers left out)."""
     for mod_name in dict.fromkeys([name, name.split(".")[0]]):
         module = importlib.import_module(mod_name)
         if hasattr(module, "WHALEID_REQUIRES"):
             reqs = module.WHALEID_REQUIRES
             if isinstance(reqs, str) or not all(isinstance(r, str) for r in reqs):
-                raise BuildError(f"{mod_name}.WHALEID_REQUIRES must be a list of distribution names, got {reqs!r}")
-            return [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs if r.strip()], f"{mod_name}.WHALEID_REQUIRES"
-    names = []
+                raise BuildError(f"{mod_name}.WHALEID_REQUIRES must be a list of requirements, got {reqs!r}")
+            return [r.strip() for r in reqs if r.strip()], f"{mod_name}.WHALEID_REQUIRES"
+    found = []
     dists = _distributions(name.split(".")[0])
     for dist in dists:
         for req in metadata.requires(dist) or []:
             if "extra ==" in req.replace("extra==", "extra =="):
                 continue
-            names.append(re.match(r"[A-Za-z0-9._-]+", req).group(0))
-    return names, (f"the requirements of distribution {', '.join(dists)}" if dists else "nothing declared")
+            found.append(req.split(";")[0].strip())
+    return found, (f"the requirements of distribution {', '.join(dists)}" if dists else "nothing declared")
+
+
+def runtime_misfits(reqs: list[str], where: str) -> list[str]:
+    """The requirements the 2022 runtime cannot meet: a distribution it lacks, or a version range its pinned
+    version is outside of (``timm>=0.9`` against its 0.5.4)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from submission.runtime import DISTRIBUTIONS, RUNTIME
+
+    misfits = []
+    for text in reqs:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise BuildError(f"{where}: {text!r} is not a requirement ({exc})") from exc
+        name = _normalise(req.name)
+        if name == "whaleid":  # the bundle carries what it needs of whaleid
+            continue
+        if name not in DISTRIBUTIONS:
+            misfits.append(f"{req.name} (not in the runtime)")
+        elif name in RUNTIME.pins and req.specifier and not req.specifier.contains(RUNTIME.pins[name], prereleases=True):
+            misfits.append(f"{text} (the runtime has {req.name} {RUNTIME.pins[name]})")
+    return misfits
 
 
 def imported_tops(arc: str, source: str) -> list[tuple[str, int]]:
@@ -196,27 +216,98 @@ def imported_tops(arc: str, source: str) -> list[tuple[str, int]]:
 def check_plugin_dependencies(modules: list[str], files: dict[str, bytes]) -> None:
     """Fail the build when a plugin declares a distribution the runtime lacks, or when bundled code
     imports a module that is neither in the bundle, the standard library nor the runtime set."""
-    from submission.check import RUNTIME_MODULES
+    from submission.runtime import DISTRIBUTIONS, MODULES as RUNTIME_MODULES, REQUIREMENTS
 
     for name in modules:
         if name.split(".")[0] == "plugins":
             continue
         reqs, where = declared_requirements(name)
-        outside = sorted({r for r in reqs if _normalise(r) not in RUNTIME_DISTRIBUTIONS})
+        outside = runtime_misfits(reqs, where)
         if outside:
             raise BuildError(f"plugin {name} needs {', '.join(outside)} ({where}), which the competition runtime does "
-                             f"not have (it has {', '.join(sorted(RUNTIME_DISTRIBUTIONS - {'whaleid'}))}). If only "
+                             f"not provide (it has {', '.join(sorted(DISTRIBUTIONS))}; versions in {REQUIREMENTS.name}). If only "
                              "training needs it, declare what inference needs in WHALEID_REQUIRES")
     bundled = {arc.split("/")[0].removesuffix(".py") for arc in files} | {"core"}  # core/ goes in every bundle
     for arc, data in sorted(files.items()):
         if not arc.endswith(".py") or arc.startswith("core/") or arc == "main.py":
             continue
         for top, line in imported_tops(arc, data.decode()):
-            if top in sys.stdlib_module_names or top in bundled or top in RUNTIME_MODULES or top == "__future__":
+            if (top in sys.stdlib_module_names and top not in NEWER_STDLIB) or top in bundled or top in RUNTIME_MODULES or top == "__future__":
                 continue
             raise BuildError(f"{arc} line {line} imports {top}, which is neither bundled, in the standard library "
                              f"nor in the competition runtime ({', '.join(sorted(RUNTIME_MODULES))}); the submission "
                              "would fail there. Import it only in training code that the bundle leaves out, or drop it")
+
+
+def core_files(files: dict[str, bytes]) -> dict[str, Path]:
+    """The ``core`` modules the bundle's code imports, followed through core's own imports: the inference
+    core, by what it imports, not by a list. ``core/__init__.py`` always goes in."""
+    core = ROOT / "core"
+    out = {"core/__init__.py": core / "__init__.py"}
+    todo = [(arc, data.decode()) for arc, data in files.items() if arc.endswith(".py")]
+    while todo:
+        arc, source = todo.pop()
+        for name in core_imports(arc, source):
+            target = f"core/{name}.py"
+            if target not in out and (core / f"{name}.py").is_file():
+                out[target] = core / f"{name}.py"
+                todo.append((target, out[target].read_text()))
+    return out
+
+
+def core_imports(arc: str, source: str) -> set[str]:
+    """Names of the ``core`` modules a file imports (``import core.x``, ``from core.x import ...``,
+    ``from core import x``), at any depth of the file."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(source, filename=arc)):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("core.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "core":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("core."):
+                found.add(node.module.split(".")[1])
+    return found
+
+
+PY39_CHECK = r"""
+import json, sys
+bad = []
+for arc, source in json.load(sys.stdin).items():
+    try:
+        compile(source, arc, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        bad.append([arc, exc.lineno, exc.msg])
+print(json.dumps(bad))
+"""
+
+
+def check_python_version(files: dict[str, bytes]) -> None:
+    """Stop the build when a bundled file has syntax the runtime's Python (3.9) cannot compile, naming the file
+    and line. Compiled by a real Python 3.9 when one is found (the twin's, or any), else parsed with ``ast``'s
+    3.9 grammar, which catches most newer syntax (match statements, ``except*``, parenthesised context managers)."""
+    import ast
+
+    from submission.runtime import PYTHON, find_python, twin_python
+
+    sources = {arc: data.decode() for arc, data in files.items() if arc.endswith(".py")}
+    python = twin_python() or find_python()
+    if python:
+        out = subprocess.run([str(python), "-c", PY39_CHECK], input=json.dumps(sources), capture_output=True,
+                             text=True, timeout=300)
+        if out.returncode == 0:
+            for arc, line, msg in json.loads(out.stdout):
+                raise BuildError(f"{arc} line {line}: {msg} under Python {PYTHON[0]}.{PYTHON[1]}, the runtime's; "
+                                 "the bundle would not run there")
+            return
+    for arc, source in sources.items():
+        try:
+            ast.parse(source, filename=arc, feature_version=PYTHON)
+        except SyntaxError as exc:
+            raise BuildError(f"{arc} line {exc.lineno}: {exc.msg} under Python {PYTHON[0]}.{PYTHON[1]}'s grammar, the "
+                             "runtime's; the bundle would not run there") from exc
 
 
 def resolve_weights(run: Path) -> Path:
@@ -324,8 +415,6 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
                        "weight": weight, "image_size": list(cfg.data.image_size), "tta_flip": bool(cfg.infer.tta_flip),
                        "backbone": OmegaConf.to_container(cfg.backbone)})
     files["main.py"] = (ROOT / "submission" / "main.py").read_bytes()
-    for name in CORE_INFERENCE:
-        files[f"core/{name}"] = (ROOT / "core" / name).read_bytes()
     packages = set()
     for name in sorted(modules):
         for arc, src in plugin_files(name).items():
@@ -334,6 +423,9 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
             packages |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
     for pkg in packages:
         files.setdefault(f"{pkg}/__init__.py", b"")
+    for arc, src in core_files(files).items():
+        files[arc] = src.read_bytes()
+    check_python_version(files)
     check_plugin_dependencies(sorted(modules), files)
     for arc, data in files.items():
         if arc.endswith(".py") and FORBIDDEN_IMPORT.search(data.decode()):
@@ -353,7 +445,8 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for arc in sorted(files):
             info = zipfile.ZipInfo(arc, date_time=(2022, 1, 1, 0, 0, 0))  # fixed stamps: same inputs, same zip
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # weights are stored: float tensors barely compress, and deflating a large model costs minutes
+            info.compress_type = zipfile.ZIP_STORED if arc.endswith(".safetensors") else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, files[arc])
     tmp.replace(out)

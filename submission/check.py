@@ -1,11 +1,15 @@
 """Check a submission the way the runtime does.
 
-    python -m submission.check submission/submission.zip --data DIR [--labels labels.csv]
+    python -m submission.check submission/submission.zip --data DIR [--labels labels.csv] [--runtime 2022|here]
 
 Unzips into a fresh temporary root laid out like ``/code_execution`` (``data`` linked to DIR),
 runs ``python main.py`` there in a subprocess with a clean environment, records which modules the
 bundle's own code imports, validates the output format, and prints JSON: wall time, peak memory
 and, with labels, the competition mAP overall and per scenario beside a random ranking's. Exits non-zero when a rule breaks.
+
+``--runtime 2022`` runs ``main.py`` with the 2022 runtime twin's interpreter (Python 3.9, torch 1.8,
+timm 0.5.4: ``make runtime-twin``); ``--runtime here`` with this project's own interpreter, which proves
+less. The default takes the twin when it is built. The output's ``runtime`` says which ran, with versions.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-# what the 2022 runtime offered (shared/DESIGN.md, issue #4), by top-level module name
-RUNTIME_MODULES = {"torch", "torchvision", "timm", "numpy", "pandas", "PIL", "faiss", "pluggy", "omegaconf",
-                   "safetensors"}
+from submission.runtime import MODULES as RUNTIME_MODULES  # what the 2022 runtime offered, by top-level module
 
 # Runs main.py while recording every top-level module that a file inside the bundle imports.
 TRACER = r"""
@@ -102,13 +104,37 @@ def zip_problems(zf: zipfile.ZipFile) -> list[str]:
     return problems + unsafe_entries(zf)
 
 
-def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False) -> dict:
+class RuntimeUnavailable(RuntimeError):
+    pass
+
+
+def interpreter(runtime: str) -> tuple[str, str]:
+    """(python executable, what it is) for ``runtime``: "2022" (the twin), "here" (this interpreter) or
+    "auto" (the twin when built, else here)."""
+    from submission.runtime import twin_python
+
+    if runtime not in ("2022", "here", "auto"):
+        raise ValueError(f"runtime must be 2022, here or auto, got {runtime!r}")
+    twin = twin_python() if runtime in ("2022", "auto") else None
+    if twin:
+        return str(twin), "2022 runtime twin"
+    if runtime == "2022":
+        raise RuntimeUnavailable("the 2022 runtime twin is not built (or is older than submission/runtime-2022.txt); "
+                                 "build it with `make runtime-twin`")
+    return sys.executable, "this project's interpreter, not the 2022 runtime's packages"
+
+
+def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False,
+          runtime: str = "auto") -> dict:
     from core.evaluate import random_baseline, score_scenarios
     from core.metric import SubmissionFormatError, validate_predictions
     from core.scenarios import read_scenarios
 
+    from submission.runtime import describe
+
     data = data.resolve()
-    result: dict = {"zip": str(zip_path), "problems": []}
+    python, label = interpreter(runtime)
+    result: dict = {"zip": str(zip_path), "problems": [], "runtime": {"name": label, **describe(python)}}
     with tempfile.TemporaryDirectory(prefix="code_execution_") as tmp:
         root = Path(tmp) / "code_execution"
         (root / "submission").mkdir(parents=True)
@@ -128,7 +154,7 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
             if var in os.environ:
                 env[var] = os.environ[var]
         started = time.time()
-        proc = subprocess.run([sys.executable, "-c", TRACER], cwd=root, env=env, capture_output=True, text=True,
+        proc = subprocess.run([python, "-c", TRACER], cwd=root, env=env, capture_output=True, text=True,
                               timeout=timeout)
         result["wall_seconds"] = round(time.time() - started, 2)
         result["exit_code"] = proc.returncode
@@ -189,12 +215,20 @@ def main(argv=None) -> None:
     p.add_argument("--labels", type=Path, help="true matches (query_id, database_image_id) to score against")
     p.add_argument("--timeout", type=int, default=3600, help="seconds main.py may run (default 3600)")
     p.add_argument("--keep", action="store_true", help="keep a copy of the submission.csv written, and the whole log")
+    p.add_argument("--runtime", choices=("2022", "here", "auto"), default="auto",
+                   help="run main.py with the 2022 runtime twin (2022; build it with `make runtime-twin`), with this "
+                        "project's interpreter (here), or with the twin when it is built (auto, the default)")
     args = p.parse_args(argv)
     for path in (args.zip, args.data):
         if not path.exists():
             p.error(f"not found: {path}")
-    result = check(args.zip, args.data, args.labels, args.timeout, args.keep)
+    try:
+        result = check(args.zip, args.data, args.labels, args.timeout, args.keep, args.runtime)
+    except RuntimeUnavailable as exc:
+        p.exit(2, f"error: {exc}\n")
     print(json.dumps(result, indent=2))
+    print(f"ran main.py with {result['runtime']['name']}: python {result['runtime']['python_version']}, "
+          + ", ".join(f"{k} {v}" for k, v in result["runtime"]["packages"].items() if v), file=sys.stderr)
     for warning in result.get("warnings", []):
         print(f"WARNING: {warning}", file=sys.stderr)
     if result.get("lift") is not None:

@@ -43,6 +43,187 @@ def shrunk_gpu_recipe(config: Path, data_root: Path, out: Path) -> list[str]:
             "train.mixed_precision=no", "data.num_workers=0", "data.num_folds=3", "infer.batch_size=16"]
 
 
+RECIPES = ("seed_3rd_place/convnext_large", "seed_3rd_place/tf_efficientnet_b5_ns", "seed_3rd_place/tf_efficientnet_b7_ns",
+           "winners/1st/efficientnetv2_rw_m", "winners/1st/tf_efficientnet_b5_ns", "winners/2nd/tf_efficientnet_b3_ns",
+           "winners/2nd/tf_efficientnet_b5_ns", "winners/4th/tf_efficientnet_b5_ns_416", "winners/4th/tf_efficientnet_b7_ns_256")
+
+
+@pytest.fixture(scope="session")
+def recipe_run(tiny_survey, tmp_path_factory):
+    """``recipe_run("winners/2nd/tf_efficientnet_b3_ns")``: that GPU recipe shrunk to one CPU step on tiny data
+    (``shrunk_gpu_recipe``), trained once per session and shared by the tests that train, pack or run it."""
+    cache = {}
+
+    def get(config: str) -> Path:
+        if config not in cache:
+            out = tmp_path_factory.mktemp("recipe") / config.replace("/", "_")
+            args = shrunk_gpu_recipe(ROOT / "configs" / f"{config}.yaml", tiny_survey / "train", out)
+            if config.startswith("winners/4th"):
+                args += ["dataset.min_images_per_whale=2"]  # tiny's whales have few photos
+            run_core(args)
+            cache[config] = out
+        return cache[config]
+
+    return get
+
+
+def runtime_twin():
+    """The 2022 runtime twin's interpreter, built here when a Python 3.9 is found and ``make test`` has not built
+    it; None (the caller skips) when there is no Python 3.9, except under CI=true, where that fails the run."""
+    from submission.runtime import INSTALL_HINT, build_twin, find_python, twin_python
+
+    python = twin_python()
+    if python is None and find_python():
+        python = build_twin()
+    if python is None and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and no 2022 runtime twin: {INSTALL_HINT}")
+    return python
+
+
+def top_lists(csv: Path, k: int = 20) -> dict:
+    """query id -> its first ``k`` (database image id, score) rows, in file order."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv, dtype={"query_id": str, "database_image_id": str})
+    return {q: list(zip(g["database_image_id"], g["score"].round(6)))[:k] for q, g in frame.groupby("query_id", sort=False)}
+
+
+_LOSSLESS: dict = {}
+
+
+def lossless_copy(survey: Path) -> Path:
+    """``survey``'s test set and labels with every photo re-saved as PNG (made once per session). JPEG decoders
+    differ between Pillow releases (the 2022 runtime's 8.2 and today's disagree on about 4% of pixels, by up
+    to 9 levels), so comparing the twin with this venv on PNGs tests the bundle's code, not libjpeg."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+    from PIL import Image
+
+    if survey not in _LOSSLESS:
+        out = Path(tempfile.mkdtemp(prefix="lossless_")) / survey.name
+        shutil.copytree(survey / "test", out / "test", ignore=shutil.ignore_patterns("images"))
+        shutil.copy(survey / "test_labels.csv", out / "test_labels.csv")
+        meta = pd.read_csv(survey / "test" / "metadata.csv", dtype=str)
+        (out / "test" / "images").mkdir()
+        for i, rel in enumerate(meta["path"]):
+            png = Path(rel).with_suffix(".png")
+            Image.open(survey / "test" / rel).convert("RGB").save(out / "test" / png)
+            meta.loc[i, "path"] = str(png)
+        meta.to_csv(out / "test" / "metadata.csv", index=False)
+        _LOSSLESS[survey] = out
+    return _LOSSLESS[survey]
+
+
+TIED = 2e-5  # scores (0.49 x cosine) closer than this: float32 arithmetic of two torch releases can swap them
+
+
+def same_ranking(a: list, b: list, tied: float = TIED) -> bool:
+    """Two top-k lists of (image id, score) are the same ranking: the same images in the same order, except that
+    images whose scores are within ``tied`` of each other (in both lists) may swap, and an image at the cut-off
+    may be replaced by one tied with it."""
+    sa, sb = dict(a), dict(b)
+    ra, rb = {d: i for i, (d, _) in enumerate(a)}, {d: i for i, (d, _) in enumerate(b)}
+    if len(a) != len(b):
+        return False
+    for mine, other in ((a, b), (b, a)):  # an image only one list has must tie with the other list's last one
+        if any(d not in dict(other) and abs(s - other[-1][1]) > tied for d, s in mine):
+            return False
+    common = [d for d, _ in a if d in sb]
+    for i, x in enumerate(common):
+        for y in common[i + 1:]:
+            if (ra[x] < ra[y]) != (rb[x] < rb[y]) and (abs(sa[x] - sa[y]) > tied or abs(sb[x] - sb[y]) > tied):
+                return False
+    return True
+
+
+EMBED = r"""
+import sys
+from pathlib import Path
+bundle, data, out = (Path(a) for a in sys.argv[1:4])
+sys.path.insert(0, str(bundle))
+import numpy as np, pandas as pd, torch
+from core.inference import embed_with_bundle, image_files, load_manifest
+ids = sorted(pd.read_csv(data / "metadata.csv", dtype=str)["image_id"])
+emb, ok = embed_with_bundle(bundle, load_manifest(bundle), image_files(data, ids), torch.device("cpu"), 0)
+np.save(out, emb)
+"""
+
+
+def assert_same_embeddings(zip_path: Path, survey: Path, tol: float = 1e-4) -> float:
+    """The bundle's models embed ``survey``'s test photos (as PNGs) alike in the twin and here: every unit
+    embedding within ``tol``. Returns the largest difference. For models whose rankings say nothing (a
+    GPU recipe after one CPU step embeds every photo within 1e-5 cosine of the others, so its ranking is the
+    noise of float32 arithmetic), this is the comparison that shows the twin runs the same model."""
+    import subprocess
+    import tempfile
+    import zipfile
+
+    import numpy as np
+
+    python = runtime_twin()
+    survey = lossless_copy(survey)
+    root = Path(tempfile.mkdtemp(prefix="embed_"))
+    zipfile.ZipFile(zip_path).extractall(root / "bundle")
+    out = {}
+    for name, exe in (("twin", str(python)), ("here", sys.executable)):
+        proc = subprocess.run([exe, "-c", EMBED, str(root / "bundle"), str(survey / "test"), str(root / f"{name}.npy")],
+                              capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="2"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = np.load(root / f"{name}.npy")
+    worst = float(np.abs(out["twin"] - out["here"]).max())
+    assert out["twin"].shape == out["here"].shape and worst <= tol, (out["twin"].shape, out["here"].shape, worst)
+    return worst
+
+
+def run_here(zip_path: Path, survey: Path) -> dict:
+    """The bundle run in this process with this venv's packages: what its ``main.py`` calls
+    (``core.inference.run``) on the unzipped bundle, scored as ``submission.check`` scores. In-process, because
+    importing today's torch and timm costs a fresh interpreter about 7 s; a plugin package must be importable."""
+    import tempfile
+    import zipfile
+
+    import pandas as pd
+
+    from core.evaluate import score_scenarios
+    from core.inference import run
+    from core.scenarios import read_scenarios
+
+    root = Path(tempfile.mkdtemp(prefix="here_"))
+    zipfile.ZipFile(zip_path).extractall(root)
+    csv = root / "submission.csv"
+    assert run(root, survey / "test", csv, num_workers=0)["status"] == "ok"
+    truth = pd.read_csv(survey / "test_labels.csv", dtype=str)
+    predictions = pd.read_csv(csv, dtype={"query_id": str, "database_image_id": str})
+    mAP = score_scenarios(predictions, read_scenarios(survey / "test"), truth)["mAP"]
+    return {"mAP": round(mAP, 4), "submission_csv": str(csv)}
+
+
+def assert_same_in_twin(zip_path: Path, survey: Path, here=None) -> dict | None:
+    """Run ``zip_path`` in the 2022 runtime twin and in this venv on ``survey``'s test set (as PNGs,
+    ``lossless_copy``): both clean, mAP within 0.002, and identical top-20 lists for at least 99% of queries.
+    ``here``: a callable giving this venv's result on the PNG survey (default ``run_here``). Returns the twin's
+    result, or None when there is no twin (see ``runtime_twin``)."""
+    from submission.check import check
+
+    if runtime_twin() is None:
+        return None
+    survey = lossless_copy(survey)
+    labels = survey / "test_labels.csv"
+    twin = check(zip_path, survey / "test", labels, keep=True, runtime="2022")
+    assert twin["problems"] == [] and twin["format"] == "valid", twin
+    assert twin["runtime"]["packages"]["torch"].startswith("1.8") and twin["runtime"]["python_version"].startswith("3.9")
+    here = (here or run_here)(zip_path, survey)
+    assert abs(twin["mAP"] - here["mAP"]) <= 0.002, (twin["mAP"], here["mAP"])
+    a, b = top_lists(Path(twin["submission_csv"])), top_lists(Path(here["submission_csv"]))
+    assert set(a) == set(b)
+    differ = [q for q in a if not same_ranking(a[q], b[q])]
+    assert len(differ) <= 0.01 * len(a), (f"{len(differ)} of {len(a)} queries have other top-20 lists in the twin than "
+                                          f"here; the first, {differ[0]}: twin {a[differ[0]]}, here {b[differ[0]]}")
+    return twin
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tiny_survey, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "smoke"

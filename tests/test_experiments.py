@@ -87,7 +87,7 @@ def test_resume_skips_finished_folds_and_trains_the_missing_one(cv_run, tiny_sur
     assert read_json(out / "cv.json")["folds"] == ["fold0", "fold1", "fold2"]
 
 
-def test_build_packs_every_fold_of_a_cv_run(cv_run, tmp_path):
+def test_build_packs_every_fold_of_a_cv_run(cv_run, tiny_survey, tmp_path):
     import zipfile
 
     from submission.build import build
@@ -97,6 +97,9 @@ def test_build_packs_every_fold_of_a_cv_run(cv_run, tmp_path):
     assert info["models"] == 3
     manifest = json.loads(zipfile.ZipFile(tmp_path / "s.zip").read("manifest.json"))
     assert [m["weight"] for m in manifest["models"]] == pytest.approx([1 / 3] * 3)
+    from tests.conftest import assert_same_in_twin
+
+    assert_same_in_twin(tmp_path / "s.zip", tiny_survey)  # the 3-fold bundle runs in the 2022 runtime's twin
 
 
 def test_seeds_repeat_a_run_share_folds_and_log_to_tensorboard(tiny_survey, tmp_path):

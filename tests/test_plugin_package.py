@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT, SMOKE, assert_same_in_twin
 
 EXAMPLE = ROOT / "examples" / "whaleid-plugin-example"
 
@@ -88,9 +88,12 @@ def test_installed_plugin_trains_packs_and_runs_in_the_zip_without_installation(
     # this test process has no PYTHONPATH to the installed copy: the zip alone must carry the plugin
     with pytest.raises(ImportError):
         __import__("whaleid_example")
-    result = check(zip_path, tiny_survey / "test", tiny_survey / "test_labels.csv", keep=True)
+    result = check(zip_path, tiny_survey / "test", tiny_survey / "test_labels.csv", keep=True, runtime="here")
     assert result["problems"] == [] and result["format"] == "valid", result
     assert "whaleid_example" in result["imports"]
+    # the package's code runs on the 2022 runtime too (here: checked in a subprocess, where nothing is installed)
+    assert_same_in_twin(zip_path, tiny_survey, here=lambda z, s: check(z, s / "test", s / "test_labels.csv", keep=True,
+                                                                        runtime="here"))
 
     # the step's effect on the rankings: the same zip without alpha_qe ranks differently
     plain = tmp_path / "plain.zip"
@@ -102,7 +105,7 @@ def test_installed_plugin_trains_packs_and_runs_in_the_zip_without_installation(
                 m["postprocess"] = [s for s in m["postprocess"] if s["name"] != "alpha_qe"]
                 data = json.dumps(m).encode()
             dst.writestr(item, data)
-    other = check(plain, tiny_survey / "test", tiny_survey / "test_labels.csv", keep=True)
+    other = check(plain, tiny_survey / "test", tiny_survey / "test_labels.csv", keep=True, runtime="here")
     assert other["problems"] == []
     a = pd.read_csv(result["submission_csv"]).sort_values(["query_id", "database_image_id"]).reset_index(drop=True)
     b = pd.read_csv(other["submission_csv"]).sort_values(["query_id", "database_image_id"]).reset_index(drop=True)
@@ -133,11 +136,17 @@ def register_necks(register):
 def test_a_dependency_outside_the_runtime_fails_the_build_clearly(tmp_path, monkeypatch):
     from submission.build import BuildError, check_plugin_dependencies, plugin_files
 
-    make_package(tmp_path, "needs_scipy", NECK.format(extra="WHALEID_REQUIRES = ['scipy>=1.0', 'numpy']", neck="n1"))
+    make_package(tmp_path, "needs_xgb", NECK.format(extra="WHALEID_REQUIRES = ['scipy>=1.0', 'xgboost', 'numpy']", neck="n1"))
+    make_package(tmp_path, "needs_new_timm", NECK.format(extra="WHALEID_REQUIRES = ['timm>=0.9']", neck="n3"))
+    make_package(tmp_path, "fits", NECK.format(extra="WHALEID_REQUIRES = ['scipy>=1.0', 'torch<1.9', 'opencv-python']", neck="n4"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    files = {arc: src.read_bytes() for arc, src in plugin_files("needs_scipy").items()}
-    with pytest.raises(BuildError, match=r"plugin needs_scipy needs scipy \(needs_scipy.WHALEID_REQUIRES\)"):
-        check_plugin_dependencies(["needs_scipy"], files)
+    files = {arc: src.read_bytes() for arc, src in plugin_files("needs_xgb").items()}
+    with pytest.raises(BuildError, match=r"plugin needs_xgb needs xgboost \(not in the runtime\) \(needs_xgb.WHALEID_REQUIRES\)"):
+        check_plugin_dependencies(["needs_xgb"], files)
+    files = {arc: src.read_bytes() for arc, src in plugin_files("needs_new_timm").items()}
+    with pytest.raises(BuildError, match=r"needs timm>=0.9 \(the runtime has timm 0.5.4\)"):
+        check_plugin_dependencies(["needs_new_timm"], files)
+    check_plugin_dependencies(["fits"], {arc: src.read_bytes() for arc, src in plugin_files("fits").items()})
 
 
 def test_an_undeclared_import_outside_the_runtime_fails_the_build_naming_the_line(tmp_path, monkeypatch):

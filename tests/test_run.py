@@ -87,10 +87,8 @@ def test_help_text():
 
 
 @pytest.mark.parametrize("backbone", ["convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns"])
-def test_seed_recipe_configs_train_a_step(backbone, tiny_survey, tmp_path):
+def test_seed_recipe_configs_train_a_step(backbone, recipe_run):
     """The seed's GPU configs, shrunk to one CPU step on tiny data with random weights."""
-    from tests.conftest import ROOT, shrunk_gpu_recipe
-
-    run_core(shrunk_gpu_recipe(ROOT / "configs" / "seed_3rd_place" / f"{backbone}.yaml", tiny_survey / "train", tmp_path))
-    metrics = read_json(tmp_path / "metrics.json")
+    out = recipe_run(f"seed_3rd_place/{backbone}")
+    metrics = read_json(out / "metrics.json")
     assert metrics["epoch"] == 1 and 0 <= metrics["mAP"] <= 1

@@ -52,7 +52,7 @@ def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
     data: it trains, its bundle carries the neck's plugin modules, and main.py scores it like the runtime."""
     from pathlib import Path
 
-    from tests.conftest import run_core, shrunk_gpu_recipe
+    from tests.conftest import assert_same_in_twin, run_core, shrunk_gpu_recipe
 
     root = Path(__file__).resolve().parent.parent
     run_core(shrunk_gpu_recipe(root / "configs" / "synthetic_cpu.yaml", tiny_survey / "train", tmp_path / "run"))
@@ -63,9 +63,10 @@ def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
         names = set(zf.namelist())
     assert "plugins.necks.multi_gem" in manifest["plugins"]
     assert {"plugins/necks/multi_gem.py", "plugins/necks/gem_bn.py"} <= names
-    result = check(out, tiny_survey / "test", tiny_survey / "test_labels.csv")
+    result = check(out, tiny_survey / "test", tiny_survey / "test_labels.csv", keep=True, runtime="here")
     assert result["problems"] == [], result
     assert result["format"] == "valid" and result["queries_missing"] == 0 and 0 < result["mAP"] <= 1
+    assert_same_in_twin(out, tiny_survey)  # and the same in the 2022 runtime's twin
 
 
 def test_ensemble_of_two_runs(smoke_run, tiny_survey, tmp_path):

@@ -262,15 +262,9 @@ def test_group_learning_rates(tiny_survey):
 
 
 @pytest.mark.parametrize("config", ["1st/tf_efficientnet_b5_ns", "2nd/tf_efficientnet_b3_ns", "4th/tf_efficientnet_b7_ns_256"])
-def test_winners_configs_train_a_step(config, tiny_survey, tmp_path):
+def test_winners_configs_train_a_step(config, recipe_run):
     """Each place's recipe, shrunk to one CPU step on tiny data with random weights."""
-    from tests.conftest import shrunk_gpu_recipe
-
-    args = shrunk_gpu_recipe(ROOT / "configs" / "winners" / f"{config}.yaml", tiny_survey / "train", tmp_path)
-    if config.startswith("4th"):
-        args += ["dataset.min_images_per_whale=2"]  # tiny's whales have few photos
-    run_core(args)
-    metrics = read_json(tmp_path / "metrics.json")
+    metrics = read_json(recipe_run(f"winners/{config}") / "metrics.json")
     assert metrics["epoch"] == 1 and 0 <= metrics["mAP"] <= 1
 
 

@@ -60,10 +60,15 @@ def load_local_weights(model: nn.Module, path: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from core.weights import read_safetensors
 
-        state = load_file(str(path))
+        state = read_safetensors(path)
     else:
+        import inspect
+
+        if "weights_only" not in inspect.signature(torch.load).parameters:  # torch < 1.13 can only unpickle
+            raise ValueError(f"{path}: torch {torch.__version__} cannot read a torch checkpoint without running "
+                             "pickled code; convert it to .safetensors")
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     own = model.state_dict()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.compat import autocast_off
 from core.hookspecs import hookimpl
 from plugins.losses.margins import arc_logits, cosine
 
@@ -20,7 +21,7 @@ class ArcFaceLoss(nn.Module):
         self.s, self.m, self.easy_margin, self.ls_eps = float(s), float(m), easy_margin, float(ls_eps)
 
     def forward(self, embeddings, labels):
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        with autocast_off(embeddings.device.type):
             logits = arc_logits(cosine(embeddings, self.weight), labels, self.m, self.s, self.easy_margin)
             return F.cross_entropy(logits, labels, label_smoothing=self.ls_eps)
 

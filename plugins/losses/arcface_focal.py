@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.compat import autocast_off
 from core.hookspecs import hookimpl
 
 
@@ -58,7 +59,7 @@ class ArcFaceFocalLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         device_type = embeddings.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        with autocast_off(device_type):
             logits = self.head(embeddings.float(), labels)
             ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.ls_eps)
             if self.reduction == "batch":

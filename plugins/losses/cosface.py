@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.compat import autocast_off
 from core.hookspecs import hookimpl
 from plugins.losses.margins import cosine
 
@@ -19,7 +20,7 @@ class CosFaceLoss(nn.Module):
         self.s, self.m, self.ls_eps = float(s), float(m), float(ls_eps)
 
     def forward(self, embeddings, labels):
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        with autocast_off(embeddings.device.type):
             cos = cosine(embeddings, self.weight)
             logits = self.s * (cos - self.m * F.one_hot(labels, cos.shape[1]).to(cos.dtype))
             return F.cross_entropy(logits, labels, label_smoothing=self.ls_eps)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.compat import autocast_off
 from core.hookspecs import hookimpl
 from plugins.losses.margins import arc_logits, cosine
 
@@ -28,7 +29,7 @@ class ElasticArcFace(nn.Module):
         return torch.normal(self.m, self.sigma, size=(batch,), device=device)
 
     def forward(self, embeddings, labels):
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        with autocast_off(embeddings.device.type):
             cos = cosine(embeddings, self.weight)
             logits = arc_logits(cos, labels, self.margins(len(labels), cos.device), self.s, self.easy_margin)
             return F.cross_entropy(logits, labels, label_smoothing=self.ls_eps)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.compat import autocast_off
 from core.hookspecs import hookimpl
 from plugins.losses.margins import arc_logits, class_margins, cosine
 
@@ -35,7 +36,7 @@ class SubCenterArcFace(nn.Module):
         return cos.amax(dim=2)
 
     def forward(self, embeddings, labels):
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        with autocast_off(embeddings.device.type):
             cos = self.class_cosine(embeddings)
             m = self.margins[labels] if self.margins.numel() else self.m
             return F.cross_entropy(arc_logits(cos, labels, m, self.s, self.easy_margin), labels,

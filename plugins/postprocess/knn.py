@@ -56,6 +56,19 @@ def search_faiss(q: np.ndarray, db: np.ndarray, k: int):
     return sims, idx.astype(np.int64)
 
 
+TIE = 1e-5  # cosine similarities closer than this are a tie
+
+
+def tie_order(positions: np.ndarray, sims: np.ndarray, tie: float = TIE) -> np.ndarray:
+    """The order of candidates by similarity, best first, with runs of similarities less than ``tie`` apart in
+    database order. faiss and torch break near-ties differently between releases and their similarities differ
+    in the last bits, so this keeps a bundle's ranking the same in the 2022 runtime as here."""
+    order = np.argsort(-sims, kind="stable")
+    gaps = -np.diff(sims[order].astype(np.float64))
+    run = np.concatenate([[0], np.cumsum(gaps >= tie)])
+    return order[np.lexsort((positions[order], run))]
+
+
 class KnnStep:
     def __init__(self, top_k: int = 20, backend: str = "auto", scale: float = 0.49, max_score: float = 0.9999):
         if backend not in ("auto", "torch", "faiss"):
@@ -77,7 +90,9 @@ class KnnStep:
         ctx.ranked, ctx.similarity = [], []
         for qi, img in enumerate(ctx.query_image_ids):
             keep = (idx[qi] >= 0) & (db_ids[np.clip(idx[qi], 0, None)] != img)
-            i, s = idx[qi][keep][: self.top_k], sims[qi][keep][: self.top_k]
+            i, s = idx[qi][keep], sims[qi][keep]
+            order = tie_order(i, s)[: self.top_k]
+            i, s = i[order], s[order]
             ctx.ranked.append((i, self.to_score(s)))
             ctx.similarity.append(s)
         return ctx
