@@ -137,6 +137,19 @@ def predict_by_viewpoint(scenarios, per_model, weights, viewpoint_weights: dict,
     return pd.concat(frames, ignore_index=True)
 
 
+def save_embeddings(per_model, image_ids, ok) -> None:
+    """With WHALEID_SAVE_EMBEDDINGS=FILE (``submission.check --save-embeddings``), keep every model's embeddings
+    of the test images, for comparing one bundle across machines or package versions."""
+    path = os.environ.get("WHALEID_SAVE_EMBEDDINGS")
+    if not path:
+        return
+    try:
+        np.savez(path, image_ids=np.asarray(image_ids), ok=ok, **{f"model{k}": e for k, e in enumerate(per_model)})
+        log.info("saved the embeddings to %s", path)
+    except OSError as exc:  # a debugging aid must never cost the submission its file
+        log.warning("cannot save the embeddings to %s: %s", path, exc)
+
+
 def fallback_predictions(scenarios) -> pd.DataFrame:
     """A valid file when the models cannot run: each query's first 20 other database images, equal scores."""
     rows = []
@@ -181,6 +194,7 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
         registries = bundle_registries(manifest)
         files = image_files(data_root, needed)
         per_model, weights, ok = embed_models(bundle, manifest, files, device, num_workers, registries)
+        save_embeddings(per_model, needed, ok)
         bad = [needed[i] for i in np.flatnonzero(~ok)]
         if bad:
             log.warning("%d images could not be read and are left out of databases: %s", len(bad), ", ".join(bad[:20]))

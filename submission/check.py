@@ -125,7 +125,7 @@ def interpreter(runtime: str) -> tuple[str, str]:
 
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False,
-          runtime: str = "auto") -> dict:
+          runtime: str = "auto", save_embeddings: Path | None = None) -> dict:
     from core.evaluate import random_baseline, score_scenarios
     from core.metric import SubmissionFormatError, validate_predictions
     from core.scenarios import read_scenarios
@@ -150,6 +150,8 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "LANG": "C.UTF-8",
                "WHALEID_DATA_ROOT": str(root / "data"), "WHALEID_OUTPUT": str(out_csv),
                "WHALEID_IMPORT_LOG": str(import_log), "PYTHONNOUSERSITE": "1"}
+        if save_embeddings:
+            env["WHALEID_SAVE_EMBEDDINGS"] = str(Path(save_embeddings).resolve())
         for var in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
             if var in os.environ:
                 env[var] = os.environ[var]
@@ -215,6 +217,8 @@ def main(argv=None) -> None:
     p.add_argument("--labels", type=Path, help="true matches (query_id, database_image_id) to score against")
     p.add_argument("--timeout", type=int, default=3600, help="seconds main.py may run (default 3600)")
     p.add_argument("--keep", action="store_true", help="keep a copy of the submission.csv written, and the whole log")
+    p.add_argument("--save-embeddings", type=Path, metavar="FILE.npz",
+                   help="keep every model's embeddings of the test images (image_ids, ok, model0, model1, ...)")
     p.add_argument("--runtime", choices=("2022", "here", "auto"), default="auto",
                    help="run main.py with the 2022 runtime twin (2022; build it with `make runtime-twin`), with this "
                         "project's interpreter (here), or with the twin when it is built (auto, the default)")
@@ -223,7 +227,7 @@ def main(argv=None) -> None:
         if not path.exists():
             p.error(f"not found: {path}")
     try:
-        result = check(args.zip, args.data, args.labels, args.timeout, args.keep, args.runtime)
+        result = check(args.zip, args.data, args.labels, args.timeout, args.keep, args.runtime, args.save_embeddings)
     except RuntimeUnavailable as exc:
         p.exit(2, f"error: {exc}\n")
     print(json.dumps(result, indent=2))

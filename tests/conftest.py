@@ -138,43 +138,23 @@ def same_ranking(a: list, b: list, tied: float = TIED) -> bool:
     return True
 
 
-EMBED = r"""
-import sys
-from pathlib import Path
-bundle, data, out = (Path(a) for a in sys.argv[1:4])
-sys.path.insert(0, str(bundle))
-import numpy as np, pandas as pd, torch
-from core.inference import embed_with_bundle, image_files, load_manifest
-ids = sorted(pd.read_csv(data / "metadata.csv", dtype=str)["image_id"])
-emb, ok = embed_with_bundle(bundle, load_manifest(bundle), image_files(data, ids), torch.device("cpu"), 0)
-np.save(out, emb)
-"""
-
-
-def assert_same_embeddings(zip_path: Path, survey: Path, tol: float = 1e-4) -> float:
-    """The bundle's models embed ``survey``'s test photos (as PNGs) alike in the twin and here: every unit
-    embedding within ``tol``. Returns the largest difference. For models whose rankings say nothing (a
-    GPU recipe after one CPU step embeds every photo within 1e-5 cosine of the others, so its ranking is the
-    noise of float32 arithmetic), this is the comparison that shows the twin runs the same model."""
-    import subprocess
+def twin_embeddings(zip_path: Path, survey: Path, runtime: str = "2022") -> list:
+    """Per-model embeddings of ``survey``'s test photos (as PNGs) saved by ``main.py`` run in the twin
+    (``submission.check --save-embeddings``), after checking that run was clean and answered every query."""
     import tempfile
-    import zipfile
 
     import numpy as np
 
-    python = runtime_twin()
+    from submission.check import check
+
     survey = lossless_copy(survey)
     root = Path(tempfile.mkdtemp(prefix="embed_"))
-    zipfile.ZipFile(zip_path).extractall(root / "bundle")
-    out = {}
-    for name, exe in (("twin", str(python)), ("here", sys.executable)):
-        proc = subprocess.run([exe, "-c", EMBED, str(root / "bundle"), str(survey / "test"), str(root / f"{name}.npy")],
-                              capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="2"))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out[name] = np.load(root / f"{name}.npy")
-    worst = float(np.abs(out["twin"] - out["here"]).max())
-    assert out["twin"].shape == out["here"].shape and worst <= tol, (out["twin"].shape, out["here"].shape, worst)
-    return worst
+    twin = check(zip_path, survey / "test", survey / "test_labels.csv", runtime=runtime, save_embeddings=root / "twin.npz")
+    assert twin["problems"] == [] and twin["format"] == "valid" and twin["queries_missing"] == 0, twin
+    assert twin["runtime"]["packages"]["timm"] == "0.5.4" or runtime != "2022"
+    saved = np.load(root / "twin.npz", allow_pickle=False)
+    assert saved["ok"].all()
+    return [saved[k] for k in sorted((k for k in saved.files if k.startswith("model")), key=lambda k: int(k[5:]))]
 
 
 def run_here(zip_path: Path, survey: Path) -> dict:

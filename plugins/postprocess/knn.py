@@ -63,6 +63,8 @@ def tie_order(positions: np.ndarray, sims: np.ndarray, tie: float = TIE) -> np.n
     """The order of candidates by similarity, best first, with runs of similarities less than ``tie`` apart in
     database order. faiss and torch break near-ties differently between releases and their similarities differ
     in the last bits, so this keeps a bundle's ranking the same in the 2022 runtime as here."""
+    if len(sims) == 0:
+        return np.zeros(0, np.int64)
     order = np.argsort(-sims, kind="stable")
     gaps = -np.diff(sims[order].astype(np.float64))
     run = np.concatenate([[0], np.cumsum(gaps >= tie)])
