@@ -8,7 +8,7 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
 
-.PHONY: venv runtime-twin demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: venv runtime-twin gpu-check demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -86,6 +86,9 @@ bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey v
 test: $(STAMP)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
 	$(PY) -m submission.runtime build --if-available
 	$(PY) -m pytest -q tests
+
+gpu-check: $(STAMP)  ## on a CUDA machine: every seed/winners recipe's fp16 training speed and memory, 2-GPU evaluation, the seed's bundle on a competition-sized test set, within 10 minutes: runs/gpu_check/gpu_check.{json,md}
+	$(PY) -m tools.gpu_check --out runs/gpu_check $(ARGS)
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf runs $(DATA)
