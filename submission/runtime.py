@@ -12,6 +12,7 @@ and ``make runtime-twin`` installs the same file. Nothing else lists what the ru
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -89,6 +90,7 @@ def twin_python(twin: Path = TWIN) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)  # every build asks; the answer needs a subprocess per candidate
 def find_python(version: str = RUNTIME.python) -> str | None:
     """A Python ``version`` interpreter: $PYTHON39, pythonX.Y on PATH, pyenv's newest X.Y.*, /usr/bin."""
     candidates = [os.environ.get("PYTHON39", ""), shutil.which(f"python{version}") or ""]
