@@ -12,11 +12,13 @@ def test_bench_quality_end_to_end_on_tiny(tmp_path, capsys):
     bench_quality.main(["--preset", "tiny", "--config", "configs/smoke.yaml", "--variants", "base", "--epochs", "2",
                         "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1"])
     table = capsys.readouterr().out
-    assert "| base | 1 |" in table and "ours / bare" in table
+    assert "| base | 1 |" in table and "ours / bare ImageNet" in table
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     ours = next(r for r in rows if r["kind"] == "ours")
-    bare = next(r for r in rows if r["kind"] == "bare")
-    assert ours["bare_key"] == bare["key"]
+    bare = next(r for r in rows if r["kind"] == "bare" and r["arm"] == "scratch")
+    imagenet = next(r for r in rows if r["kind"] == "bare" and r["arm"] == "pretrained")
+    assert ours["bare_key"] == bare["key"] and imagenet["key"] == bare["key"] + "/pretrained"
+    assert imagenet["steps"] == bare["steps"] and imagenet["images"] == bare["images"]
     assert 0 <= ours["mAP"] <= 1 and 0 <= bare["mAP"] <= 1 and ours["random_mAP"] > 0
     # identical training images and steps
     run = out / "runs" / "default-base-s0"
@@ -32,4 +34,4 @@ def test_bench_quality_end_to_end_on_tiny(tmp_path, capsys):
     # a second call finds both results and trains nothing
     bench_quality.main(["--preset", "tiny", "--config", "configs/smoke.yaml", "--variants", "base", "--epochs", "2",
                         "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1"])
-    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3

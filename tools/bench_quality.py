@@ -3,18 +3,20 @@
     python -m tools.bench_quality [--variants base hard ...] [--seeds 0 1] [--config configs/synthetic_cpu.yaml]
                                   [--epochs N] [--set key=value ...] [--label NAME] [--out runs/bench_quality]
 
-For each variant (``tools.synthesize --preset bench --variant V``, written to ``--data-dir`` on first
-use) and seed it
+For each variant (``tools.synthesize --preset bench --variant V``, or ``outline/V`` for the second
+renderer ``tools.outline_survey``, which shares no code with the first and only confirms choices; written
+to ``--data-dir`` on first use) and seed it
 
 1. trains the config through ``core/run.py`` under ``accelerate launch`` on all cores, packs the best
    weights with ``submission.build`` and scores them with ``submission.check`` on the variant's test
    whales (never seen in training), beside a random ranking;
 2. trains ``tools.bare_loop`` (nothing of whaleid) on exactly the images the run trained on
    (its ``split.csv``) for the same epochs, batch size and steps, on the same cores, and scores it on
-   the same test set with the same metric.
+   the same test set with the same metric: from scratch (resnet18) and from the same ImageNet
+   EfficientNet-Lite0 weights the default starts from (``--bare scratch pretrained``).
 
-Prints a table (variant x {ours, bare, random}, mean and spread over seeds) with ours / bare and
-ours / random, and keeps every result in ``OUT/results.jsonl``: an interrupted benchmark picks up
+Prints a table (variant x {ours, both bare loops, random}, mean and spread over seeds) with ours / bare,
+how many seeds ours beat the pretrained bare loop, and keeps every result in ``OUT/results.jsonl``: an interrupted benchmark picks up
 where it stopped, and a bare result is reused by every arm (``--label``) that trains on the same images.
 """
 
@@ -47,13 +49,28 @@ def launcher(threads: int) -> list[str]:
 
 
 def ensure_survey(data_dir: Path, preset: str, variant: str) -> Path:
-    root = data_dir / preset / variant
+    """The survey of ``variant`` (``family/variant`` for the outline renderer), written on first use."""
+    family, _, name = variant.rpartition("/")
+    root = data_dir / preset / (f"{family}-{name}" if family else variant)
     if not (root / "test_labels.csv").is_file():
-        from tools.synthesize import synthesize
-
         print(f"synthesizing {preset}/{variant} into {root}", file=sys.stderr)
-        synthesize(preset, root, seed=0, variant=variant)
+        if family == "outline":
+            from tools.outline_survey import survey
+
+            survey(preset, root, variant=name, seed=0)
+        else:
+            from tools.synthesize import synthesize
+
+            synthesize(preset, root, seed=0, variant=variant)
     return root
+
+
+def known_variants() -> list[str]:
+    """``tools.synthesize``'s variants, then the second renderer's as ``outline/<name>``."""
+    from tools.outline_survey import VARIANTS as OUTLINE
+    from tools.synthesize import VARIANTS
+
+    return list(VARIANTS) + [f"outline/{v}" for v in OUTLINE]
 
 
 def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | None, sets: list[str],
@@ -100,14 +117,14 @@ def bare_inputs(survey: Path, run_dir: Path) -> tuple[list[str], list[int]]:
 
 
 def run_bare(survey: Path, run_dir: Path, seed: int, epochs: int, batch_size: int, steps_per_epoch: int,
-             image_size, threads: int) -> dict:
+             image_size, threads: int, pretrained: bool = False) -> dict:
     from core.evaluate import score_scenarios
     from core.scenarios import distinct, read_scenarios
     from tools import bare_loop
 
     files, labels = bare_inputs(survey, run_dir)
     trained = bare_loop.train(files, labels, tuple(image_size), epochs, batch_size, steps_per_epoch, seed=seed,
-                              threads=threads, log=lambda m: print(m, file=sys.stderr))
+                              threads=threads, pretrained=pretrained, log=lambda m: print(m, file=sys.stderr))
     test = survey / "test"
     scenarios = read_scenarios(test)
     meta = pd.read_csv(test / "metadata.csv", dtype=str)
@@ -138,31 +155,46 @@ def append_result(path: Path, row: dict) -> None:
         os.fsync(fh.fileno())
 
 
+BARE_ARMS = ("scratch", "pretrained")  # tools.bare_loop from random weights / from ImageNet EfficientNet-Lite0
+
+
+def bare_key(base_key: str, arm: str) -> str:
+    return base_key if arm == "scratch" else f"{base_key}/{arm}"
+
+
 def summarize(rows: list[dict], label: str) -> str:
-    """The table: one line per variant, mean +- s.d. over seeds."""
+    """The table: one line per variant (family/variant), mean +- s.d. over seeds, with both bare loops."""
     def stat(values):
         v = np.asarray(values, float)
-        return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+        return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else (f"{v.mean():.3f}" if len(v) else "-")
 
-    lines = [f"| variant | seeds | ours ({label}) | bare | random | ours / bare | ours / random |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| survey | seeds | ours ({label}) | bare, scratch | bare, ImageNet | random | ours / bare scratch | "
+             "ours / bare ImageNet | ours > bare ImageNet, seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     ours = [r for r in rows if r["kind"] == "ours" and r["label"] == label]
     for variant in dict.fromkeys(r["variant"] for r in ours):
         o = [r for r in ours if r["variant"] == variant]
-        b = {r["seed"]: r for r in rows if r["kind"] == "bare" and r["variant"] == variant and r["key"] in {x["bare_key"] for x in o}}
-        paired = [(x, b[x["seed"]]) for x in o if x["seed"] in b]
+        cells = []
+        wins = "-"
+        for arm in BARE_ARMS:
+            b = {r["seed"]: r for r in rows if r["kind"] == "bare" and r.get("arm", "scratch") == arm
+                 and r["variant"] == variant and r["key"] in {bare_key(x["bare_key"], arm) for x in o}}
+            paired = [(x, b[x["seed"]]) for x in o if x["seed"] in b]
+            ratio = np.mean([x["mAP"] / y["mAP"] for x, y in paired if y["mAP"] > 0]) if paired else float("nan")
+            cells.append((stat([y["mAP"] for _, y in paired]), ratio))
+            if arm == "pretrained" and paired:
+                wins = f"{sum(x['mAP'] > y['mAP'] for x, y in paired)}/{len(paired)}"
         om, rm = [x["mAP"] for x in o], [x["random_mAP"] for x in o]
-        bm = [y["mAP"] for _, y in paired]
-        ratio = np.mean([x["mAP"] / y["mAP"] for x, y in paired if y["mAP"] > 0]) if paired else float("nan")
-        lines.append(f"| {variant} | {len(o)} | {stat(om)} | {stat(bm) if bm else '-'} | {stat(rm)} | "
-                     f"{ratio:.2f} | {np.mean(om) / max(np.mean(rm), 1e-9):.2f} |")
+        lines.append(f"| {variant} | {len(o)} | {stat(om)} | {cells[0][0]} | {cells[1][0]} | {stat(rm)} | "
+                     f"{cells[0][1]:.2f} | {cells[1][1]:.2f} | {wins} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.bench_quality", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="survey variants (tools.synthesize --list-variants)")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="survey variants: tools.synthesize's (--list-variants) or outline/calm, outline/choppy "
+                   "(tools.outline_survey, a second renderer, for confirming a choice)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (split and initialisation)")
     p.add_argument("--config", default="configs/synthetic_cpu.yaml", help="the whaleid config to measure")
     p.add_argument("--epochs", type=int, help="override train.epochs (both sides train as many)")
@@ -171,16 +203,17 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="bench", help="survey size (default: bench, 150 training whales)")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data" / "variants", help="where surveys are kept")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_quality", help="runs and results.jsonl")
-    p.add_argument("--no-bare", action="store_true", help="skip the bare loop (ablation arms reuse its results)")
+    p.add_argument("--bare", nargs="*", choices=BARE_ARMS, default=list(BARE_ARMS),
+                   help="bare loops to train beside ours (default: both; none: --bare with no value)")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare loops (ablation arms reuse their results)")
     p.add_argument("--threads", type=int, default=cores(), help="CPU threads for both sides (default: all cores)")
     args = p.parse_args(argv)
 
     from core.config import load_config
-    from tools.synthesize import VARIANTS
 
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [v for v in args.variants if v not in known_variants()]
     if unknown:
-        p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        p.error(f"unknown variant(s) {unknown}; choose from {', '.join(known_variants())}")
     results_path = args.out / "results.jsonl"
     for variant in args.variants:
         survey = ensure_survey(args.data_dir, args.preset, variant)
@@ -189,24 +222,28 @@ def main(argv=None) -> None:
             epochs, batch = int(cfg.train.epochs), int(cfg.train.batch_size)
             size = [int(s) for s in cfg.data.image_size]
             done = load_results(results_path)
-            run_dir = args.out / "runs" / f"{args.label}-{variant}-s{seed}"
-            bare_key = f"{args.preset}/{variant}/s{seed}/e{epochs}/b{batch}/{size[0]}x{size[1]}/f{cfg.data.num_folds}.{cfg.data.fold}"
+            run_dir = args.out / "runs" / f"{args.label}-{variant.replace('/', '-')}-s{seed}"
+            base_key = f"{args.preset}/{variant}/s{seed}/e{epochs}/b{batch}/{size[0]}x{size[1]}/f{cfg.data.num_folds}.{cfg.data.fold}"
             ours = next((r for r in done if r["kind"] == "ours" and r["label"] == args.label and r["variant"] == variant
                          and r["seed"] == seed), None)
             if ours is None:
                 print(f"[{args.label}] {variant} seed {seed}: training whaleid ({epochs} epochs)", file=sys.stderr)
-                ours = {"kind": "ours", "label": args.label, "variant": variant, "seed": seed, "bare_key": bare_key,
+                ours = {"kind": "ours", "label": args.label, "variant": variant, "seed": seed, "bare_key": base_key,
                         "config": args.config, "sets": args.sets,
                         **run_ours(survey, run_dir, args.config, seed, args.epochs, args.sets, args.threads)}
                 append_result(results_path, ours)
             print(json.dumps({k: ours[k] for k in ("label", "variant", "seed", "mAP", "random_mAP", "val_mAP",
                                                    "best_epoch", "loss_first", "loss_last", "train_seconds", "warnings")}))
-            if not args.no_bare and not any(r["kind"] == "bare" and r["key"] == bare_key for r in done):
-                print(f"{variant} seed {seed}: training the bare loop", file=sys.stderr)
-                bare = {"kind": "bare", "variant": variant, "seed": seed, "key": bare_key,
-                        **run_bare(survey, run_dir, seed, epochs, batch, ours["steps"] // ours["epochs"], size, args.threads)}
+            for arm in [] if args.no_bare else args.bare:
+                key = bare_key(base_key, arm)
+                if any(r["kind"] == "bare" and r["key"] == key for r in done):
+                    continue
+                print(f"{variant} seed {seed}: training the bare loop ({arm})", file=sys.stderr)
+                bare = {"kind": "bare", "arm": arm, "variant": variant, "seed": seed, "key": key,
+                        **run_bare(survey, run_dir, seed, epochs, batch, ours["steps"] // ours["epochs"], size, args.threads,
+                                   pretrained=arm == "pretrained")}
                 append_result(results_path, bare)
-                print(json.dumps({k: bare[k] for k in ("variant", "seed", "mAP", "loss_first", "loss_last", "train_seconds")}))
+                print(json.dumps({k: bare[k] for k in ("arm", "variant", "seed", "mAP", "loss_first", "loss_last", "train_seconds")}))
     print(summarize([r for r in load_results(results_path) if r["variant"] in args.variants], args.label))
 
 
