@@ -51,7 +51,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def portrait(img: Image.Image) -> Image.Image:
     """A landscape image (width > height) rotated 90 degrees clockwise; others unchanged (1st place's
-    preprocessing of lateral photos, shared/WINNERS.md). ``data.rotate_landscape`` applies it in
+    preprocessing of lateral photos, docs/winners.md). ``data.rotate_landscape`` applies it in
     training and at inference alike."""
     # Image.Transpose arrived in Pillow 9.1; the 2022 runtime had 8.2, where the constant sits on Image
     return img.transpose(getattr(Image, "Transpose", Image).ROTATE_270) if img.width > img.height else img

@@ -33,7 +33,7 @@ BUILTIN_PLUGINS = (
     "plugins.losses.arcface_focal",
     "plugins.postprocess.knn",
     "plugins.postprocess.expand",
-    # the winners' toolbox (shared/WINNERS.md): one module per technique
+    # the winners' toolbox (docs/winners.md): one module per technique
     "plugins.losses.arcface",
     "plugins.losses.cosface",
     "plugins.losses.subcenter_arcface",

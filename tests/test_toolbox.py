@@ -1,4 +1,4 @@
-"""The winners' toolbox (shared/WINNERS.md): each plugin's shapes, autocast dtype and a hand-computed
+"""The winners' toolbox (docs/winners.md): each plugin's shapes, autocast dtype and a hand-computed
 value; re-rank steps keep the output valid; the winners' configs train a CPU step."""
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def build_belugas(root, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, requir
     """Read ``root/metadata.csv`` (competition layout); ``augment`` overrides ``seed_augmentations`` options;
     ``cache`` is true, false or ``auto`` (cache training images when they take at most ``cache_max_gb``);
     ``min_images_per_whale`` drops whales with fewer training photos from training (never from validation:
-    4th place trained on the whales with at least 4 photos, shared/WINNERS.md)."""
+    4th place trained on the whales with at least 4 photos, docs/winners.md)."""
     if cache not in (True, False, "auto"):
         raise ValueError(f"dataset 'belugas' cache must be true, false or auto, got {cache!r}")
     meta = read_metadata(root, require_identity=require_identity)

@@ -6,7 +6,7 @@ with ``reduction``:
 
 - ``batch`` (the seed's): ``ce`` is the batch mean first, so the focal term is one factor on the
   whole batch's loss (3rd place, ``pl_hwd_train.py``: its ``FocalLoss`` wraps a
-  ``LabelSmoothingCrossEntropy`` that already returns ``loss.mean()``; shared/WINNERS.md);
+  ``LabelSmoothingCrossEntropy`` that already returns ``loss.mean()``; docs/winners.md);
 - ``sample``: the term weighs each sample by its own ``ce``, then the mean (Lin et al.'s form).
 
 ``gamma: 0`` is plain label-smoothed cross-entropy under either reduction.

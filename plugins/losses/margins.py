@@ -4,7 +4,7 @@
 ``s * cos(theta_y + m_i)`` for the true class y and ``s * cos(theta_j)`` otherwise, with ArcFace's
 fallback ``cos(theta) - sin(pi - m) * m`` past ``theta > pi - m`` (Deng et al., 2019).
 ``adaptive_margins`` gives per-class margins from class counts, as the 2nd and 4th places did
-(shared/WINNERS.md).
+(docs/winners.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ images as extra anchors.
 s0 = clip(cos(query, db), 0, 1) with the query's own image removed; d1, d2 = the two best database images;
 s1, s2 = clip(cos(d1, db)), clip(cos(d2, db)); score = a * s0^p + b * s1^p + c * s2^p, top ``top_k``.
 1st place: (a, b, c) = (0.4, 0.4, 0.2), p = 7, and (0.2, 0.4, 0.4) for lateral->top scenarios (known from
-the retrieval context's viewpoints; shared/WINNERS.md). With weights summing to 1 the score is in [0, 1].
+the retrieval context's viewpoints; docs/winners.md). With weights summing to 1 the score is in [0, 1].
 Replaces ``knn`` (it ranks). Cost: 3 x Q x N similarities, ``chunk`` queries at a time.
 """
 

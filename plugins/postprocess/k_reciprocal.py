@@ -9,7 +9,7 @@ On the set of a scenario's queries and database images (M = Q + N):
 4. Jaccard distance J(i, j) = 1 - sum min(V_i, V_j) / sum max(V_i, V_j);
 5. final = (1 - lambda) J + lambda d; score = 1 - final, in [0, 1]; the query's own image is dropped.
 
-4th place tried it without gain (shared/WINNERS.md). Cost: M x M floats (an M of 3,400, a competition
+4th place tried it without gain (docs/winners.md). Cost: M x M floats (an M of 3,400, a competition
 scenario's size, is 46 MB in float32); above ``max_items`` it falls back to plain cosine ranking and logs so.
 """
 
