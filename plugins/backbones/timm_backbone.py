@@ -25,7 +25,7 @@ class TimmBackbone(nn.Module):
 
         if mode not in ("map", "pooled", "stages"):
             raise ValueError(f"backbone 'timm' mode must be map, pooled or stages, got {mode!r}")
-        kwargs = dict(pretrained=pretrained, in_chans=in_chans, drop_rate=drop_rate)
+        kwargs = dict(pretrained=bool(pretrained) and not weights, in_chans=in_chans, drop_rate=drop_rate)
         if drop_path_rate is not None:
             kwargs["drop_path_rate"] = drop_path_rate
         if mode == "stages":
@@ -37,7 +37,7 @@ class TimmBackbone(nn.Module):
             self.model = timm.create_model(model, **kwargs)
         except RuntimeError as exc:
             raise ValueError(f"timm cannot build '{model}': {exc}") from exc
-        if weights:
+        if weights:  # a local or packaged start: the hub is not asked even when pretrained is true
             from plugins.backbones.weight_sources import load_pretrained
 
             if hasattr(weights, "items"):  # an omegaconf DictConfig -> a plain dict

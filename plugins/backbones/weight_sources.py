@@ -214,7 +214,8 @@ def load_pretrained(model, spec, model_name: str | None = None) -> Path:
     """Load ``spec`` (see the module docstring) into ``model`` strictly; returns the file it read."""
     path, naming, arch = resolve(spec)
     if arch and model_name and model_name != arch:
-        raise WeightsError(f"weights package file {path.name} is for timm model '{arch}', not '{model_name}'")
+        raise WeightsError(f"weights package file {path.name} is for timm model '{arch}', not '{model_name}': "
+                           f"set backbone.weights=null to start '{model_name}' from scratch, or give its own weights")
     state = mapped_state(model, path, naming)
     model.load_state_dict(state, strict=True)
     return path
