@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SMOKE = ["--config", str(ROOT / "configs" / "smoke.yaml")]
 
@@ -213,3 +211,20 @@ def smoke_run(tiny_survey, tmp_path_factory) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def assert_metrics_recomputed(run: Path) -> dict:
+    """A run's metrics.json agrees with what it was computed from: mAP is the mean of per_query.csv's APs (the
+    competition averages over queries), each scenario's mAP the mean over its queries, the kept epoch the best
+    of history.jsonl, and the random baseline below 1. Returns the metrics."""
+    import pandas as pd
+
+    metrics = read_json(run / "metrics.json")
+    per_query = pd.read_csv(run / "per_query.csv")
+    assert len(per_query) > 0 and per_query.ap.between(0, 1).all()
+    assert abs(per_query.ap.mean() - metrics["mAP"]) < 1e-9, (per_query.ap.mean(), metrics["mAP"])
+    for name, value in metrics["scenarios"].items():
+        assert abs(per_query[per_query.scenario == name].ap.mean() - value) < 1e-9, name
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+    assert metrics["mAP"] == max(h["mAP"] for h in history) and metrics["epoch"] in [h["epoch"] for h in history]
+    return metrics

@@ -98,8 +98,16 @@ def test_identity_is_drawn_and_kept():
 def test_contact_sheet(tmp_path):
     from tools.synthesize import contact_sheet
 
-    contact_sheet(tmp_path / "sheet.png", seed=0, n_whales=2)
-    assert (tmp_path / "sheet.png").stat().st_size > 10_000
+    from PIL import Image
+
+    contact_sheet(tmp_path / "two.png", seed=0, n_whales=2)
+    contact_sheet(tmp_path / "three.png", seed=0, n_whales=3)
+    two, three = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("L"), np.float32) for n in ("two", "three"))
+    assert two.shape[1] == three.shape[1] and three.shape[0] > two.shape[0]
+    row = three.shape[0] - two.shape[0]  # one whale's row
+    rows = [three[-(k + 1) * row:three.shape[0] - k * row] for k in range(3)]
+    assert all(r.std() > 20 for r in rows)  # each row carries photos, not a blank band
+    assert np.abs(rows[0] - rows[1]).mean() > 5 and np.abs(rows[1] - rows[2]).mean() > 5  # whales differ
 
 
 def marked_area(whale, year=2019):

@@ -37,8 +37,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from core.runs import RunError, kind, spread_of  # noqa: E402
 from tools.bench_quality import cores, launcher  # noqa: E402

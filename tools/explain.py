@@ -23,8 +23,6 @@ import torch
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 class ExplainError(ValueError):
