@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from core.hookspecs import HOOK_POINTS
+
 # Every top-level key and its default. Component nodes are open: their keys go to the plugin.
 DEFAULTS: dict[str, Any] = {
     "seed": 42,
@@ -60,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "ensemble_weight": 1.0,  # this model's weight when a submission ensembles several runs
 }
 
-OPEN_NODES = {"dataset", "backbone", "neck", "loss", "postprocess"}
+OPEN_NODES = set(HOOK_POINTS)  # one node per hook point
 
 
 class ConfigError(ValueError):

@@ -38,7 +38,16 @@ PROJECT = "whaleid"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-HOOK_POINTS = ("dataset", "backbone", "neck", "loss", "postprocess")
+# The one list of hook points: each point's config key -> its registration hook (defined below).
+HOOKS = {
+    "dataset": "register_datasets",
+    "backbone": "register_backbones",
+    "neck": "register_necks",
+    "loss": "register_losses",
+    "postprocess": "register_postprocess",
+}
+HOOK_POINTS = tuple(HOOKS)
+INFERENCE_POINTS = ("backbone", "neck", "postprocess")  # what a submission bundle runs (no dataset, no loss)
 
 
 @hookspec

@@ -26,33 +26,24 @@ import pluggy
 from core import hookspecs
 from core.config import did_you_mean
 
-BUILTIN_PLUGINS = (
-    "plugins.datasets.belugas",
-    "plugins.backbones.timm_backbone",
-    "plugins.necks.gem_bn",
-    "plugins.losses.arcface_focal",
-    "plugins.postprocess.knn",
-    "plugins.postprocess.expand",
-    # the winners' toolbox (docs/winners.md): one module per technique
-    "plugins.losses.arcface",
-    "plugins.losses.cosface",
-    "plugins.losses.subcenter_arcface",
-    "plugins.losses.elastic_arcface",
-    "plugins.necks.multi_gem",
-    "plugins.necks.dolg",
-    "plugins.postprocess.query_expansion",
-    "plugins.postprocess.database_augmentation",
-    "plugins.postprocess.db_anchor_rerank",
-    "plugins.postprocess.k_reciprocal",
-)
+BUILTIN_PACKAGE = "plugins"  # every module under it that implements a hook is a built-in plugin
 
-_HOOK_NAMES = {
-    "dataset": "register_datasets",
-    "backbone": "register_backbones",
-    "neck": "register_necks",
-    "loss": "register_losses",
-    "postprocess": "register_postprocess",
-}
+
+def builtin_plugins(package: str = BUILTIN_PACKAGE) -> tuple[str, ...]:
+    """Modules of ``package`` (recursively) that implement at least one whaleid hook, sorted: a new built-in
+    is one file. Helper modules without hooks (``plugins.necks.pooling``) are left out."""
+    import pkgutil
+
+    root = importlib.import_module(package)
+    found = []
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        if info.ispkg:
+            continue
+        module = importlib.import_module(info.name)
+        if any(getattr(getattr(module, name, None), f"{hookspecs.PROJECT}_impl", None) is not None
+               for name in hookspecs.HOOKS.values()):
+            found.append(info.name)
+    return tuple(sorted(found))
 
 
 class PluginError(ValueError):
@@ -132,7 +123,7 @@ def _module_of(obj) -> str:
     return obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None) or repr(obj)
 
 
-def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
+def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] | None = None,
                    entry_points: bool = True, exclude: Iterable[str] = ()) -> pluggy.PluginManager:
     """Plugin manager holding ``builtins``, ``extra_modules`` and (optionally) installed entry points
     in group ``whaleid``, each registered once under its module's name; ``exclude`` names entry points or
@@ -142,7 +133,7 @@ def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] = 
     pm.add_hookspecs(hookspecs)
     exclude = set(exclude)
     sources: dict[str, str] = {}
-    builtins = tuple(builtins)
+    builtins = builtin_plugins() if builtins is None else tuple(builtins)
     for module_name in (*builtins, *extra_modules):
         if module_name in exclude or pm.has_plugin(module_name):
             continue
@@ -176,12 +167,12 @@ def plugin_manager(extra_modules: Iterable[str] = (), builtins: Iterable[str] = 
     return pm
 
 
-def build_registries(extra_modules: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS,
+def build_registries(extra_modules: Iterable[str] = (), builtins: Iterable[str] | None = None,
                      entry_points: bool = True, exclude: Iterable[str] = ()) -> dict[str, Registry]:
     """One ``Registry`` per hook point, filled by every plugin's registration hooks."""
     pm = plugin_manager(extra_modules, builtins, entry_points, exclude)
     registries = {point: Registry(point) for point in hookspecs.HOOK_POINTS}
-    for point, hook_name in _HOOK_NAMES.items():
+    for point, hook_name in hookspecs.HOOKS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             provider = pm.get_name(impl.plugin) or repr(impl.plugin)

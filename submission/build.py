@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # training-only code, which must never reach the zip (core/ modules come in by what inference imports)
 FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.evaluate)\b", re.M)
-INFERENCE_POINTS = ("backbone", "neck", "postprocess")
 # standard-library modules of today's Python that Python 3.9 (the runtime's) lacks
 NEWER_STDLIB = {"tomllib", "_tokenize"}
 
@@ -63,13 +62,16 @@ def package_versions() -> dict:
 
 def plugin_modules(cfg) -> list[str]:
     """Modules providing the inference components (backbone, neck, postprocess steps) of ``cfg``."""
-    from core.config import component
+    from omegaconf import ListConfig
+
+    from core.hookspecs import INFERENCE_POINTS
     from core.plugins import build_registries
 
     registries = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])
-    names = {registries["backbone"].providers.get(cfg.backbone.name),
-             registries["neck"].providers.get(cfg.neck.name)}
-    names |= {registries["postprocess"].providers.get(s["name"]) for s in component(cfg, "postprocess")}
+    names = set()
+    for point in INFERENCE_POINTS:  # a list of steps (postprocess) or one component
+        specs = cfg[point] if isinstance(cfg[point], ListConfig) else [cfg[point]]
+        names |= {registries[point].providers.get(spec["name"]) for spec in specs}
     if None in names:
         raise BuildError(f"a component of the config has no provider: {names}")
     return sorted(names)

@@ -229,10 +229,28 @@ def test_expand_pulls_a_burst_together(reg):
 
 
 def test_expand_in_chunks_equals_all_at_once():
-    from plugins.postprocess.expand import _weighted_neighbours
+    from plugins.postprocess.neighbours import weighted_neighbours
 
     rng = np.random.default_rng(1)
     pool = unit(*rng.normal(size=(50, 8)))
     ids = np.asarray([f"i{k}" for k in range(50)], dtype=object)
-    whole = _weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=1000)
-    assert np.allclose(whole, _weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=7), atol=1e-6)
+    whole = weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=1000)
+    assert np.allclose(whole, weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=7), atol=1e-6)
+
+
+def test_builtins_are_found_like_any_plugin_and_helpers_are_public():
+    """Every module under plugins/ that implements a hook is a built-in (a new built-in is one file); helper
+    modules have no hook, and no plugin imports another plugin's private name."""
+    import ast
+    from pathlib import Path
+
+    from core.plugins import builtin_plugins
+
+    found = builtin_plugins()
+    assert "plugins.necks.gem_bn" in found and "plugins.postprocess.knn" in found
+    assert "plugins.necks.pooling" not in found and "plugins.backbones.weight_sources" not in found
+    for path in (Path(__file__).resolve().parent.parent / "plugins").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("plugins."):
+                assert not any(a.name.startswith("_") for a in node.names), (path, node.module)

@@ -272,8 +272,8 @@ def test_bundled_builtin_plugins_bring_the_plugin_modules_they_import():
     from submission.build import plugin_files
 
     assert set(plugin_files("plugins.postprocess.query_expansion")) == {
-        "plugins/postprocess/query_expansion.py", "plugins/postprocess/expand.py"}
-    assert "plugins/necks/gem_bn.py" in plugin_files("plugins.necks.multi_gem")
+        "plugins/postprocess/query_expansion.py", "plugins/postprocess/neighbours.py"}
+    assert set(plugin_files("plugins.necks.multi_gem")) == {"plugins/necks/multi_gem.py", "plugins/necks/pooling.py"}
 
 
 def test_viewpoint_weights_pick_models_per_scenario_kind(smoke_run, tiny_survey, tmp_path):

@@ -20,9 +20,14 @@ class ArcFaceLoss(nn.Module):
         nn.init.xavier_uniform_(self.weight)
         self.s, self.m, self.easy_margin, self.ls_eps = float(s), float(m), easy_margin, float(ls_eps)
 
+    def margins(self, batch: int, device):
+        """The additive angular margin of each sample: one ``m`` here; subclasses may vary it per sample."""
+        return self.m
+
     def forward(self, embeddings, labels):
         with autocast_off(embeddings.device.type):
-            logits = arc_logits(cosine(embeddings, self.weight), labels, self.m, self.s, self.easy_margin)
+            cos = cosine(embeddings, self.weight)
+            logits = arc_logits(cos, labels, self.margins(len(labels), cos.device), self.s, self.easy_margin)
             return F.cross_entropy(logits, labels, label_smoothing=self.ls_eps)
 
 

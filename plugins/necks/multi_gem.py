@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from core.hookspecs import hookimpl
-from plugins.necks.gem_bn import GeM
+from plugins.necks.pooling import GeM
 
 
 class MultiGeM(nn.Module):

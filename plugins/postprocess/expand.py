@@ -21,29 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.hookspecs import hookimpl
-
-
-def _weighted_neighbours(anchor: np.ndarray, pool: np.ndarray, k: int, alpha: float, anchor_ids=None,
-                         pool_ids=None, chunk: int = 2048) -> np.ndarray:
-    """Each row of ``anchor`` plus its ``k`` most similar rows of ``pool``, weighted by sim^alpha, unit length.
-
-    A pool row whose id equals the anchor's id (its own image) is never taken. Similarities are
-    computed ``chunk`` anchors at a time, so memory stays at ``chunk x len(pool)`` floats."""
-    if k <= 0 or len(pool) == 0 or len(anchor) == 0:
-        return anchor
-    k = min(k, pool.shape[0])
-    out = np.empty_like(anchor, dtype=np.float32)
-    for start in range(0, len(anchor), chunk):
-        a = anchor[start:start + chunk]
-        sims = a @ pool.T
-        if anchor_ids is not None:
-            own = np.asarray(anchor_ids[start:start + chunk], dtype=object)[:, None] == pool_ids[None, :]
-            sims[own] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        weights = np.where(np.isfinite(top_sims), np.clip(top_sims, 0.0, None) ** alpha, 0.0)
-        out[start:start + chunk] = a + np.einsum("ak,akd->ad", weights, pool[top])
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+from plugins.postprocess.neighbours import weighted_neighbours
 
 
 class ExpandStep:
@@ -57,11 +35,11 @@ class ExpandStep:
         if len(db) == 0 or len(q) == 0:
             return ctx
         ids = np.asarray(ctx.db_image_ids, dtype=object)
-        db = _weighted_neighbours(db, db, self.db_k, self.alpha, ids, ids)
+        db = weighted_neighbours(db, db, self.db_k, self.alpha, ids, ids)
         # a query that is itself in the database starts from its augmented row
         pos = {img: i for i, img in enumerate(ids)}
         q = np.stack([db[pos[img]] if img in pos else q[i] for i, img in enumerate(ctx.query_image_ids)])
-        ctx.query_emb = _weighted_neighbours(q, db, self.query_k, self.alpha, list(ctx.query_image_ids), ids)
+        ctx.query_emb = weighted_neighbours(q, db, self.query_k, self.alpha, list(ctx.query_image_ids), ids)
         ctx.db_emb = db
         return ctx
 

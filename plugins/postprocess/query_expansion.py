@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.hookspecs import hookimpl
-from plugins.postprocess.expand import _weighted_neighbours
+from plugins.postprocess.neighbours import weighted_neighbours
 
 
 class QueryExpansion:
@@ -19,7 +19,7 @@ class QueryExpansion:
 
     def __call__(self, ctx):
         if len(ctx.db_emb) and len(ctx.query_emb):
-            ctx.query_emb = _weighted_neighbours(ctx.query_emb.astype(np.float32), ctx.db_emb.astype(np.float32), self.k,
+            ctx.query_emb = weighted_neighbours(ctx.query_emb.astype(np.float32), ctx.db_emb.astype(np.float32), self.k,
                                                  self.alpha, list(ctx.query_image_ids),
                                                  np.asarray(ctx.db_image_ids, dtype=object))
         return ctx
