@@ -40,7 +40,7 @@ def test_layout_scenarios_and_unseen_test_whales(survey):
     assert len(scenarios) >= 3 and len(labels) > 0
     test_ids = set(test.image_id)
     assert set(labels.database_image_id) <= test_ids and not set(train.image_id) & test_ids
-    assert set(train.viewpoint) == {"top", "lateral"}
+    assert set(train.viewpoint) == {"top", "left", "right"}  # the competition's viewpoint names
 
 
 def test_same_seed_same_bytes(survey, tmp_path):
@@ -74,3 +74,12 @@ def test_variants_differ_and_unknown_is_refused(tmp_path):
     assert outline.VARIANTS["choppy"] != outline.VARIANTS["calm"]
     with pytest.raises(SystemExit):
         outline.survey("tiny", tmp_path / "x", "no_such_look")
+
+
+def test_the_runner_reads_it(survey):
+    """What bench_quality trains on: the runner's own reader accepts every row (viewpoints, dates, ids)."""
+    from core.data import read_metadata
+
+    train = read_metadata(survey / "train", require_identity=True)
+    assert len(train) == len(pd.read_csv(survey / "train" / "metadata.csv"))
+    assert set(read_metadata(survey / "test", require_identity=False).viewpoint) <= {"top", "left", "right"}

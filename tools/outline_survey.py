@@ -199,7 +199,7 @@ def plan(seed: int, n_whales: int, mean_photos: float, first: int, split: str, l
             for p in range(enc["photos"]):
                 rows.append({"whale_id": f"whale{number:04d}", "encounter_id": enc_id, "date": enc["date"],
                              "timestamp": f"{enc['date']} {enc['hour']:02d}:{p * 2:02d}:00",
-                             "viewpoint": "top" if r.random() < 0.85 else "lateral", "number": number,
+                             "viewpoint": "top" if r.random() < 0.85 else ("left" if r.random() < 0.5 else "right"), "number": number,
                              "encounter": (number, e_no), "split": split})
     return rows
 
@@ -213,7 +213,10 @@ def _render_row(job) -> None:
            "submerge": e.uniform(*look.submerge), "flank": "left" if e.random() < 0.5 else "right",
            "scale": e.uniform(0.75, 1.0)}
     r = rng_for("photo", seed, i)
-    img = render(whale, row["viewpoint"], int(row["date"][:4]), enc, r, look)
+    view = "top" if row["viewpoint"] == "top" else "lateral"
+    if view == "lateral":
+        enc["flank"] = row["viewpoint"]  # the competition's viewpoint names the flank: left or right
+    img = render(whale, view, int(row["date"][:4]), enc, r, look)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(r.integers(55, 93)))
     (Path(out) / row["path"]).write_bytes(buf.getvalue())
