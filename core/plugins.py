@@ -16,6 +16,7 @@ its source and its factory's options with their defaults.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from core.config import did_you_mean
 BUILTIN_PACKAGE = "plugins"  # every module under it that implements a hook is a built-in plugin
 
 
+@functools.lru_cache(maxsize=None)
 def builtin_plugins(package: str = BUILTIN_PACKAGE) -> tuple[str, ...]:
     """Modules of ``package`` (recursively) that implement at least one whaleid hook, sorted: a new built-in
-    is one file. Helper modules without hooks (``plugins.necks.pooling``) are left out."""
+    is one file. Helper modules without hooks (``plugins.necks.pooling``) are left out. Walked once per process:
+    every registry build (each run, each bundle check) asks for it."""
     import pkgutil
 
     root = importlib.import_module(package)
