@@ -55,7 +55,7 @@ seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0
 	$(LAUNCH) core/run.py --config configs/synthetic_cpu.yaml output_dir=runs/seeds_demo 'seeds=[0,1,2]' $(ARGS)
 
 ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the earlier CPU default (configs/synthetic_cpu_gem_bn.yaml; about 2 hours on 2 cores): runs/ablation/ablation.md
-	$(PY) -m tools.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
+	$(PY) -m tools.bench.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
 report: $(STAMP)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
@@ -75,20 +75,20 @@ sheet: $(STAMP)  ## redraw the README's contact sheet
 	$(PY) -m tools.synthesize --sheet docs/contact_sheet.png
 
 bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs bare loop, submission inference vs baselines
-	$(PY) -m tools.bench_train
+	$(PY) -m tools.bench.train_step
 	$(PY) -m submission.build --run $(DEMO_RUN) --out runs/bench_submission.zip
-	$(PY) -m tools.bench_submission --zip runs/bench_submission.zip --data $(DATA)/full/test
+	$(PY) -m tools.bench.inference --zip runs/bench_submission.zip --data $(DATA)/full/test
 	$(PY) -m submission.check runs/bench_submission.zip --data $(DATA)/full/test --labels $(DATA)/full/test_labels.csv
 
 bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey variant (about an hour on 2 cores)
-	$(PY) -m tools.bench_quality
+	$(PY) -m tools.bench.quality
 
 test: $(STAMP)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
 	$(PY) -m submission.runtime build --if-available
 	$(PY) -m pytest -q tests
 
 gpu-check: $(STAMP)  ## on a CUDA machine: every seed/winners recipe's fp16 training speed and memory, 2-GPU evaluation, the seed's bundle on a competition-sized test set, within 10 minutes: runs/gpu_check/gpu_check.{json,md}
-	$(PY) -m tools.gpu_check --out runs/gpu_check $(ARGS)
+	$(PY) -m tools.bench.gpu_check --out runs/gpu_check $(ARGS)
 
 clean:  ## remove runs and generated data (keeps .venv)
 	rm -rf runs $(DATA)

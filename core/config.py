@@ -16,7 +16,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from core.hookspecs import HOOK_POINTS
 
-# Every top-level key and its default. Component nodes are open: their keys go to the plugin.
+# Every top-level key and its default. configs/base.yaml is the default recipe written out: every value here is
+# the same there (a test holds them equal), and base.yaml adds the component plugins' options.
+# Component nodes are open: their keys go to the plugin.
 DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "output_dir": "runs/default",
@@ -37,20 +39,22 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "rotate_landscape": False,  # rotate images wider than tall 90 degrees clockwise, in training and inference
     },
+    # The components of the CPU default, by name. Their options (configs/base.yaml) belong to the plugin a node
+    # names, so they live in configs: a config that names another backbone or loss must not inherit them.
     "dataset": {"name": "belugas"},
-    "backbone": {"name": "timm", "model": "resnet18", "pretrained": False},
+    "backbone": {"name": "timm", "model": "efficientnet_lite0", "pretrained": False},
     "neck": {"name": "gem_bn", "embedding_size": 512},
     "loss": {"name": "arcface_focal"},
-    "postprocess": [{"name": "knn"}],
+    "postprocess": [{"name": "expand", "db_k": 1, "query_k": 0}, {"name": "knn", "top_k": 20}],
     "train": {
-        "epochs": 10,
+        "epochs": 6,
         "batch_size": 32,
         "optimizer": "adam",
-        "lr": 3.0e-4,
+        "lr": 1.0e-4,
         "weight_decay": 1.0e-6,
-        "warmup_epochs": 0,
-        "warmup_factor": 10.0,  # warm-up rises from lr to lr * warmup_factor
-        "min_lr": 1.0e-7,
+        "warmup_epochs": 1,
+        "warmup_factor": 10.0,  # warm-up rises from lr to lr * warmup_factor, then cosine down to min_lr
+        "min_lr": 1.0e-6,
         "mixed_precision": "no",  # no | fp16 | bf16
         "eval_every": 1,
         "max_steps_per_epoch": None,

@@ -11,7 +11,7 @@ The zip holds ``main.py`` at its root, the inference modules of ``core/``, only 
 runs' configs name, each run's resolved config and best weights under ``models/<k>/``, and
 ``manifest.json`` (versions, git commit, file hashes, how the models are combined). Several runs
 form a weighted ensemble: per-model cosine similarities averaged with the given weights (default:
-each config's ``ensemble_weight``). Nothing training-only goes in: no accelerate, no ``core/run.py``.
+each config's ``ensemble_weight``). Nothing training-only goes in: no accelerate, no ``core/run.py``, nothing of ``core/training/``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # training-only code, which must never reach the zip (core/ modules come in by what inference imports)
-FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.evaluate)\b", re.M)
+FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.training)\b", re.M)
 # standard-library modules of today's Python that Python 3.9 (the runtime's) lacks
 NEWER_STDLIB = {"tomllib", "_tokenize"}
 
@@ -322,7 +322,7 @@ def resolve_weights(run: Path) -> Path:
 def expand_runs(runs: list[Path], weights: list[float] | None) -> tuple[list[Path], list[float]]:
     """Single runs with their weights: a CV or seeds folder becomes its fold/seed runs, which share the
     folder's weight equally (so a 5-fold member counts as much as a 4-fold one, as in the OOF search)."""
-    from core.runs import RunError, leaf_runs
+    from core.training.runs import RunError, leaf_runs
 
     if weights and len(weights) != len(runs):
         raise BuildError(f"{len(weights)} --weight values for {len(runs)} runs; give one per run or none")
@@ -366,7 +366,7 @@ def expand_viewpoint_weights(runs: list[Path], weights: list[float] | None, spec
     """Per scenario kind, a weight per packed model: ``spec[kind]`` gives one per ``--run``, shared equally by
     a CV or seeds run's models (the same expansion as ``--weight``, zero-weight runs included)."""
     from core.retrieval import VIEW_KINDS
-    from core.runs import leaf_runs
+    from core.training.runs import leaf_runs
 
     counts = [len(leaf_runs(r)) if (r / "cv.json").is_file() or (r / "seeds.json").is_file() else 1 for r in runs]
     kept = [k for k in range(len(runs)) if not (weights and float(weights[k]) == 0)]
@@ -431,7 +431,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     check_plugin_dependencies(sorted(modules), files)
     for arc, data in files.items():
         if arc.endswith(".py") and FORBIDDEN_IMPORT.search(data.decode()):
-            raise BuildError(f"{arc} imports training-only code (accelerate or core.run); it cannot go in the bundle")
+            raise BuildError(f"{arc} imports training-only code (accelerate, core.run or core.training); it cannot go in the bundle")
     from core import __version__
 
     manifest = {

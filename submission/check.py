@@ -126,7 +126,7 @@ def interpreter(runtime: str) -> tuple[str, str]:
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False,
           runtime: str = "auto", save_embeddings: Path | None = None) -> dict:
-    from core.evaluate import random_baseline, score_scenarios
+    from core.training.evaluate import random_baseline, score_scenarios
     from core.metric import SubmissionFormatError, validate_predictions
     from core.scenarios import read_scenarios
 

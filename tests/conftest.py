@@ -164,7 +164,7 @@ def run_here(zip_path: Path, survey: Path) -> dict:
 
     import pandas as pd
 
-    from core.evaluate import score_scenarios
+    from core.training.evaluate import score_scenarios
     from core.inference import run
     from core.scenarios import read_scenarios
 

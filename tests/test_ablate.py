@@ -1,4 +1,4 @@
-"""tools.ablate: the spec is checked before anything trains, arms train or re-evaluate over seeds, and the
+"""tools.bench.ablate: the spec is checked before anything trains, arms train or re-evaluate over seeds, and the
 table's numbers are the runs' own."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, read_json
-from tools.ablate import SpecError, load_spec
+from tools.bench.ablate import SpecError, load_spec
 
 SMOKE_CONFIG = str(ROOT / "configs" / "smoke.yaml")
 
@@ -53,7 +53,7 @@ def test_the_shipped_spec_loads_and_every_arm_changes_the_config():
 
 
 def test_verdicts_need_the_interval_and_more_than_the_controls_moved():
-    from tools.ablate import verdict_of
+    from tools.bench.ablate import verdict_of
 
     up = {"difference": 0.02, "ci95": [0.01, 0.03]}
     assert verdict_of(up, 0.0, False) == "better"
@@ -94,7 +94,7 @@ def test_focal_off_is_a_control_at_these_losses():
 
 def test_cli_refuses_a_bad_spec_before_training(tmp_path):
     path = write_spec(tmp_path / "spec.yaml", [{"name": "a", "set": ["neck.dropout=0.0"]}, {"name": "b", "set": ["x.y=1"]}])
-    proc = subprocess.run([sys.executable, "-m", "tools.ablate", str(path), "--out", str(tmp_path / "out")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tools.bench.ablate", str(path), "--out", str(tmp_path / "out")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "arm 'b'" in proc.stderr and str(path) in proc.stderr
     assert not (tmp_path / "out").exists()
@@ -112,7 +112,7 @@ def test_ablation_trains_re_evaluates_and_reports_the_runs_numbers(tiny_survey, 
     ]
     spec = write_spec(tmp_path / "spec.yaml", arms, sets)
     out = tmp_path / "abl"
-    cmd = [sys.executable, "-m", "tools.ablate", str(spec), "--out", str(out), "--jobs", "2", "--boot", "300"]
+    cmd = [sys.executable, "-m", "tools.bench.ablate", str(spec), "--out", str(out), "--jobs", "2", "--boot", "300"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = read_json(out / "ablation.json")

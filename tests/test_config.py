@@ -98,3 +98,29 @@ def test_unknown_component_option_is_an_error():
 def test_unknown_plugin_module():
     with pytest.raises(PluginError, match="cannot import plugin module 'no_such_plugin'"):
         build_registries(["no_such_plugin"])
+
+
+def test_the_code_defaults_are_base_yamls():
+    """One place for defaults: every value core/config.py's DEFAULTS sets is the same in configs/base.yaml, so a
+    run without a config is the documented default recipe; base.yaml only adds the component plugins' options."""
+    from omegaconf import OmegaConf
+
+    from core.config import DEFAULTS
+    from core.training.runs import flatten
+
+    base = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "base.yaml"), resolve=True)
+    flat_base = flatten(base)
+    for key, value in flatten(DEFAULTS).items():
+        if key in ("output_dir",):  # where a run goes is the command's choice, not the recipe's
+            continue
+        top = key.split(".")[0]
+        if top not in base:
+            continue  # base.yaml leaves this key at the code's default
+        if key in flat_base:
+            assert flat_base[key] == value, f"{key}: code default {value!r}, base.yaml {flat_base[key]!r}"
+        else:
+            assert isinstance(base[top], dict), f"{key}: base.yaml's {top!r} is not a mapping"
+    loaded = load_config(None)
+    assert [s["name"] for s in OmegaConf.to_container(loaded.postprocess)] == [s["name"] for s in base["postprocess"]]
+    for node in ("dataset", "backbone", "neck", "loss"):
+        assert loaded[node].name == base[node]["name"]

@@ -34,7 +34,7 @@ class FakeAccelerator:
 
 
 def save(out: Path, epoch: int):
-    from core.run import save_checkpoint
+    from core.training.checkpoint import save_checkpoint
 
     acc = FakeAccelerator()
     acc.epoch = epoch
@@ -42,7 +42,7 @@ def save(out: Path, epoch: int):
 
 
 def consistent(out: Path) -> int:
-    from core.run import find_checkpoint
+    from core.training.checkpoint import find_checkpoint
 
     ckpt = find_checkpoint(out)
     assert ckpt is not None, sorted(p.name for p in out.iterdir())
@@ -56,7 +56,7 @@ def test_a_crash_at_every_step_of_the_swap_leaves_a_complete_checkpoint(tmp_path
 
     import safetensors.torch
 
-    import core.run
+    import core.training.checkpoint
 
     calls = {"n": 0, "crash_at": None}
 
@@ -68,8 +68,8 @@ def test_a_crash_at_every_step_of_the_swap_leaves_a_complete_checkpoint(tmp_path
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(core.run.os, "replace", hooked(os.replace))
-    monkeypatch.setattr(core.run.shutil, "rmtree", hooked(shutil.rmtree))
+    monkeypatch.setattr(core.training.checkpoint.os, "replace", hooked(os.replace))
+    monkeypatch.setattr(core.training.checkpoint.shutil, "rmtree", hooked(shutil.rmtree))
     monkeypatch.setattr(safetensors.torch, "save_file", hooked(safetensors.torch.save_file))
     monkeypatch.setattr(FakeAccelerator, "save_state", hooked(FakeAccelerator.save_state))
     monkeypatch.setattr(Path, "write_text", hooked(Path.write_text))
@@ -114,7 +114,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_previous_checkpoint(tmp_pat
 
 
 def test_a_checkpoint_left_complete_in_tmp_is_the_newest(tmp_path):
-    from core.run import find_checkpoint
+    from core.training.checkpoint import find_checkpoint
 
     save(tmp_path, 1)
     shutil.copytree(tmp_path / "checkpoint", tmp_path / "checkpoint.tmp")

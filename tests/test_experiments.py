@@ -170,7 +170,7 @@ class Noisy(torch.utils.data.Dataset):
 
 
 def _epoch_items(workers: int, epoch: int, seed: int = 7):
-    from core.sampling import EpochSampler, SeededSamples
+    from core.training.sampling import EpochSampler, SeededSamples
 
     data = SeededSamples(Noisy(), seed)
     sampler = EpochSampler(len(data), seed)
@@ -196,7 +196,7 @@ def test_augmentations_are_a_function_of_seed_epoch_and_sample():
 
 
 def test_seeded_samples_leave_the_callers_rng_alone():
-    from core.sampling import SeededSamples
+    from core.training.sampling import SeededSamples
 
     torch.manual_seed(0)
     np.random.seed(0)

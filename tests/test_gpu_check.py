@@ -1,4 +1,4 @@
-"""tools.gpu_check: the GPU check's every stage runs on the CPU at tiny sizes (--dry), so it cannot rot before a
+"""tools.bench.gpu_check: the GPU check's every stage runs on the CPU at tiny sizes (--dry), so it cannot rot before a
 GPU is lent; its help says what it measures and how long it may take."""
 
 import json
@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 
 def test_gpu_check_help_says_what_and_how_long():
-    out = subprocess.run([sys.executable, "-m", "tools.gpu_check", "--help"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tools.bench.gpu_check", "--help"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     for words in ("images/s", "peak GPU memory", "--multi_gpu", "4,419 queries", "--time-limit", "default 600", "--dry"):
         assert words in " ".join(out.split()), words
@@ -20,15 +20,15 @@ def test_gpu_check_refuses_a_machine_without_cuda_unless_dry(tmp_path):
 
     if torch.cuda.is_available():
         return
-    proc = subprocess.run([sys.executable, "-m", "tools.gpu_check", "--out", str(tmp_path)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tools.bench.gpu_check", "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "--dry" in proc.stderr
 
 
 def test_gpu_check_dry_runs_every_stage(tmp_path):
-    from tools.gpu_check import recipe_configs
+    from tools.bench.gpu_check import recipe_configs
 
-    proc = subprocess.run([sys.executable, "-m", "tools.gpu_check", "--dry", "--out", str(tmp_path), "--time-limit", "900"],
+    proc = subprocess.run([sys.executable, "-m", "tools.bench.gpu_check", "--dry", "--out", str(tmp_path), "--time-limit", "900"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from core.health import MIN_EVALUATIONS, learning_warnings
+from core.training.health import MIN_EVALUATIONS, learning_warnings
 from tests.conftest import SMOKE, read_json, run_core
 
 

@@ -28,7 +28,7 @@ def test_bundle_contents(bundle):
         sources = {n: zf.read(n).decode() for n in names if n.endswith(".py")}
     assert "main.py" in names and "models/0/weights.safetensors" in names
     assert not any(n.startswith("/") or ".." in n for n in names)
-    assert "core/run.py" not in names and "core/evaluate.py" not in names
+    assert "core/run.py" not in names and not any(n.startswith("core/training/") for n in names)
     assert "plugins/losses/arcface_focal.py" not in names and "plugins/datasets/belugas.py" not in names
     assert not any(re.search(r"^\s*(import|from)\s+accelerate\b", src, re.M) for src in sources.values())
     assert manifest["plugins"] == ["plugins.backbones.timm_backbone", "plugins.necks.gem_bn", "plugins.postprocess.expand",

@@ -248,7 +248,7 @@ def test_landscape_images_are_rotated_clockwise():
 def test_group_learning_rates(tiny_survey):
     from omegaconf import OmegaConf
 
-    from core.run import TrainStep, make_optimizer, parameter_groups
+    from core.training.loop import TrainStep, make_optimizer, parameter_groups
 
     r = build_registries()
     model = torch.nn.Module()

@@ -5,7 +5,7 @@ import numpy as np
 from core.metric import validate_predictions
 from core.retrieval import predict
 from plugins.postprocess.knn import KnnStep
-from tools.bench_submission import competition_load, seed_retrieval
+from tools.bench.inference import competition_load, seed_retrieval
 
 
 def test_seed_style_retrieval_matches_ours_on_a_small_load():
@@ -21,7 +21,7 @@ def test_seed_style_retrieval_matches_ours_on_a_small_load():
 
 
 def test_bench_train_runs_one_tiny_round(capsys):
-    from tools.bench_train import main
+    from tools.bench.train_step import main
 
     main(["--size", "32", "--batch", "4", "--steps", "1", "--rounds", "1"])
     out = capsys.readouterr().out

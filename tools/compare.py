@@ -29,7 +29,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from core.runs import RunError, flat_config, history, per_query, seed_groups  # noqa: E402
+from core.training.runs import RunError, flat_config, history, per_query, seed_groups
 
 IGNORED_KEYS = ("output_dir", "resume")
 
@@ -86,7 +86,7 @@ def config_differences(a: dict, b: dict) -> list[str]:
     """``key: a -> b`` for each key whose values differ; a key one run's config lacks (written before the key
     existed) counts as its default from ``core.config.DEFAULTS``."""
     from core.config import DEFAULTS
-    from core.runs import flatten
+    from core.training.runs import flatten
 
     defaults = flatten(DEFAULTS)
     keys = sorted((set(a) | set(b)) - set(IGNORED_KEYS))

@@ -29,7 +29,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from core.runs import RunError, kind, leaf_runs  # noqa: E402
+from core.training.runs import RunError, fold_scenarios, kind, leaf_runs, read_oof
 
 RULE = ("per-model unit embeddings scaled by sqrt(weight / sum of weights) and concatenated, as in the submission: "
         "a weighted mean of cosine similarities")
@@ -41,35 +41,6 @@ class Fold:
     scenarios: list  # core.scenarios.Scenario, rebuilt from split.csv's validation rows
     image_ids: list[str]
     embeddings: list[np.ndarray]  # one [N, E_m] per member, rows in image_ids order
-
-
-def fold_scenarios(run: Path):
-    """(validation image ids, scenarios) of one fold run, rebuilt from its ``split.csv`` as the run built them."""
-    from core.scenarios import build_scenarios
-
-    path = run / "split.csv"
-    if not path.is_file():
-        raise RunError(f"{run}: no split.csv")
-    split = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("viewpoint", "date") if c not in split.columns]
-    if missing:
-        raise RunError(f"{path}: lacks {missing} (written by whaleid before 0.2); retrain the run to ensemble it")
-    val = split[split["role"] == "val"].reset_index(drop=True)
-    return list(val["image_id"]), build_scenarios(val)
-
-
-def read_oof(run: Path, image_ids: list[str]) -> np.ndarray:
-    path = run / "oof.npz"
-    if not path.is_file():
-        raise RunError(f"{run}: no oof.npz (validation embeddings); retrain the run with this whaleid")
-    with np.load(path) as z:
-        ids, emb = [str(x) for x in z["image_ids"]], z["embeddings"].astype(np.float32)
-    index = {i: k for k, i in enumerate(ids)}
-    lost = [i for i in image_ids if i not in index]
-    if lost:
-        raise RunError(f"{path}: {len(lost)} validation images of the fold have no embedding (e.g. {lost[0]}); "
-                       "the members do not share folds")
-    return emb[[index[i] for i in image_ids]]
 
 
 def load_members(members: list[Path]) -> tuple[list[Fold], list]:
@@ -103,7 +74,7 @@ def load_members(members: list[Path]) -> tuple[list[Fold], list]:
 
 def score(folds: list[Fold], steps, weights) -> dict:
     """OOF mAP (overall and per scenario) of the members combined with ``weights``."""
-    from core.evaluate import score_scenarios
+    from core.training.evaluate import score_scenarios
     from core.retrieval import combine_embeddings, predict
 
     used = [k for k, w in enumerate(weights) if w > 0]

@@ -32,7 +32,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from core.runs import RunError, history  # noqa: E402
+from core.training.runs import RunError, history
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
@@ -116,7 +116,7 @@ def gallery_rows(run: Path, queries_per_scenario: int, top_k: int, seed: int = 0
     from core.config import component
     from core.plugins import build_registries
     from core.retrieval import build_steps
-    from tools.ensemble import fold_scenarios, read_oof
+    from core.training.runs import fold_scenarios, read_oof
 
     image_ids, scenarios = fold_scenarios(run)
     emb = read_oof(run, image_ids)
@@ -135,7 +135,7 @@ def rank_gallery(scenarios, emb: np.ndarray, index: dict, steps, truth: dict | N
     """Per scenario, the worst queries by AP and then random ones (random ones only without ``truth``): the
     query, its top k as (database id, score, hit: True / False / None unknown) and, when no hit is in the top
     k, the rank of the first true match by cosine over the whole database. ``truth``: query id -> true ids."""
-    from core.evaluate import score_scenarios
+    from core.training.evaluate import score_scenarios
     from core.retrieval import predict
 
     preds = predict(scenarios, emb, index, steps)
@@ -315,7 +315,7 @@ def build_zip_report(zip_path: Path, data: Path, out: Path, labels: Path | None 
     views = image_viewpoints(data)
     scored = ""
     if truth is not None:
-        from core.evaluate import score_scenarios
+        from core.training.evaluate import score_scenarios
         from core.retrieval import predict
 
         preds = predict(scenarios, emb, index, steps, views)

@@ -55,7 +55,7 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset(24, 12, 6.0, 14, 0.85, 0.6, 40),
-    "bench": Preset(150, 60, 5.5, 30, 0.86, 1.0, 200),  # the size of a small real survey, for tools.bench_quality
+    "bench": Preset(150, 60, 5.5, 30, 0.86, 1.0, 200),  # the size of a small real survey, for tools.bench.quality
     "small": Preset(260, 90, 5.8, 40, 0.90, 1.0, 300),
     "full": Preset(788, 420, 7.5, 106, 0.92, 1.0, 900),
 }

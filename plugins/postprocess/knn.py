@@ -2,7 +2,7 @@
 
 Backends: ``faiss`` (``IndexFlatIP``; on every GPU when faiss has GPU support and one is present)
 and ``torch`` (matmul + topk in query chunks). ``auto`` takes faiss when it imports, else torch.
-Measured on the 2-core CPU machines (``python -m tools.bench_submission``, and ``search_torch`` /
+Measured on the 2-core CPU machines (``python -m tools.bench.inference``, and ``search_torch`` /
 ``search_faiss`` timed directly): 4,000 x 20,000 x 512, top 21: faiss 0.47-0.51 s, torch 0.57-0.58 s;
 the competition-shaped load (10 scenarios, 4,419 queries): 0.19-0.25 s each, against 2.84-3.36 s for
 the seed's pandas dot product and per-query sort. Score: ``clip((sim + 1) * scale, 0, max_score)``,

@@ -1,7 +1,7 @@
 """The GPU path in one command: the seed's and winners' recipes on this machine's GPU, timed, within a hard limit.
 
-    python -m tools.gpu_check --out runs/gpu_check [--time-limit 600]     # on a CUDA machine (make gpu-check)
-    python -m tools.gpu_check --dry --out DIR                              # the same steps on the CPU at tiny sizes
+    python -m tools.bench.gpu_check --out runs/gpu_check [--time-limit 600]     # on a CUDA machine (make gpu-check)
+    python -m tools.bench.gpu_check --dry --out DIR                              # the same steps on the CPU at tiny sizes
 
 What it measures, stage by stage (each stage is skipped, and says so, when the time left cannot cover it):
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import re
 import signal
@@ -39,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.bench.common import ROOT
 TRAIN_PHOTOS = 5902  # the competition's training set (its metadata.csv)
 TEST_IMAGES, TEST_QUERIES, TEST_SCENARIOS = 3400, 4419, 10  # the hidden test set's size, as its scenarios state
 SEED = ("convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns")
@@ -120,7 +119,7 @@ def recipe_step(path: Path, dry: bool, steps: int) -> dict:
     from core.config import component, load_config
     from core.model import build_model
     from core.plugins import build_registries
-    from core.run import TrainStep, make_optimizer, parameter_groups
+    from core.training.loop import TrainStep, make_optimizer, parameter_groups
 
     cfg = load_config(path)
     if dry:
@@ -311,7 +310,7 @@ def markdown(data: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.gpu_check", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.gpu_check", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu_check", help="folder for gpu_check.json/.md")
     p.add_argument("--dry", action="store_true", help="run every stage on the CPU at tiny sizes (the suite's check)")

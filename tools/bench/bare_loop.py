@@ -3,7 +3,7 @@
 timm backbone with average pooling -> Linear -> BatchNorm1d, a plain ArcFace head (s 20, m 0.3)
 under label-smoothed (0.1) cross-entropy, horizontal flips as the only augmentation, Adam with a
 one-cycle schedule peaking at 1e-3, images decoded and squashed once. Inference: flip-averaged,
-L2-normalised embeddings. ``tools.bench_quality`` trains it on exactly the images and number of
+L2-normalised embeddings. ``tools.bench.quality`` trains it on exactly the images and number of
 steps a whaleid run used and scores both on the same unseen whales; whaleid must beat it.
 
 Only torch, timm, numpy and PIL are imported here, on purpose; with ``pretrained=True`` the backbone is

@@ -1,6 +1,6 @@
 """Submission inference, measured against plain baselines side by side in one run.
 
-    python -m tools.bench_submission --zip submission/submission.zip --data data/synthetic/full/test [--images 600]
+    python -m tools.bench.inference --zip submission/submission.zip --data data/synthetic/full/test [--images 600]
 
 1. Embedding: ``core.inference.embed_with_bundle`` (what main.py runs: DataLoader workers, flip TTA)
    against a bare loop over the same images (PIL open, squash resize, forward + flipped forward);
@@ -131,7 +131,7 @@ def bench_retrieval(rounds: int = 3) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_submission", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.inference", description=__doc__.split("\n\n")[0])
     p.add_argument("--zip", type=Path, help="a built submission (skip the embedding part without it)")
     p.add_argument("--data", type=Path, help="test data folder for the embedding part")
     p.add_argument("--images", type=int, default=600, help="images to embed on each side")

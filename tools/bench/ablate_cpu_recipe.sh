@@ -3,7 +3,7 @@
 # to", issue #7): each arm is the default as it stood then (configs/synthetic_cpu_gem_bn.yaml, the seed's
 # GeM + Linear + BN neck; the neck changed after this ablation) with the listed changes, trained for 10 epochs on the
 # `hard` bench variant, seed 0, and scored on its unseen test whales. About 4 minutes an arm on 2 cores.
-#   bash tools/ablate_cpu_recipe.sh [VARIANT ...]      (default: hard)
+#   bash tools/bench/ablate_cpu_recipe.sh [VARIANT ...]      (default: hard)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -11,7 +11,7 @@ SEED_AUG="dataset.augment.jpeg_quality=[80,99] dataset.augment.brightness=0.2 da
 LIGHT_AUG="dataset.augment.brightness=0.1 dataset.augment.contrast=0.1 dataset.augment.shift=0.05 dataset.augment.scale=0.1 dataset.augment.rotate=5"
 KNN_ONLY="postprocess=[{name: knn, top_k: 20}]"
 for variant in "${@:-hard}"; do
-  arm() { label=$1; shift; $PY -m tools.bench_quality --config configs/synthetic_cpu_gem_bn.yaml --bare scratch --variants "$variant" --label "$label" --set "$@"; }
+  arm() { label=$1; shift; $PY -m tools.bench.quality --config configs/synthetic_cpu_gem_bn.yaml --bare scratch --variants "$variant" --label "$label" --set "$@"; }
   arm before $SEED_AUG loss.reduction=sample train.lr=3e-4 "$KNN_ONLY"   # the demo recipe as shipped before #7
   arm light $LIGHT_AUG "$KNN_ONLY"
   arm flips "$KNN_ONLY"

@@ -1,6 +1,6 @@
 """Quality benchmark: a whaleid recipe against a bare PyTorch loop on survey variants, scored on unseen whales.
 
-    python -m tools.bench_quality [--variants base hard ...] [--seeds 0 1] [--config configs/synthetic_cpu.yaml]
+    python -m tools.bench.quality [--variants base hard ...] [--seeds 0 1] [--config configs/synthetic_cpu.yaml]
                                   [--epochs N] [--set key=value ...] [--label NAME] [--out runs/bench_quality]
 
 For each variant (``tools.synthesize --preset bench --variant V``, or ``outline/V`` for the second
@@ -10,7 +10,7 @@ to ``--data-dir`` on first use) and seed it
 1. trains the config through ``core/run.py`` under ``accelerate launch`` on all cores, packs the best
    weights with ``submission.build`` and scores them with ``submission.check`` on the variant's test
    whales (never seen in training), beside a random ranking;
-2. trains ``tools.bare_loop`` (nothing of whaleid) on exactly the images the run trained on
+2. trains ``tools.bench.bare_loop`` (nothing of whaleid) on exactly the images the run trained on
    (its ``split.csv``) for the same epochs, batch size and steps, on the same cores, and scores it on
    the same test set with the same metric: from scratch (resnet18) and from the same ImageNet
    EfficientNet-Lite0 weights the default starts from (``--bare scratch pretrained``).
@@ -33,19 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.bench.common import ROOT, cores, launcher
 DEFAULT_VARIANTS = ("base", "small_marks", "few_marks", "any_angle", "few_photos", "encounter_water", "low_res",
                     "lateral", "hard")
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def launcher(threads: int) -> list[str]:
-    """``accelerate launch`` for one CPU process with ``threads`` threads (it gives one unless told)."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads)]
 
 
 def ensure_survey(data_dir: Path, preset: str, variant: str) -> Path:
@@ -118,7 +108,7 @@ def bare_inputs(survey: Path, run_dir: Path) -> tuple[list[str], list[int]]:
 
 def run_bare(survey: Path, run_dir: Path, seed: int, epochs: int, batch_size: int, steps_per_epoch: int,
              image_size, threads: int, pretrained: bool = False) -> dict:
-    from core.evaluate import score_scenarios
+    from core.training.evaluate import score_scenarios
     from core.scenarios import distinct, read_scenarios
     from tools import bare_loop
 
@@ -155,7 +145,7 @@ def append_result(path: Path, row: dict) -> None:
         os.fsync(fh.fileno())
 
 
-BARE_ARMS = ("scratch", "pretrained")  # tools.bare_loop from random weights / from ImageNet EfficientNet-Lite0
+BARE_ARMS = ("scratch", "pretrained")  # tools.bench.bare_loop from random weights / from ImageNet EfficientNet-Lite0
 
 
 def bare_key(base_key: str, arm: str) -> str:
@@ -191,7 +181,7 @@ def summarize(rows: list[dict], label: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_quality", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.quality", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="survey variants: tools.synthesize's (--list-variants) or outline/calm, outline/choppy "
                    "(tools.outline_survey, a second renderer, for confirming a choice)")

@@ -1,6 +1,6 @@
 """Ablation: each technique alone on top of one config, over seeds, with a verdict against noise.
 
-    python -m tools.ablate configs/ablation/toolbox.yaml [--out runs/ablation] [--jobs 2] [--arms a b ...]
+    python -m tools.bench.ablate configs/ablation/toolbox.yaml [--out runs/ablation] [--jobs 2] [--arms a b ...]
                            [--table-only] [--dry-run] [--boot 2000]
 
 The spec (YAML) names the base ``config``, the ``seeds``, the budget overrides ``set`` shared by every
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.bench.common import ROOT
 
-from core.runs import RunError, kind, spread_of  # noqa: E402
-from tools.bench_quality import cores, launcher  # noqa: E402
+from core.training.runs import RunError, kind, metrics, seeds_summary, write_json
+from tools.bench.common import cores, launcher
 
 BASELINE = "baseline"
 ARM_KEYS = {"name", "what", "set", "eval_only", "control"}
@@ -180,11 +180,9 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], parallel: int, dry_run: bo
 
 def write_seeds_summary(folder: Path, seeds: list[int], baseline: Path) -> None:
     """``seeds.json`` for an eval-only arm, in core/run.py's format, naming the weights it re-evaluated."""
-    values = [json.loads((folder / f"seed{s}" / "metrics.json").read_text())["mAP"] for s in seeds]
-    summary = {"seeds": seeds, "metric": "mAP", "values": values, **spread_of(values),
-               "runs": [f"seed{s}" for s in seeds], "eval_only_of": str(baseline)}
+    values = [metrics(folder / f"seed{s}")["mAP"] for s in seeds]
     shutil.copyfile(folder / f"seed{seeds[0]}" / "config.yaml", folder / "config.yaml")
-    (folder / "seeds.json").write_text(json.dumps(summary, indent=2))
+    write_json(folder / "seeds.json", seeds_summary(seeds, "mAP", values, eval_only_of=str(baseline)))
 
 
 def run_all(spec: Spec, out: Path, arms: list[Arm], parallel: int, dry_run: bool) -> list[str]:
@@ -311,8 +309,8 @@ def tables(spec: Spec, out: Path, arms: list[Arm], boots: int) -> tuple[str, dic
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.ablate", description=__doc__.split("\n\n")[0],
-                                epilog="Example: python -m tools.ablate configs/ablation/toolbox.yaml --out runs/ablation "
+    p = argparse.ArgumentParser(prog="python -m tools.bench.ablate", description=__doc__.split("\n\n")[0],
+                                epilog="Example: python -m tools.bench.ablate configs/ablation/toolbox.yaml --out runs/ablation "
                                        "--jobs 2 (the README's table); add --table-only to reprint it",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", type=Path, help="ablation spec (YAML): config, seeds, set, arms")

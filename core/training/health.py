@@ -51,3 +51,27 @@ def learning_warnings(history: Sequence[dict]) -> list[dict]:
                                      f"({losses[0]:.3f}) to epoch {history[-1]['epoch']} ({losses[-1]:.3f}), "
                                      f"less than {MIN_LOSS_DROP:.0%}"))
     return [{"code": code, "message": message, "hint": HINTS[code]} for code, message in out]
+
+
+def report_health(out, warned: list) -> list[dict]:
+    """Rewrite ``out/metrics.json`` as the best evaluation so far plus the run's current ``warnings``;
+    log each warning the first time it holds (its code is then added to ``warned``)."""
+    import logging
+
+    from core.training.runs import history as read_history, write_json
+
+    entries = read_history(out)
+    if not entries:
+        return []
+    for h in entries:  # the checks compare against the random ranking of the same scenarios
+        h["random_mAP"] = h.get("random", {}).get("mAP", 0.0)
+    warnings = learning_warnings(entries)
+    for w in warnings:
+        if w["code"] not in warned:
+            logging.getLogger("whaleid").warning("NOT LEARNING? %s. Hint: %s", w["message"], w["hint"])
+            warned.append(w["code"])
+    best = max(entries, key=lambda h: h["mAP"])
+    best.pop("random_mAP", None)
+    best["warnings"] = warnings
+    write_json(out / "metrics.json", best)
+    return warnings

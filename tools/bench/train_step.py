@@ -1,9 +1,9 @@
 """Training-step throughput: whaleid's runner step against a bare timm + torch loop, side by side.
 
-    python -m tools.bench_train [--model resnet18] [--size 128] [--batch 32] [--steps 12] [--rounds 3]
+    python -m tools.bench.train_step [--model resnet18] [--size 128] [--batch 32] [--steps 12] [--rounds 3]
 
 Both train the same modules (timm backbone, gem_bn neck, arcface_focal loss) on the same in-memory
-batches with Adam; whaleid's side is ``core.run.train_epoch`` on accelerate-prepared objects with
+batches with Adam; whaleid's side is ``core.training.loop.train_epoch`` on accelerate-prepared objects with
 its LR schedule, the bare side a plain ``for`` loop. Rounds alternate (ours, bare, ours, ...) so
 both see the same machine state; the median images/s of each and their ratio are printed.
 """
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 def build_modules(model_name: str, classes: int):
     from core.model import EmbeddingModel
-    from core.run import TrainStep
+    from core.training.loop import TrainStep
     from plugins.backbones.timm_backbone import TimmBackbone
     from plugins.losses.arcface_focal import ArcFaceFocalLoss
     from plugins.necks.gem_bn import GemBnNeck
@@ -49,7 +49,7 @@ def bare_loop(trainer, loader, steps: int) -> float:
 def ours_loop(trainer, loader, steps: int) -> float:
     from accelerate import Accelerator
 
-    from core.run import lr_lambda, train_epoch
+    from core.training.loop import lr_lambda, train_epoch
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     optimizer = torch.optim.Adam(trainer.parameters(), lr=3e-4, weight_decay=1e-6)
@@ -61,7 +61,7 @@ def ours_loop(trainer, loader, steps: int) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.train_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet18")
     p.add_argument("--size", type=int, default=128, help="square image side")
     p.add_argument("--batch", type=int, default=32)

@@ -1,0 +1,116 @@
+"""The house's structure: layers that import only downwards, no cycles, the inference core apart from training."""
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("core", "plugins", "submission", "tools")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth of the file (``from a import b`` counts ``a.b`` when
+    that is a module, else ``a``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = project_modules()
+    return {m: imports_of(p, set(mods)) - {m} for m, p in mods.items()}
+
+
+def layer(module: str) -> str:
+    if module == "core.run" or module.startswith("core.training"):
+        return "training"
+    return module.split(".")[0]
+
+
+# what each layer may import: the inference core only itself; plugins the core; training both;
+# submission and tools anything but each other's private parts (tools may read submission's build)
+ALLOWED = {
+    "core": {"core"},
+    "plugins": {"core", "plugins"},
+    "training": {"core", "training"},
+    "submission": {"core", "plugins", "training", "submission"},
+    "tools": {"core", "plugins", "training", "submission", "tools"},
+}
+
+
+def test_imports_run_only_downwards():
+    bad = [f"{m} imports {t}" for m, targets in graph().items() for t in targets
+           if layer(t) not in ALLOWED[layer(m)]]
+    assert not bad, bad
+
+
+def test_the_inference_core_cannot_reach_training_code():
+    """No module of core/ outside core/training/ and the runner imports training code, so whatever a bundle
+    carries of core/ cannot pull training in; the bundle's own check refuses such an import (build.FORBIDDEN_IMPORT)."""
+    g = graph()
+    inference = {m for m in g if layer(m) == "core"}
+    reach, todo = set(), list(inference)
+    while todo:
+        m = todo.pop()
+        for t in g.get(m, ()):
+            if t not in reach:
+                reach.add(t)
+                todo.append(t)
+    assert not {m for m in reach if layer(m) == "training"}
+    assert {"core.inference", "core.model", "core.retrieval"} <= inference
+    assert {"core.training.loop", "core.training.checkpoint", "core.training.runs"} <= set(g)
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for t in sorted(g.get(m, ())):
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [m, t]))
+            if t not in state:
+                visit(t, path + [m])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_core_file_is_long_and_the_runner_is_short():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "core").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert not long, long
+    assert len((ROOT / "core" / "run.py").read_text().splitlines()) < 260
+
+
+def test_the_bundle_checker_refuses_training_imports():
+    from submission.build import FORBIDDEN_IMPORT
+
+    for line in ("from core.training.runs import history", "import core.training.loop", "import accelerate",
+                 "from core.run import main"):
+        assert FORBIDDEN_IMPORT.search(line), line
+    assert not FORBIDDEN_IMPORT.search("from core.retrieval import build_steps")
