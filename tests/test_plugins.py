@@ -229,13 +229,21 @@ def test_expand_pulls_a_burst_together(reg):
 
 
 def test_expand_in_chunks_equals_all_at_once():
+    """Neighbour weighting from the streaming top-k, in any blocks, equals a dense reference written out here."""
     from plugins.postprocess.neighbours import weighted_neighbours
 
     rng = np.random.default_rng(1)
-    pool = unit(*rng.normal(size=(50, 8)))
+    pool = unit(*rng.normal(size=(50, 8))).astype(np.float32)
     ids = np.asarray([f"i{k}" for k in range(50)], dtype=object)
-    whole = weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=1000)
-    assert np.allclose(whole, weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunk=7), atol=1e-6)
+    sims = pool @ pool.T
+    np.fill_diagonal(sims, -np.inf)  # its own image is never a neighbour
+    top = np.argsort(-sims, axis=1)[:, :3]
+    w = np.clip(np.take_along_axis(sims, top, 1), 0, None) ** 3.0
+    dense = pool + np.einsum("ak,akd->ad", w, pool[top])
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    whole = weighted_neighbours(pool, pool, 3, 3.0, ids, ids)
+    assert np.allclose(whole, dense, atol=1e-6)
+    assert np.allclose(whole, weighted_neighbours(pool, pool, 3, 3.0, ids, ids, chunks=(7, 5)), atol=1e-6)
 
 
 def test_builtins_are_found_like_any_plugin_and_helpers_are_public():

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from core.hookspecs import hookimpl
+from core.search import exact_topk, exclude_own
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,20 @@ class KReciprocal:
             ctx.ranked = [(np.zeros(0, np.int64), np.zeros(0)) for _ in ctx.query_ids]
             ctx.similarity = [np.zeros(0) for _ in ctx.query_ids]
             return ctx
+        if q + n > self.max_items:  # decided before any q x n or (q + n)^2 matrix is allocated
+            log.warning("k_reciprocal: %s has %d images, above max_items %d (its distances are (q + n)^2 floats); "
+                        "ranking by cosine in bounded memory", ctx.scenario, q + n, self.max_items)
+            sims, top = exact_topk(ctx.query_emb, ctx.db_emb, self.top_k, own=exclude_own(ctx.query_image_ids, ctx.db_image_ids))
+            for row in range(q):
+                keep = top[row] >= 0
+                ctx.ranked.append((top[row][keep], np.clip((1.0 + sims[row][keep].astype(np.float64)) / 2.0, 0.0, 1.0)))
+                ctx.similarity.append(sims[row][keep])
+            return ctx
         db_ids = np.asarray(ctx.db_image_ids, dtype=object)
         own = np.asarray(ctx.query_image_ids, dtype=object)[:, None] == db_ids[None, :]
         cos = ctx.query_emb.astype(np.float32) @ ctx.db_emb.astype(np.float32).T
-        if q + n > self.max_items:
-            log.warning("k_reciprocal: %s has %d images, above max_items %d; ranking by cosine", ctx.scenario,
-                        q + n, self.max_items)
-            final = (1.0 - cos) / 2.0
-        else:
-            emb = np.concatenate([ctx.query_emb, ctx.db_emb]).astype(np.float32)
-            final = k_reciprocal_distance(emb, self.k1, self.k2, self.lam)[:q, q:]
+        emb = np.concatenate([ctx.query_emb, ctx.db_emb]).astype(np.float32)
+        final = k_reciprocal_distance(emb, self.k1, self.k2, self.lam)[:q, q:]
         final = np.where(own, np.inf, final)
         for row in range(q):
             keep = np.flatnonzero(~own[row])

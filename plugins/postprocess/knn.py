@@ -1,20 +1,19 @@
 """Postprocess ``knn`` (the seed's): exact cosine kNN, the query's own image removed, top k, scores in [0, 1].
 
-Backends: ``faiss`` (``IndexFlatIP``; on every GPU when faiss has GPU support and one is present)
-and ``torch`` (matmul + topk in query chunks). ``auto`` takes faiss when it imports, else torch.
-Measured on the 2-core CPU machines (``python -m tools.bench.inference``, and ``search_torch`` /
-``search_faiss`` timed directly): 4,000 x 20,000 x 512, top 21: faiss 0.47-0.51 s, torch 0.57-0.58 s;
-the competition-shaped load (10 scenarios, 4,419 queries): 0.19-0.25 s each, against 2.84-3.36 s for
-the seed's pandas dot product and per-query sort. Score: ``clip((sim + 1) * scale, 0, max_score)``,
+The search is ``core.search.exact_topk``: queries and database both in chunks with a running top-k, so the
+score block stays within ``budget_mb`` (default: a tenth of free memory, 64 MB to 1 GB) whatever the
+database size. Backends: ``faiss`` (flat inner-product indexes per database chunk) and ``torch`` (matmul +
+topk per block); ``auto`` takes faiss when it imports, else torch. Speed and memory against the matmul bound:
+``python -m tools.bench.search`` (docs/benchmarks.md). Score: ``clip((sim + 1) * scale, 0, max_score)``,
 the seed's mapping of cosine into [0, 1].
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from core.hookspecs import hookimpl
+from core.search import exact_topk, exclude_own
 
 
 def _faiss_importable() -> bool:
@@ -24,36 +23,6 @@ def _faiss_importable() -> bool:
         return True
     except ImportError:
         return False
-
-
-def _faiss_gpu_available() -> bool:
-    if not _faiss_importable():
-        return False
-    import faiss
-
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def search_torch(q: np.ndarray, db: np.ndarray, k: int, chunk: int = 4096):
-    """(similarities float32 [Q, k], indices int64 [Q, k]) of the k largest inner products."""
-    qt, dbt = torch.from_numpy(np.ascontiguousarray(q)), torch.from_numpy(np.ascontiguousarray(db))
-    sims, idx = [], []
-    for start in range(0, len(qt), chunk):
-        s, i = torch.topk(qt[start:start + chunk] @ dbt.T, k, dim=1)
-        sims.append(s)
-        idx.append(i)
-    return torch.cat(sims).numpy(), torch.cat(idx).numpy()
-
-
-def search_faiss(q: np.ndarray, db: np.ndarray, k: int):
-    import faiss
-
-    index = faiss.IndexFlatIP(db.shape[1])
-    if _faiss_gpu_available():
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(np.ascontiguousarray(db, dtype=np.float32))
-    sims, idx = index.search(np.ascontiguousarray(q, dtype=np.float32), k)
-    return sims, idx.astype(np.int64)
 
 
 TIE = 1e-5  # cosine similarities closer than this are a tie
@@ -72,12 +41,14 @@ def tie_order(positions: np.ndarray, sims: np.ndarray, tie: float = TIE) -> np.n
 
 
 class KnnStep:
-    def __init__(self, top_k: int = 20, backend: str = "auto", scale: float = 0.49, max_score: float = 0.9999):
+    def __init__(self, top_k: int = 20, backend: str = "auto", scale: float = 0.49, max_score: float = 0.9999,
+                 budget_mb: float | None = None):
         if backend not in ("auto", "torch", "faiss"):
             raise ValueError(f"postprocess 'knn' backend must be auto, torch or faiss, got {backend!r}")
         if backend == "auto":
             backend = "faiss" if _faiss_importable() else "torch"
         self.top_k, self.backend, self.scale, self.max_score = int(top_k), backend, scale, max_score
+        self.budget = int(float(budget_mb) * (1 << 20)) if budget_mb else None
 
     def __call__(self, ctx):
         n_db = len(ctx.db_image_ids)
@@ -85,13 +56,12 @@ class KnnStep:
             ctx.ranked = [(np.zeros(0, np.int64), np.zeros(0)) for _ in ctx.query_ids]
             ctx.similarity = [np.zeros(0) for _ in ctx.query_ids]
             return ctx
-        k = min(self.top_k + 1, n_db)  # one spare in case the query's own image comes back
-        search = search_faiss if self.backend == "faiss" else search_torch
-        sims, idx = search(ctx.query_emb, ctx.db_emb, k)
-        db_ids = np.asarray(ctx.db_image_ids, dtype=object)
+        own = exclude_own(ctx.query_image_ids, ctx.db_image_ids)  # the query's own image never comes back
+        # one spare candidate: a near-tie at the k-th place is ordered by database position (tie_order)
+        sims, idx = exact_topk(ctx.query_emb, ctx.db_emb, min(self.top_k + 1, n_db), self.backend, self.budget, own)
         ctx.ranked, ctx.similarity = [], []
-        for qi, img in enumerate(ctx.query_image_ids):
-            keep = (idx[qi] >= 0) & (db_ids[np.clip(idx[qi], 0, None)] != img)
+        for qi in range(len(ctx.query_image_ids)):
+            keep = idx[qi] >= 0
             i, s = idx[qi][keep], sims[qi][keep]
             order = tie_order(i, s)[: self.top_k]
             i, s = i[order], s[order]
