@@ -2,6 +2,7 @@
 # Both create .venv and install everything on first use.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-stamp
+DEV     := .venv/.dev-stamp
 DATA    := data/synthetic
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 # accelerate launch gives each process one CPU thread unless told otherwise: half the speed on 2 cores
@@ -13,14 +14,19 @@ DEMO_RUN := runs/demo
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# what training, the demo and the bundle need; the suite's and the report's extras come with $(DEV)
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(DEV): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv: $(STAMP)  ## create .venv with pinned torch and the project
+venv: $(DEV)  ## create .venv with pinned torch, the project and its development extras
 
 runtime-twin: $(STAMP)  ## build .twin/, the 2022 runtime's packages in a Python 3.9 venv (submission/runtime-2022.txt), once
 	$(PY) -m submission.runtime build
@@ -57,10 +63,10 @@ seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0
 ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the earlier CPU default (configs/synthetic_cpu_gem_bn.yaml; about 2 hours on 2 cores): runs/ablation/ablation.md
 	$(PY) -m tools.bench.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
-report: $(STAMP)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
+report: $(DEV)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
 
-report-check: $(STAMP)  ## render RUN's report in headless Chromium (installs Debian's chromium if missing), screenshot and check it
+report-check: $(DEV)  ## render RUN's report in headless Chromium (installs Debian's chromium if missing), screenshot and check it
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
 	$(PY) -m tools.report_check $(or $(RUN),$(DEMO_RUN))/report.html --screenshot $(or $(RUN),$(DEMO_RUN))/report.png
@@ -83,7 +89,7 @@ bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs ba
 bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey variant (about an hour on 2 cores)
 	$(PY) -m tools.bench.quality
 
-test: $(STAMP)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
+test: $(DEV)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
 	$(PY) -m submission.runtime build --if-available
 	$(PY) -m pytest -q tests
 

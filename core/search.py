@@ -3,7 +3,7 @@
 Every ranking path (validation, ``main.py``, the expansion steps, a catalogue search) asks this module for
 the k best database rows of each query instead of building a queries x database score matrix: 4,096
 queries against a million photos would be 16 GB of scores; here the score block is at most ``budget``
-bytes (default: a tenth of the memory available, between 64 MB and 1 GB), and what stays is Q x k.
+bytes (default: a tenth of the memory available, between 64 MB and 512 MB), and what stays is Q x k.
 
 - ``stream_topk(n_queries, n_db, k, block)``: the k largest values of ``block(q0, q1, d0, d1)`` (any score
   a caller computes for a block of query rows and database rows: a dot product, a re-ranker's
@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-MIN_BUDGET, MAX_BUDGET = 64 << 20, 1 << 30
+MIN_BUDGET, MAX_BUDGET = 64 << 20, 512 << 20
 
 
 def available_memory() -> Optional[int]:
@@ -42,7 +42,7 @@ def available_memory() -> Optional[int]:
 
 
 def default_budget() -> int:
-    """A tenth of the available memory, clamped to [64 MB, 1 GB] (1 GB blocks already run at matmul speed)."""
+    """A tenth of the available memory, clamped to [64 MB, 512 MB] (512 MB blocks already run at matmul speed)."""
     free = available_memory()
     return MAX_BUDGET if free is None else int(min(MAX_BUDGET, max(MIN_BUDGET, free // 10)))
 
@@ -92,6 +92,7 @@ def stream_topk(n_queries: int, n_db: int, k: int, block: Callable[[int, int, in
             d1 = min(n_db, d0 + dc)
             scores = block(q0, q1, d0, d1)
             top, where = torch.topk(scores, min(k, d1 - d0), dim=1)
+            del scores  # before the next block is computed: one block alive at a time, not two
             best = _merge(best, (top, where + d0), k)
         top, where = best
         values[q0:q1], positions[q0:q1] = top.numpy(), where.numpy()

@@ -38,7 +38,7 @@ def build_training(cfg, registries, data, train_df, classes, model):
     class_of, counts = {w: i for i, w in enumerate(classes)}, train_df["whale_id"].value_counts()
     loss = registries["loss"].build(component(cfg, "loss"), optional={"class_counts": [int(counts[w]) for w in classes]},
                                     embedding_size=model.embedding_size, num_classes=len(classes))
-    trainer = TrainStep(model, loss)
+    trainer = TrainStep(model, loss, channels_last=bool(cfg.train.channels_last))
     train_set = SeededSamples(data.train_dataset(train_df, [class_of[w] for w in train_df["whale_id"]]), int(cfg.seed))
     sampler = EpochSampler(len(train_set), int(cfg.seed))
     workers = int(cfg.data.num_workers)

@@ -1,7 +1,7 @@
 """Postprocess ``knn`` (the seed's): exact cosine kNN, the query's own image removed, top k, scores in [0, 1].
 
 The search is ``core.search.exact_topk``: queries and database both in chunks with a running top-k, so the
-score block stays within ``budget_mb`` (default: a tenth of free memory, 64 MB to 1 GB) whatever the
+score block stays within ``budget_mb`` (default: a tenth of free memory, 64 MB to 512 MB) whatever the
 database size. Backends: ``faiss`` (flat inner-product indexes per database chunk) and ``torch`` (matmul +
 topk per block); ``auto`` takes faiss when it imports, else torch. Speed and memory against the matmul bound:
 ``python -m tools.bench.search`` (docs/benchmarks.md). Score: ``clip((sim + 1) * scale, 0, max_score)``,

@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     p.add_argument("--budget-mb", type=float, default=None, help="exact search's score block (default: a tenth of free RAM)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[32], help="approx: cells scanned per query (several: a sweep)")
     p.add_argument("--nlist", type=int, default=None, help="approx: cells (default: sqrt(db))")
-    p.add_argument("--rerank", type=int, default=4, help="approx: shortlist of rerank x k re-scored exactly")
+    p.add_argument("--rerank", type=int, default=2, help="approx: shortlist of rerank x k re-scored exactly")
     p.add_argument("--index-dir", default=None, help="approx: where the index lives (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

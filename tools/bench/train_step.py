@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def build_modules(model_name: str, classes: int):
+def build_modules(model_name: str, classes: int, channels_last: bool = False):
     from core.model import EmbeddingModel
     from core.training.loop import TrainStep
     from plugins.backbones.timm_backbone import TimmBackbone
@@ -29,7 +29,7 @@ def build_modules(model_name: str, classes: int):
 
     backbone = TimmBackbone(model_name)
     model = EmbeddingModel(backbone, GemBnNeck(backbone.num_features, 256))
-    return TrainStep(model, ArcFaceFocalLoss(256, classes))
+    return TrainStep(model, ArcFaceFocalLoss(256, classes), channels_last=channels_last)
 
 
 def bare_loop(trainer, loader, steps: int) -> float:
@@ -67,17 +67,19 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=12, help="timed steps per round (after one warm-up step)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--channels-last", action="store_true",
+                   help="ours lays weights and batches out NHWC (train.channels_last, the runner's default); bare stays NCHW")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     classes = 200
     n = args.batch * (args.steps + 1)
     data = TensorDataset(torch.randn(n, 3, args.size, args.size), torch.randint(0, classes, (n,)))
-    template = build_modules(args.model, classes)
+    templates = {"ours": build_modules(args.model, classes, args.channels_last), "bare": build_modules(args.model, classes)}
     results = {"ours": [], "bare": []}
     for _ in range(args.rounds):
         for name, loop in (("ours", ours_loop), ("bare", bare_loop)):
             loader = DataLoader(data, batch_size=args.batch, shuffle=False, drop_last=True)
-            trainer = copy.deepcopy(template)
+            trainer = copy.deepcopy(templates[name])
             seconds = loop(trainer, loader, args.steps + 1)
             results[name].append(args.batch * (args.steps + 1) / seconds)
     ours, bare = statistics.median(results["ours"]), statistics.median(results["bare"])
@@ -86,6 +88,7 @@ def main(argv=None) -> None:
         print(f"{name:<6}{statistics.median(results[name]):>20.1f}{str([round(r, 1) for r in results[name]]):>40}")
     print(f"ratio ours/bare: {ours / bare:.3f}")
     print(json.dumps({"model": args.model, "size": args.size, "batch": args.batch, "threads": torch.get_num_threads(),
+                      "channels_last": args.channels_last,
                       "ours_img_s": round(ours, 2), "bare_img_s": round(bare, 2), "ratio": round(ours / bare, 3)}))
 
 
