@@ -96,8 +96,15 @@ def stream_topk(n_queries: int, n_db: int, k: int, block: Callable[[int, int, in
             best = _merge(best, (top, where + d0), k)
         top, where = best
         values[q0:q1], positions[q0:q1] = top.numpy(), where.numpy()
+    return _canonical(values, positions)
+
+
+def _canonical(values: np.ndarray, positions: np.ndarray):
+    """Rows best first, exact ties in database order (top-k implementations order them as they please), and
+    position -1 wherever nothing was found: the same answer whatever the chunking or backend."""
     positions[~np.isfinite(values)] = -1
-    return values, positions
+    order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max, positions), -values.astype(np.float64)), axis=-1)
+    return np.take_along_axis(values, order, -1), np.take_along_axis(positions, order, -1)
 
 
 def merge_topk(parts, k: int):
@@ -175,8 +182,7 @@ def _exact_topk_faiss(q: np.ndarray, db: np.ndarray, k: int, budget, own, chunks
         best = _merge(best, (sims, idx + d0), k_eff)
     top, where = best
     values[:, :top.shape[1]], positions[:, :top.shape[1]] = top.numpy(), where.numpy()
-    positions[~np.isfinite(values)] = -1
-    return values, positions
+    return _canonical(values, positions)
 
 
 def _flat_index(faiss, dim: int):
