@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from tools import bench_quality
+from tools.bench import quality as bench_quality
 
 
 def test_bench_quality_end_to_end_on_tiny(tmp_path, capsys):

@@ -110,7 +110,7 @@ def run_bare(survey: Path, run_dir: Path, seed: int, epochs: int, batch_size: in
              image_size, threads: int, pretrained: bool = False) -> dict:
     from core.training.evaluate import score_scenarios
     from core.scenarios import distinct, read_scenarios
-    from tools import bare_loop
+    from tools.bench import bare_loop
 
     files, labels = bare_inputs(survey, run_dir)
     trained = bare_loop.train(files, labels, tuple(image_size), epochs, batch_size, steps_per_epoch, seed=seed,
