@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PACKAGES = ("core", "plugins", "submission", "tools")
+PACKAGES = ("core", "plugins", "submission", "tools", "catalogue")
 
 
 def module_name(path: Path) -> str:
@@ -55,7 +55,8 @@ ALLOWED = {
     "plugins": {"core", "plugins"},
     "training": {"core", "training"},
     "submission": {"core", "plugins", "training", "submission"},
-    "tools": {"core", "plugins", "training", "submission", "tools"},
+    "catalogue": {"core", "training", "catalogue"},
+    "tools": {"core", "plugins", "training", "submission", "catalogue", "tools"},
 }
 
 

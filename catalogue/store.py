@@ -1,0 +1,215 @@
+"""The photo-ID catalogue: one SQLite file of photos, their identities and embeddings, and a decision log.
+
+One file, schema versioned (``PRAGMA user_version``), in WAL mode so that a reviewer and a batch job can work
+at once. It records the model that embedded it (the bundle's SHA-256): a catalogue is only searched with
+embeddings of the same model, and opening it with another is refused, naming both. Photos are added in one
+transaction per batch: a crash (even ``kill -9``) mid-append leaves the catalogue as it was before the batch,
+and a photo already there is never embedded or written again. ``decisions`` is append-only: a trigger
+refuses UPDATE and DELETE, so an undo is a new row that names the row it undoes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE photos (
+    image_id TEXT PRIMARY KEY,
+    whale_id TEXT,
+    encounter_id TEXT,
+    viewpoint TEXT,
+    date TEXT,
+    path TEXT,
+    embedding BLOB NOT NULL,
+    batch TEXT NOT NULL,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX photos_whale ON photos (whale_id);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    query TEXT NOT NULL,
+    whale_id TEXT,
+    other_whale TEXT,
+    undoes INTEGER REFERENCES decisions (id),
+    model_hash TEXT NOT NULL,
+    scores TEXT NOT NULL
+);
+CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions BEGIN
+    SELECT RAISE(ABORT, 'the decision log is append-only');
+END;
+CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions BEGIN
+    SELECT RAISE(ABORT, 'the decision log is append-only');
+END;
+"""
+
+
+class CatalogueError(ValueError):
+    """A catalogue file that cannot be used as asked: newer schema, another model, bad rows."""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def connect(path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)  # transactions are explicit
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a process crash
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Catalogue:
+    def __init__(self, path, conn: sqlite3.Connection):
+        self.path, self.conn = Path(path), conn
+
+    # ---- opening ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path, model_hash: str, model_name: str, dim: int) -> "Catalogue":
+        path = Path(path)
+        if path.exists():
+            raise CatalogueError(f"{path} exists; open it to add photos, or choose another file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path)
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _statements(SCHEMA):  # not executescript: it would commit before the marker below
+            conn.execute(statement)
+        for key, value in (("model_hash", model_hash), ("model_name", model_name), ("dim", str(int(dim))),
+                           ("created", now())):
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path, model_hash: Optional[str] = None) -> "Catalogue":
+        """Open an existing catalogue; with ``model_hash``, refuse one that another model embedded."""
+        path = Path(path)
+        if not path.is_file():
+            raise CatalogueError(f"{path}: no such catalogue (build one with `whaleid catalogue build`)")
+        conn = connect(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise CatalogueError(f"{path}: catalogue schema {version} is newer than this whaleid reads "
+                                 f"({SCHEMA_VERSION}); upgrade whaleid to open it")
+        if version < 1:
+            conn.close()
+            raise CatalogueError(f"{path}: not a whaleid catalogue (schema version {version})")
+        self = cls(path, conn)
+        if model_hash is not None and model_hash != self.meta["model_hash"]:
+            raise CatalogueError(f"{path}: embedded by model {self.meta['model_name']} ({self.meta['model_hash'][:12]}), "
+                                 f"not by the one given ({model_hash[:12]}); embeddings of two models cannot be "
+                                 "compared: build a new catalogue with this model")
+        return self
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def meta(self) -> dict:
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    # ---- photos -----------------------------------------------------------------------------------------
+
+    def known_ids(self) -> set:
+        return {r[0] for r in self.conn.execute("SELECT image_id FROM photos")}
+
+    def add_photos(self, rows: Sequence[dict], embeddings: np.ndarray, batch: str) -> int:
+        """Add ``rows`` (dicts with PHOTO_COLUMNS) with their embeddings in one transaction; photos already in
+        the catalogue are skipped. Returns how many were added."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        dim = int(self.meta["dim"])
+        if embeddings.ndim != 2 or embeddings.shape != (len(rows), dim):
+            raise CatalogueError(f"{len(rows)} photos need embeddings of shape ({len(rows)}, {dim}), got {embeddings.shape}")
+        if not np.isfinite(embeddings).all():
+            bad = rows[int(np.flatnonzero(~np.isfinite(embeddings).all(1))[0])]["image_id"]
+            raise CatalogueError(f"photo {bad}: its embedding is not finite; nothing was added")
+        known, added, stamp = self.known_ids(), 0, now()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for row, emb in zip(rows, embeddings):
+                if row["image_id"] in known:
+                    continue
+                self.conn.execute("INSERT INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  tuple(_text(row.get(c)) for c in PHOTO_COLUMNS) + (emb.tobytes(), batch, stamp))
+                known.add(row["image_id"])
+                added += 1
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return added
+
+    def photos(self):
+        """(table of PHOTO_COLUMNS + batch, embeddings float32 [N, D]) in insertion order."""
+        import pandas as pd
+
+        rows = self.conn.execute(f"SELECT {', '.join(PHOTO_COLUMNS)}, batch, embedding FROM photos ORDER BY rowid").fetchall()
+        table = pd.DataFrame([r[:-1] for r in rows], columns=list(PHOTO_COLUMNS) + ["batch"])
+        dim = int(self.meta["dim"])
+        emb = np.frombuffer(b"".join(r[-1] for r in rows), dtype=np.float32).reshape(len(rows), dim) if rows else \
+            np.zeros((0, dim), np.float32)
+        return table, emb
+
+    # ---- decisions --------------------------------------------------------------------------------------
+
+    def decide(self, who: str, action: str, query: str, whale_id: Optional[str] = None, other_whale: Optional[str] = None,
+               scores: Optional[dict] = None, undoes: Optional[int] = None) -> int:
+        """Append one decision (who, when, the model, the scores shown); returns its id."""
+        if action not in ("accept", "reject", "new_whale", "merge", "undo"):
+            raise CatalogueError(f"unknown decision {action!r}")
+        cur = self.conn.execute(
+            "INSERT INTO decisions (at, who, action, query, whale_id, other_whale, undoes, model_hash, scores) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now(), who, action, query, whale_id, other_whale, undoes, self.meta["model_hash"], json.dumps(scores or {})))
+        return int(cur.lastrowid)
+
+    def decisions(self) -> list[dict]:
+        cols = ("id", "at", "who", "action", "query", "whale_id", "other_whale", "undoes", "model_hash", "scores")
+        return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")]
+
+    # ---- export -----------------------------------------------------------------------------------------
+
+    def export(self, path) -> Path:
+        """The photos and identities (no embeddings) as CSV, or JSON when ``path`` ends in .json."""
+        table, _ = self.photos()
+        path = Path(path)
+        if path.suffix == ".json":
+            path.write_text(json.dumps({"meta": self.meta, "photos": table.to_dict(orient="records"),
+                                        "decisions": self.decisions()}, indent=1))
+        else:
+            table.to_csv(path, index=False)
+        return path
+
+
+def _text(value) -> Optional[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def _statements(script: str) -> Iterable[str]:
+    """The statements of SCHEMA, triggers kept whole (their bodies hold semicolons)."""
+    out, buf = [], []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
+            out.append(text)
+            buf = []
+    return out

@@ -1,0 +1,158 @@
+"""The catalogue: its SQLite store, identity-level matching, calibration and open-set scores."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from catalogue.calibrate import (NEW, Isotonic, Logistic, auroc, baks, baus, choose_threshold, ece, open_set_scores,
+                                 reliability)
+from catalogue.match import pool_encounter, rank_whales
+from catalogue.store import Catalogue, CatalogueError
+from tests.conftest import ROOT
+
+
+def rows(n, start=0, whale=lambda i: f"w{i % 3}"):
+    return [{"image_id": f"p{i}", "whale_id": whale(i), "encounter_id": f"e{i // 2}", "viewpoint": "top",
+             "date": "2019-06-01", "path": f"images/p{i}.jpg"} for i in range(start, start + n)]
+
+
+def test_a_catalogue_stores_photos_once_and_refuses_another_model(tmp_path):
+    rng = np.random.default_rng(0)
+    cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4)
+    assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    emb = rng.normal(size=(5, 4)).astype(np.float32)
+    assert cat.add_photos(rows(5), emb, "2019") == 5
+    assert cat.add_photos(rows(7), rng.normal(size=(7, 4)), "2020") == 2  # p0-p4 are there: only p5, p6 added
+    table, stored = cat.photos()
+    assert list(table.image_id) == [f"p{i}" for i in range(7)] and list(table.batch) == ["2019"] * 5 + ["2020"] * 2
+    assert np.array_equal(stored[:5], emb)  # the first embeddings, not the second batch's
+    cat.close()
+    with pytest.raises(CatalogueError, match=r"embedded by model lite0 \(aaaaaaaaaaaa\), not by the one given \(bbbbbbbbbbbb\)"):
+        Catalogue.open(tmp_path / "c.sqlite", model_hash="b" * 64)
+    with pytest.raises(CatalogueError, match="exists"):
+        Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4)
+    with pytest.raises(CatalogueError, match=r"shape \(1, 4\)"):
+        Catalogue.open(tmp_path / "c.sqlite").add_photos(rows(1, 9), np.zeros((1, 3)), "x")
+    with pytest.raises(CatalogueError, match="p9: its embedding is not finite"):
+        Catalogue.open(tmp_path / "c.sqlite").add_photos(rows(1, 9), np.full((1, 4), np.nan), "x")
+
+
+def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4).close()
+    conn = sqlite3.connect(tmp_path / "c.sqlite")
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with pytest.raises(CatalogueError, match="schema 7 is newer than this whaleid reads"):
+        Catalogue.open(tmp_path / "c.sqlite")
+    with pytest.raises(CatalogueError, match="no such catalogue"):
+        Catalogue.open(tmp_path / "none.sqlite")
+
+
+def test_the_decision_log_is_append_only_and_exports(tmp_path):
+    cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4)
+    cat.add_photos(rows(3), np.eye(3, 4), "2019")
+    first = cat.decide("ana", "accept", "q1", whale_id="w1", scores={"w1": 0.93})
+    cat.decide("ana", "undo", "q1", undoes=first)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        cat.conn.execute("UPDATE decisions SET who = 'eve'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        cat.conn.execute("DELETE FROM decisions")
+    log = cat.decisions()
+    assert [d["action"] for d in log] == ["accept", "undo"] and log[1]["undoes"] == first
+    assert json.loads(log[0]["scores"]) == {"w1": 0.93} and log[0]["model_hash"] == "a" * 64
+    out = json.loads(cat.export(tmp_path / "c.json").read_text())
+    assert [p["image_id"] for p in out["photos"]] == ["p0", "p1", "p2"] and len(out["decisions"]) == 2
+    assert "embedding" not in cat.export(tmp_path / "c.csv").read_text().splitlines()[0]
+
+
+KILLED_APPEND = r"""
+import os, sys
+import numpy as np
+from catalogue.store import Catalogue
+
+class Bomb(dict):
+    def get(self, key, default=None):
+        os._exit(9)  # like kill -9, in the middle of the batch's transaction
+
+cat = Catalogue.open(sys.argv[1])
+rows = [{"image_id": f"n{i}", "whale_id": "w", "encounter_id": "e", "viewpoint": "top", "date": "2020", "path": ""}
+        for i in range(100)]
+rows[60] = Bomb(rows[60])
+cat.add_photos(rows, np.ones((100, 4), np.float32), "2020")
+"""
+
+
+def test_a_killed_append_leaves_the_catalogue_as_it_was(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cat = Catalogue.create(path, "a" * 64, "lite0", 4)
+    cat.add_photos(rows(10), np.ones((10, 4)), "2019")
+    cat.close()
+    proc = subprocess.run([sys.executable, "-c", KILLED_APPEND, str(path)], cwd=ROOT, capture_output=True, timeout=120)
+    assert proc.returncode == 9
+    cat = Catalogue.open(path)
+    assert cat.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    table, emb = cat.photos()
+    assert list(table.image_id) == [f"p{i}" for i in range(10)] and emb.shape == (10, 4)
+    assert cat.add_photos(rows(2, 100), np.ones((2, 4)), "2020") == 2  # and it takes the next batch
+
+
+def unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_whales_are_ranked_by_their_photos_like_with_like():
+    cat = unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.95, 0.05, 0.2], [0.2, 0, 1]])
+    whales, ids = ["a", "a", "b", "c", "c"], ["a1", "a2", "b1", "c1", "c2"]
+    views = ["top", "top", "top", "left", "top"]
+    q = unit([[1, 0.02, 0.0]])
+    (best,) = rank_whales(q, ["top"], cat, whales, ids, views, how="max")
+    sims = cat @ q[0]
+    # whale c has a top photo, so the top query is scored on c2 only, not on its closer lateral c1
+    assert [c.whale_id for c in best] == ["a", "c", "b"]
+    assert best[0].score == pytest.approx(sims[0]) and best[1].score == pytest.approx(sims[4])
+    assert best[0].photos[0][0] == "a1" and [p for p, _ in best[0].photos] == ["a1", "a2"]
+    (mean,) = rank_whales(q, ["top"], cat, whales, ids, views, how="mean_top", k=2)
+    assert mean[0].score == pytest.approx((sims[0] + sims[1]) / 2)
+    (lateral,) = rank_whales(q, ["left"], cat, whales, ids, views)  # a lateral query: c's lateral photo counts
+    assert lateral[1].whale_id == "c" and lateral[1].score == pytest.approx(sims[3])
+    (own,) = rank_whales(cat[:1], ["top"], cat, whales, ids, views, exclude=["a1"])
+    assert own[0].photos[0][0] == "a2"  # the query's own photo is never its support
+    pooled = pool_encounter([best, lateral])
+    assert [c.whale_id for c in pooled][:2] == ["a", "c"] and pooled[1].score == pytest.approx(max(sims[3], sims[4]))
+
+
+def test_isotonic_is_the_monotone_least_squares_fit_and_logistic_recovers_its_curve():
+    x = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 1, 0, 0, 1, 1])
+    iso = Isotonic().fit(x, y)
+    fitted = iso.predict(x)
+    assert np.all(np.diff(fitted) >= 0)
+    assert fitted == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3, 1, 1])  # pool-adjacent-violators by hand
+    rng = np.random.default_rng(0)
+    s = rng.uniform(-1, 1, 20000)
+    y = rng.uniform(size=s.size) < 1 / (1 + np.exp(-(6 * s - 1)))
+    lr = Logistic().fit(s, y)
+    assert lr.a == pytest.approx(6, abs=0.4) and lr.b == pytest.approx(-1, abs=0.15)
+    assert ece(lr.predict(s), y) < 0.02
+    assert ece(np.full(s.size, 0.9), y) > 0.3  # an overconfident model is far from calibrated
+    bins = reliability([0.05, 0.15, 0.95], [0, 1, 1], bins=10)
+    assert [b["count"] for b in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+def test_open_set_scores_by_hand():
+    truth = ["a", "a", "b", NEW, NEW, NEW]
+    real = ["a", "a", "b", "x", "x", "y"]
+    predicted = ["a", "b", "b", NEW, "a", NEW]
+    assert baks(truth, predicted) == pytest.approx((0.5 + 1.0) / 2)  # per whale: a 1 of 2, b 1 of 1
+    assert baus(truth, predicted, real) == pytest.approx((0.5 + 1.0) / 2)  # x 1 of 2, y 1 of 1
+    assert auroc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auroc([0.5, 0.5], [True, False]) == 0.5
+    top_whale, top_score = ["a", "a", "b", "a", "b", "a"], [0.9, 0.8, 0.85, 0.3, 0.5, 0.2]
+    best = choose_threshold(truth, top_whale, top_score, real)
+    assert 0.5 < best["threshold"] < 0.8 and best["baks"] == 1.0 and best["baus"] == 1.0 and best["auroc"] == 1.0
+    assert open_set_scores(truth, top_whale, top_score, 0.0, real)["baus"] == 0.0  # nothing is ever called new
