@@ -156,3 +156,49 @@ def test_open_set_scores_by_hand():
     best = choose_threshold(truth, top_whale, top_score, real)
     assert 0.5 < best["threshold"] < 0.8 and best["baks"] == 1.0 and best["baus"] == 1.0 and best["auroc"] == 1.0
     assert open_set_scores(truth, top_whale, top_score, 0.0, real)["baus"] == 0.0  # nothing is ever called new
+
+
+def test_the_whaleid_command_builds_appends_identifies_and_scores_open_set(smoke_run, tiny_survey, tmp_path, capsys):
+    """Time-aware open set on the tiny survey: the catalogue holds the photos taken before 2019, the 2019 photos
+    are identified; a whale first seen in 2019 is new."""
+    import pandas as pd
+
+    from catalogue.cli import main
+    from submission.build import build
+
+    zip_path = tmp_path / "s.zip"
+    build([smoke_run], zip_path)
+    db, train = tmp_path / "c.sqlite", tiny_survey / "train"
+    meta = pd.read_csv(train / "metadata.csv", dtype=str)
+    early, late = meta[meta.date < "2019-01-01"], meta[meta.date >= "2019-01-01"]
+    assert main(["catalogue", "build", "--bundle", str(zip_path), "--data", str(train), "--db", str(db),
+                 "--before", "2019-01-01", "--workers", "0"]) == 0
+    assert f"added {len(early)} photos" in capsys.readouterr().out
+    assert main(["catalogue", "build", "--bundle", str(zip_path), "--data", str(train), "--db", str(db),
+                 "--before", "2019-01-01", "--workers", "0"]) == 0
+    assert "0 to embed" in capsys.readouterr().out  # nothing is embedded twice
+
+    other = tmp_path / "other.zip"
+    other.write_bytes(zip_path.read_bytes() + b"\0")  # another file: another model identity
+    assert main(["catalogue", "build", "--bundle", str(other), "--data", str(train), "--db", str(db)]) == 2
+    assert "embedded by model s.zip" in capsys.readouterr().err
+
+    out = tmp_path / "r.csv"
+    assert main(["identify", "--bundle", str(zip_path), "--db", str(db), "--data", str(train), "--from", "2019-01-01",
+                 "--evaluate", "--out", str(out), "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    result = pd.read_csv(out, dtype={"image_id": str})
+    assert sorted(result.image_id) == sorted(late.image_id)
+    assert set(result.decision) <= {"match", "review", NEW}
+    known = set(early.whale_id)
+    truth = [w if w in known else NEW for w in late.set_index("image_id").loc[result.image_id, "whale_id"]]
+    assert f"known {sum(t != NEW for t in truth)} photos, new {sum(t == NEW for t in truth)}" in printed
+    expected = open_set_scores(truth, list(result.whale_id.fillna("")), list(result.score), 0.5,
+                               list(late.set_index("image_id").loc[result.image_id, "whale_id"]))
+    assert f"BAKS {expected['baks']:.4f}  BAUS {expected['baus']:.4f}" in printed
+    for cands in result.candidates:  # each candidate whale is a catalogue whale, with its supporting photos
+        for whale, score, photos in json.loads(cands):
+            assert whale in known and photos and set(photos) <= set(early.image_id)
+
+    assert main(["catalogue", "export", "--db", str(db), "--out", str(tmp_path / "c.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "c.csv")) == len(early)

@@ -55,7 +55,7 @@ ALLOWED = {
     "plugins": {"core", "plugins"},
     "training": {"core", "training"},
     "submission": {"core", "plugins", "training", "submission"},
-    "catalogue": {"core", "training", "catalogue"},
+    "catalogue": {"core", "training", "submission", "catalogue"},
     "tools": {"core", "plugins", "training", "submission", "catalogue", "tools"},
 }
 
