@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def recipe_run(tiny_survey, tmp_path_factory):
             if config.startswith("winners/4th"):
                 args += ["dataset.min_images_per_whale=2"]  # tiny's whales have few photos
             run_core(args)
+            # the tests read metrics, history and the best weights; the resume checkpoint (weights and optimizer
+            # state) and last.safetensors are 3x the weights again: 3.7 GB for the seed's ConvNeXt-L alone, and
+            # all of them at once filled a CI host's disk
+            assert (out / "best.safetensors").exists(), out
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            (out / "last.safetensors").unlink(missing_ok=True)
             cache[config] = out
         return cache[config]
 
@@ -150,9 +157,11 @@ def twin_embeddings(zip_path: Path, survey: Path, runtime: str = "2022") -> list
     twin = check(zip_path, survey / "test", survey / "test_labels.csv", runtime=runtime, save_embeddings=root / "twin.npz")
     assert twin["problems"] == [] and twin["format"] == "valid" and twin["queries_missing"] == 0, twin
     assert twin["runtime"]["packages"]["timm"] == "0.5.4" or runtime != "2022"
-    saved = np.load(root / "twin.npz", allow_pickle=False)
-    assert saved["ok"].all()
-    return [saved[k] for k in sorted((k for k in saved.files if k.startswith("model")), key=lambda k: int(k[5:]))]
+    with np.load(root / "twin.npz", allow_pickle=False) as saved:
+        assert saved["ok"].all()
+        out = [saved[k] for k in sorted((k for k in saved.files if k.startswith("model")), key=lambda k: int(k[5:]))]
+    shutil.rmtree(root)
+    return out
 
 
 def run_here(zip_path: Path, survey: Path) -> dict:
@@ -172,6 +181,9 @@ def run_here(zip_path: Path, survey: Path) -> dict:
     zipfile.ZipFile(zip_path).extractall(root)
     csv = root / "submission.csv"
     assert run(root, survey / "test", csv, num_workers=0)["status"] == "ok"
+    for entry in root.iterdir():  # the unpacked bundle (its weights) goes; the submission file is kept
+        if entry != csv:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     truth = pd.read_csv(survey / "test_labels.csv", dtype=str)
     predictions = pd.read_csv(csv, dtype={"query_id": str, "database_image_id": str})
     mAP = score_scenarios(predictions, read_scenarios(survey / "test"), truth)["mAP"]
