@@ -19,46 +19,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.nn import functional as F
+
+from core.explain import ExplainError, load_image, pair_heatmaps  # noqa: F401  (the tool's API, used by tools.report)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class ExplainError(ValueError):
-    pass
-
-
-def _last_map(features):
-    return features[-1] if isinstance(features, (list, tuple)) else features
-
-
-def pair_heatmaps(model, image_a: torch.Tensor, image_b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
-    """(heat_a [h, w], heat_b [h, w] in [0, 1] at the images' size, cosine) for two [3, h, w] images."""
-    model.eval()
-    backbone, neck = model.backbone, model.neck
-    if hasattr(backbone, "explain_pair"):
-        heat_a, heat_b = backbone.explain_pair(image_a, image_b, neck)
-        with torch.no_grad():
-            e = F.normalize(model(torch.stack([image_a, image_b])), dim=1)
-        return np.asarray(heat_a), np.asarray(heat_b), float(e[0] @ e[1])
-    batch = torch.stack([image_a, image_b]).requires_grad_(False)
-    features = backbone(batch)
-    fmap = _last_map(features)
-    if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
-        raise ExplainError("the backbone returns no feature map (e.g. timm mode: pooled); use mode: map or stages, "
-                           "or give the backbone an explain_pair(image_a, image_b, neck) method")
-    fmap.retain_grad()
-    emb = F.normalize(neck(features).float(), dim=1)
-    cosine = (emb[0] * emb[1]).sum()
-    cosine.backward()
-    grads = fmap.grad  # [2, C, h', w']
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * fmap).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=image_a.shape[1:], mode="bilinear", align_corners=False)[:, 0]
-    cam = cam.detach().numpy()
-    heats = [c / c.max() if c.max() > 0 else c for c in cam]
-    return heats[0], heats[1], float(cosine.detach())
 
 
 def load_run_model(run: Path, weights: Path | None = None):
@@ -85,19 +49,6 @@ def image_table(cfg) -> dict[str, str]:
 
     meta = read_metadata(cfg.data.root, require_identity=False)
     return dict(zip(meta["image_id"], meta["file"]))
-
-
-def load_image(path: str, cfg) -> tuple[torch.Tensor, np.ndarray]:
-    """(normalised tensor as the model sees it, the RGB photo at the model's size for drawing)."""
-    from core.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, portrait, squash_to_tensor
-
-    img = load_rgb(path)
-    if cfg.data.get("rotate_landscape", False):
-        img = portrait(img)
-    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    mean, std = tuple(cfg.dataset.get("mean", IMAGENET_MEAN)), tuple(cfg.dataset.get("std", IMAGENET_STD))
-    photo = np.asarray(img.resize((size[1], size[0])))
-    return squash_to_tensor(img, size, mean, std), photo
 
 
 def draw_pair(photo_a, photo_b, heat_a, heat_b, title: str, path: Path, labels=("query", "database")) -> Path:
