@@ -46,7 +46,8 @@ class Isotonic:
 
 class Logistic:
     """P = 1 / (1 + exp(-(a s + b))), maximum likelihood by Newton's method (a small ridge keeps it finite
-    when the classes separate)."""
+    when the classes separate). Monotone like the isotonic fit: a fitted slope under 0 (a model whose scores
+    do not separate same from different whales) becomes the constant base rate."""
 
     def fit(self, scores, labels, iterations: int = 50, ridge: float = 1e-6) -> "Logistic":
         s, y = np.asarray(scores, np.float64), np.asarray(labels, np.float64)
@@ -61,6 +62,9 @@ class Logistic:
             if np.abs(step).max() < 1e-10:
                 break
         self.a, self.b = float(w[0]), float(w[1])
+        if self.a < 0:  # a higher score never means less likely the same whale: the score says nothing here
+            p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6)) if len(y) else 0.5
+            self.a, self.b = 0.0, float(np.log(p / (1 - p)))
         return self
 
     def predict(self, scores) -> np.ndarray:

@@ -1,16 +1,21 @@
 """``whaleid``: the photo-ID catalogue from the command line.
 
-    whaleid catalogue build --bundle Z --data DIR --db C.sqlite [--before 2019-01-01] [--batch NAME]
+    whaleid catalogue build --bundle Z --data DIR --db C.sqlite [--before 2019-01-01] [--labels test_labels.csv]
     whaleid catalogue export --db C.sqlite --out C.csv|C.json
-    whaleid identify --bundle Z --db C.sqlite --data DIR [--from 2019-01-01] [--out R.csv] [--evaluate]
+    whaleid calibrate --db C.sqlite --run RUN [--per-viewpoint]
+    whaleid identify --bundle Z --db C.sqlite --data DIR [--from 2019-01-01] [--by encounter] [--evaluate]
+    whaleid review --db C.sqlite [--port 8765]
 
-``catalogue build`` embeds the photos of DIR (its metadata.csv, with whale_id) once with a bundle and stores
-them; run again on a new survey, it appends only photos not yet there. ``identify`` ranks the catalogue's
-whales for each photo of DIR not in the catalogue (``--from``: only those dated on or after), and decides:
-``match`` (top score at least ``--match-above``), ``new_whale`` (below ``--new-below``) or ``review``. With
-``--evaluate`` (DIR's photos have whale_id) it scores those decisions as an open-set task: a photo whose whale
-is in the catalogue should be matched to it, one whose whale is not should be called new; BAKS, BAUS, their
-geometric mean and AUROC are printed, and the best threshold on these photos beside the one used.
+``catalogue build`` embeds the photos of DIR (its metadata.csv, with whale_id, or identities recovered from a
+competition ``--labels`` file) once with a bundle and stores them; run again on a new survey, it appends only
+photos not yet there. ``calibrate`` fits P(same whale) and the "new whale" threshold on the time-aware open
+set of RUN's validation whales (which the model never trained on) and stores them in the catalogue.
+``identify`` ranks the catalogue's whales for each photo (or, ``--by encounter``, each encounter) of DIR not in
+the catalogue and decides: ``new_whale`` (top score under the threshold), ``match`` (calibrated probability at
+least ``--match-probability``) or ``review``; the proposals go into the catalogue for ``review``. With
+``--evaluate`` (DIR's identities known) it scores those decisions as an open-set task (BAKS, BAUS, their
+geometric mean, AUROC, ECE) beside the plain top-1 cosine baseline. ``review`` serves the review page on
+127.0.0.1; every decision made there is appended to the catalogue's decision log.
 """
 
 from __future__ import annotations
@@ -26,14 +31,21 @@ import numpy as np
 log = logging.getLogger("whaleid")
 
 
-def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None):
-    """DIR's metadata.csv rows (with ``file``, the photo's path), optionally dated before / since a day."""
+def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None,
+                labels: Path | None = None):
+    """DIR's metadata.csv rows (with ``file``, the photo's absolute path), optionally dated before / since a day;
+    with ``labels`` (a competition test_labels.csv) the whale ids are recovered from it."""
     from core.data import read_metadata
 
-    meta = read_metadata(data, require_identity=require_identity)
+    meta = read_metadata(data, require_identity=require_identity and labels is None)
+    if labels is not None:
+        from catalogue.openset import identities_from_labels
+
+        meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
     for col in ("encounter_id", "date", "whale_id"):
         if col not in meta.columns:
             meta[col] = None
+    meta["file"] = [str(Path(f).resolve()) for f in meta["file"]]
     if before:
         meta = meta[meta["date"].astype(str) < before]
     if since:
@@ -45,23 +57,22 @@ def build(args) -> int:
     from catalogue.embed import bundle_hash, embed_files
     from catalogue.store import Catalogue
 
-    meta = read_photos(args.data, require_identity=True, before=args.before)
+    meta = read_photos(args.data, require_identity=True, before=args.before, labels=args.labels)
     digest = bundle_hash(args.bundle)
-    if args.db.exists():
-        cat = Catalogue.open(args.db, model_hash=digest)
-    else:
-        cat = None
+    cat = Catalogue.open(args.db, model_hash=digest) if args.db.exists() else None
     known = cat.known_ids() if cat else set()
     todo = meta[~meta["image_id"].isin(known)].reset_index(drop=True)
     print(f"{args.data}: {len(meta)} photos of {meta['whale_id'].nunique()} whales; {len(meta) - len(todo)} already "
           f"in {args.db}, {len(todo)} to embed", flush=True)
-    emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers) if len(todo) else (np.zeros((0, 0)), np.zeros(0, bool))
+    if todo.empty:
+        return 0
+    emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers)
     for i in np.flatnonzero(~ok):
         print(f"warning: {todo['file'][i]} (row {i + 2} of {args.data / 'metadata.csv'}) cannot be read; not added",
               file=sys.stderr)
     if cat is None:
-        cat = Catalogue.create(args.db, digest, args.bundle.name, emb.shape[1] if len(todo) else 0)
-    rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")] if len(todo) else []
+        cat = Catalogue.create(args.db, digest, args.bundle.name, emb.shape[1])
+    rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")]
     added = cat.add_photos(rows, emb[ok], args.batch or args.data.name) if rows else 0
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")
     return 0
@@ -74,47 +85,152 @@ def export(args) -> int:
     return 0
 
 
+def calibrate(args) -> int:
+    import pandas as pd
+
+    from catalogue import openset
+    from catalogue.store import Catalogue
+
+    split = args.run / "split.csv"
+    if not split.is_file():
+        raise ValueError(f"{split}: not found; calibrate needs a run folder that core/run.py wrote")
+    held = pd.read_csv(split, dtype=str)
+    held_out = set(held.loc[held["role"] == "val", "image_id"])
+    if not held_out:
+        raise ValueError(f"{split}: no validation photos (role val); calibrate needs a run with a validation fold")
+    cat = Catalogue.open(args.db)
+    table, emb = cat.photos()
+    cal = openset.fit(table, emb, held_out, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
+                      match_probability=args.match_probability, source=str(args.run))
+    cat.set_meta("calibration", cal.to_json())
+    f = cal.fitted_on
+    print(f"{args.run}: {f['queries']} held-out photos from {f['cut']} on ({f['known']} of known whales, {f['new']} of "
+          f"new ones), {f['pairs']} candidate pairs")
+    print(f"ECE on those pairs: raw {f['ece_raw']:.4f}  logistic {f['ece_logistic']:.4f}  isotonic {f['ece_isotonic']:.4f}"
+          f" (in sample); {cal.method} is used")
+    print("new-whale threshold: " + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items())
+          + f"; baseline (top-1 cosine) {f['baseline_threshold']:.4f}; stored in {args.db}")
+    return 0
+
+
 def identify(args) -> int:
     import pandas as pd
 
-    from catalogue.calibrate import NEW, choose_threshold, open_set_scores
+    from catalogue import openset
+    from catalogue.calibrate import NEW
     from catalogue.embed import bundle_hash, embed_files
-    from catalogue.match import rank_whales
+    from catalogue.match import pool_encounter, rank_whales
     from catalogue.store import Catalogue
 
     cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
+    stored = cat.meta.get("calibration")
+    cal = openset.Calibration.from_json(stored) if stored else None
+    if cal is None:
+        print(f"note: {args.db} is not calibrated (run `whaleid calibrate`): probabilities are the raw scores clipped "
+              f"to [0, 1] and the new-whale threshold is --new-below {args.new_below}", file=sys.stderr)
+    if args.match_probability is not None and cal is not None:
+        cal.match_probability = args.match_probability
     table, cat_emb = cat.photos()
-    queries = read_photos(args.data, require_identity=args.evaluate, since=args.since)
+    queries = read_photos(args.data, require_identity=args.evaluate, since=args.since, labels=args.labels)
     queries = queries[~queries["image_id"].isin(set(table["image_id"]))].reset_index(drop=True)
     if queries.empty:
         print(f"no photo of {args.data} to identify (all are in the catalogue, or none is dated from {args.since})")
         return 1
     emb, ok = embed_files(args.bundle, list(queries["file"]), args.workers)
-    ranked = rank_whales(emb, list(queries.get("viewpoint", [None] * len(queries))), cat_emb, list(table["whale_id"]),
-                         list(table["image_id"]), list(table["viewpoint"]), how=args.how, top_n=args.top)
+    views = list(queries["viewpoint"])
+    ranked = rank_whales(emb, views, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
+                         how=args.how, top_n=args.top)
+    ranked = [r if ok[i] else [] for i, r in enumerate(ranked)]
+    if args.by == "encounter":
+        if queries["encounter_id"].isna().any():
+            row = int(np.flatnonzero(queries["encounter_id"].isna())[0])
+            raise ValueError(f"{args.data / 'metadata.csv'}: --by encounter needs encounter_id; photo "
+                             f"{queries['image_id'][row]} has none")
+        groups = queries.groupby("encounter_id", sort=False).indices
+        for idx in groups.values():
+            pooled = pool_encounter([ranked[i] for i in idx], top_n=args.top)
+            for i in idx:
+                ranked[i] = pooled
+
+    def probability(score):
+        return float(cal.probability([score])[0]) if cal else float(np.clip(score, 0, 1))
+
     out = []
     for i, cands in enumerate(ranked):
-        top = cands[0] if cands and ok[i] else None
-        score = top.score if top else -1.0
-        decision = "match" if score >= args.match_above else NEW if score < args.new_below else "review"
-        out.append({"image_id": queries["image_id"][i], "decision": decision if ok[i] else "unreadable",
-                    "whale_id": top.whale_id if top else "", "score": round(score, 4),
-                    "candidates": json.dumps([[c.whale_id, round(c.score, 4), [p for p, _ in c.photos]] for c in cands])})
+        top = cands[0] if cands else None
+        score, prob = (top.score, probability(top.score)) if top else (-1.0, 0.0)
+        if not ok[i]:
+            decision = "unreadable"
+        elif cal is not None:
+            decision = cal.decide(score, prob, views[i])
+        else:
+            decision = "match" if score >= args.match_above else NEW if score < args.new_below else "review"
+        shown = [{"whale_id": c.whale_id, "score": round(c.score, 4), "probability": round(probability(c.score), 4),
+                  "photos": [[p, round(s, 4)] for p, s in c.photos]} for c in cands]
+        out.append({"image_id": queries["image_id"][i], "decision": decision, "whale_id": top.whale_id if top else "",
+                    "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
+                    "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
+                    "encounter_id": queries["encounter_id"][i]})
     frame = pd.DataFrame(out)
+    cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
     if args.out:
-        frame.to_csv(args.out, index=False)
+        frame.drop(columns=["path"]).to_csv(args.out, index=False)
     counts = frame["decision"].value_counts().to_dict()
-    print(f"{len(frame)} photos against {table['whale_id'].nunique()} whales ({len(table)} photos): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    unit = "encounters" if args.by == "encounter" else "photos"
+    print(f"{len(frame)} photos ({queries['encounter_id'].nunique() if args.by == 'encounter' else len(frame)} {unit}) "
+          f"against {table['whale_id'].nunique()} whales ({len(table)} photos): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; proposals stored in {args.db}")
     if args.evaluate:
-        known = set(table["whale_id"])
-        truth = [w if w in known else NEW for w in queries["whale_id"]]
-        used = open_set_scores(truth, list(frame["whale_id"]), list(frame["score"]), args.new_below, list(queries["whale_id"]))
-        best = choose_threshold(truth, list(frame["whale_id"]), list(frame["score"]), list(queries["whale_id"]))
-        print(f"known {sum(t != NEW for t in truth)} photos, new {sum(t == NEW for t in truth)}")
-        for name, s in (("at --new-below", used), ("best threshold on these photos (optimistic)", best)):
-            print(f"{name}: threshold {s['threshold']:.4f}  BAKS {s['baks']:.4f}  BAUS {s['baus']:.4f}  "
-                  f"geometric mean {s['geometric_mean']:.4f}  AUROC {s['auroc']:.4f}")
+        metrics = evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal)
+        if args.metrics:
+            args.metrics.write_text(json.dumps(metrics, indent=1))
+    return 0
+
+
+def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict:
+    """Open-set scores of identify's decisions, and of the plain top-1 cosine baseline on the same photos."""
+    from catalogue import openset
+    from catalogue.calibrate import NEW
+    from catalogue.match import rank_whales
+
+    known = set(table["whale_id"])
+    real = list(queries["whale_id"])
+    split = {"ranked": ranked, "real": real, "truth": [w if w in known else NEW for w in real],
+             "views": list(queries["viewpoint"])}
+    if cal is not None:
+        ours = openset.evaluate(split, cal)
+        base_t = cal.fitted_on["baseline_threshold"]
+    else:
+        ours = openset.evaluate(split, None, args.new_below)
+        base_t = args.new_below
+    plain = rank_whales(emb, None, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
+                        how="max", top_n=args.top)
+    base = openset.evaluate(dict(split, ranked=plain), None, base_t)
+    print(f"known {ours['known']} photos, new {ours['new']}")
+    rows = [("whaleid (calibrated)" if cal else "whaleid (--new-below)", ours), ("top-1 cosine, threshold from validation"
+                                                                                 if cal else "top-1 cosine", base)]
+    for name, s in rows:
+        print(f"{name:42s} BAKS {s['baks']:.4f}  BAUS {s['baus']:.4f}  geometric mean {s['geometric_mean']:.4f}  "
+              f"AUROC {s['auroc']:.4f}")
+    if cal is not None:
+        print(f"ECE over the candidates shown: raw score {ours['ece_raw']:.4f}  logistic {ours['ece_logistic']:.4f}  "
+              f"isotonic {ours['ece_isotonic']:.4f}  ({cal.method} is used)")
+    from catalogue.calibrate import reliability
+
+    scores, labels = openset.labelled_pairs(ranked, split["truth"])
+    bins = {"raw": reliability(np.clip(scores, 0, 1), labels)}
+    if cal is not None:
+        bins[cal.method] = reliability(cal.probability(scores), labels)
+    tops = {kind: [c[0].score for c, t in zip(ranked, split["truth"]) if c and (t == NEW) == (kind == "new")]
+            for kind in ("known", "new")}
+    return {"whaleid": ours, "baseline": base, "calibration": cal.fitted_on if cal else None,
+            "thresholds": cal.thresholds if cal else {"all": args.new_below}, "reliability": bins, "top_scores": tops}
+
+
+def review(args) -> int:
+    from catalogue.review import serve
+
+    serve(args.db, host=args.host, port=args.port, who=args.who, bundle=args.bundle)
     return 0
 
 
@@ -128,13 +244,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data", type=Path, required=True, help="a folder with metadata.csv (image_id, path, whale_id, ...)")
     b.add_argument("--db", type=Path, required=True, help="the catalogue file (SQLite)")
     b.add_argument("--before", help="only photos dated before this day (YYYY-MM-DD)")
+    b.add_argument("--labels", type=Path, help="a competition test_labels.csv: whale ids recovered from its matches")
     b.add_argument("--batch", help="a name for this addition (default: DIR's name)")
     b.add_argument("--workers", type=int, default=None, help="image loading processes")
-    b.set_defaults(run=build)
+    b.set_defaults(func=build)
     e = cat.add_parser("export", help="the photos and identities (and, to .json, the decisions) as a file")
     e.add_argument("--db", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True, help="a .csv or .json file")
-    e.set_defaults(run=export)
+    e.set_defaults(func=export)
+    c = sub.add_parser("calibrate", help="fit P(same whale) and the new-whale threshold on RUN's validation whales")
+    c.add_argument("--db", type=Path, required=True, help="a catalogue built from RUN's training data")
+    c.add_argument("--run", type=Path, required=True, help="the run folder (its split.csv names the validation photos)")
+    c.add_argument("--method", choices=("logistic", "isotonic"), default="logistic", help="the calibration applied")
+    c.add_argument("--how", choices=("max", "mean_top"), default="max", help="a whale's score from its photos'")
+    c.add_argument("--per-viewpoint", action="store_true", help="a threshold per viewpoint where each has enough photos")
+    c.add_argument("--match-probability", type=float, default=0.9, help="P(same) from which a photo is matched")
+    c.set_defaults(func=calibrate)
     i = sub.add_parser("identify", help="rank the catalogue's whales for new photos; match, review or new whale")
     i.add_argument("--bundle", type=Path, required=True, help="the bundle the catalogue was built with")
     i.add_argument("--db", type=Path, required=True)
@@ -142,12 +267,26 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--from", dest="since", help="only photos dated on or after this day (YYYY-MM-DD)")
     i.add_argument("--how", choices=("max", "mean_top"), default="max", help="a whale's score from its photos'")
     i.add_argument("--top", type=int, default=5, help="candidate whales kept per photo")
-    i.add_argument("--match-above", type=float, default=0.8, help="top score from which a photo is matched")
-    i.add_argument("--new-below", type=float, default=0.5, help="top score under which a photo is a new whale")
+    i.add_argument("--by", choices=("photo", "encounter"), default="photo",
+                   help="decide per photo, or per encounter (its photos pooled: each whale's best score over them)")
+    i.add_argument("--match-probability", type=float, default=None, help="P(same) from which a photo is matched "
+                   "(default: the calibration's)")
+    i.add_argument("--match-above", type=float, default=0.8, help="uncalibrated: top score from which a photo is matched")
+    i.add_argument("--new-below", type=float, default=0.5, help="uncalibrated: top score under which a photo is new")
+    i.add_argument("--labels", type=Path, help="a competition test_labels.csv: DIR's whale ids recovered from it")
+    i.add_argument("--batch", help="a name for these proposals (default: DIR's name)")
     i.add_argument("--out", type=Path, help="a CSV of decisions and candidates")
-    i.add_argument("--evaluate", action="store_true", help="DIR's whale_id is known: print open-set scores")
+    i.add_argument("--evaluate", action="store_true", help="DIR's whale ids are known: print open-set scores")
+    i.add_argument("--metrics", type=Path, help="with --evaluate: write the scores to this JSON file")
     i.add_argument("--workers", type=int, default=None)
-    i.set_defaults(run=identify)
+    i.set_defaults(func=identify)
+    r = sub.add_parser("review", help="serve the review page on 127.0.0.1: confirm, correct, merge; every decision logged")
+    r.add_argument("--db", type=Path, required=True)
+    r.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
+    r.add_argument("--port", type=int, default=8765)
+    r.add_argument("--who", default=None, help="the reviewer's name in the log (default: $USER; ?who= in the URL wins)")
+    r.add_argument("--bundle", type=Path, help="the catalogue's bundle: pair heatmaps on the page")
+    r.set_defaults(func=review)
     return p
 
 
@@ -159,7 +298,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setup_logging()
     try:
-        return args.run(args)
+        return args.func(args)
     except (CatalogueError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

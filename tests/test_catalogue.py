@@ -140,6 +140,8 @@ def test_isotonic_is_the_monotone_least_squares_fit_and_logistic_recovers_its_cu
     assert lr.a == pytest.approx(6, abs=0.4) and lr.b == pytest.approx(-1, abs=0.15)
     assert ece(lr.predict(s), y) < 0.02
     assert ece(np.full(s.size, 0.9), y) > 0.3  # an overconfident model is far from calibrated
+    flat = Logistic().fit(-s, y)  # scores that fall as P(same) rises: no evidence, the base rate
+    assert flat.a == 0 and flat.predict([0.3])[0] == pytest.approx(y.mean())
     bins = reliability([0.05, 0.15, 0.95], [0, 1, 1], bins=10)
     assert [b["count"] for b in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 1]
 
@@ -197,8 +199,113 @@ def test_the_whaleid_command_builds_appends_identifies_and_scores_open_set(smoke
                                list(late.set_index("image_id").loc[result.image_id, "whale_id"]))
     assert f"BAKS {expected['baks']:.4f}  BAUS {expected['baus']:.4f}" in printed
     for cands in result.candidates:  # each candidate whale is a catalogue whale, with its supporting photos
-        for whale, score, photos in json.loads(cands):
-            assert whale in known and photos and set(photos) <= set(early.image_id)
+        for c in json.loads(cands):
+            assert c["whale_id"] in known and c["photos"] and {p for p, _ in c["photos"]} <= set(early.image_id)
 
     assert main(["catalogue", "export", "--db", str(db), "--out", str(tmp_path / "c.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "c.csv")) == len(early)
+    proposals = Catalogue.open(db).proposals()  # what the review page shows
+    assert {p["image_id"] for p in proposals} == set(late.image_id)
+    assert all(p["path"] and p["candidates"][0]["whale_id"] == p["whale_id"] for p in proposals if p["candidates"])
+
+
+def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey, tmp_path, capsys):
+    """``whaleid calibrate`` fits on the smoke run's validation whales (time-aware: their latest year's photos are
+    queries), stores the calibration; identify then decides by it, per photo and per encounter, and prints
+    BAKS, BAUS, AUROC and ECE beside the top-1 cosine baseline; the heatmaps need the catalogue's own bundle."""
+    import pandas as pd
+
+    from catalogue import openset
+    from catalogue.cli import main
+    from catalogue.review import Heatmaps
+    from submission.build import build
+
+    zip_path = tmp_path / "s.zip"
+    build([smoke_run], zip_path)
+    db, train = tmp_path / "c.sqlite", tiny_survey / "train"
+    assert main(["catalogue", "build", "--bundle", str(zip_path), "--data", str(train), "--db", str(db),
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--per-viewpoint"]) == 0
+    printed = capsys.readouterr().out
+    cal = openset.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    split = pd.read_csv(smoke_run / "split.csv", dtype=str)
+    val = split[split.role == "val"]
+    cut = openset.last_year_cut(val.date)
+    assert cal.fitted_on["queries"] == int((val.date >= cut).sum()) and f"from {cut} on" in printed
+    assert cal.fitted_on["known"] > 0 and cal.fitted_on["new"] > 0 and "all" in cal.thresholds
+    p = cal.probability([-1.0, 0.0, 0.5, 1.0])
+    assert np.all(np.diff(p) >= 0) and np.all((0 <= p) & (p <= 1))  # a probability, monotone in the score
+    assert cal.decide(cal.thresholds["all"] - 1e-3, 0.99, "top") == NEW
+    assert cal.decide(cal.thresholds["all"] + 1e-3, cal.match_probability, "top") == "match"
+    assert cal.decide(cal.thresholds["all"] + 1e-3, cal.match_probability - 1e-3, "top") == "review"
+
+    # identify the same survey's photos from another catalogue: the one before 2019, calibrated on the same run
+    db2 = tmp_path / "c2.sqlite"
+    assert main(["catalogue", "build", "--bundle", str(zip_path), "--data", str(train), "--db", str(db2),
+                 "--before", "2019-01-01", "--workers", "0"]) == 0
+    Catalogue.open(db2).set_meta("calibration", cal.to_json())
+    capsys.readouterr()
+    metrics = tmp_path / "m.json"
+    for by in ("photo", "encounter"):
+        out = tmp_path / f"{by}.csv"
+        assert main(["identify", "--bundle", str(zip_path), "--db", str(db2), "--data", str(train), "--from",
+                     "2019-01-01", "--evaluate", "--by", by, "--out", str(out), "--metrics", str(metrics),
+                     "--workers", "0"]) == 0
+        printed = capsys.readouterr().out
+        assert "top-1 cosine, threshold from validation" in printed and "ECE over the candidates shown" in printed
+        result = pd.read_csv(out, dtype=str)
+        for _, row in result.iterrows():  # each decision is the calibration's on its top score and probability
+            top = json.loads(row.candidates)[0]
+            assert row.decision == cal.decide(top["score"], top["probability"], row.viewpoint)
+            assert float(row.probability) == pytest.approx(float(cal.probability([top["score"]])[0]), abs=1e-4)
+        if by == "encounter":  # one decision per encounter
+            assert (result.groupby("encounter_id").whale_id.nunique() == 1).all()
+            assert (result.groupby("encounter_id").decision.nunique() == 1).all()
+    scored = json.loads(metrics.read_text())
+    for key in ("baks", "baus", "geometric_mean", "auroc", "ece_raw", "ece_logistic", "ece_isotonic"):
+        assert np.isfinite(scored["whaleid"][key]), key
+    assert np.isfinite(scored["baseline"]["baks"]) and scored["calibration"]["source"] == str(smoke_run)
+
+    heat = Heatmaps(zip_path, Catalogue.open(db).meta["model_hash"])
+    from PIL import Image
+    import io
+    a, b = list(val.image_id[:2])
+    files = pd.read_csv(train / "metadata.csv", dtype=str).set_index("image_id")["path"]
+    png = Image.open(io.BytesIO(heat.png(str(train / files[a]), str(train / files[b]))))
+    assert png.size[0] > png.size[1] > 0 and png.mode == "RGB"
+    with pytest.raises(CatalogueError, match="not the bundle that embedded this catalogue"):
+        Heatmaps(zip_path, "0" * 64)
+
+
+def test_identities_from_competition_labels(tiny_survey):
+    """The test whales recovered from test_labels.csv: every labelled pair is one whale, and groups never mix
+    two whales (checked against the synthetic survey's own identities)."""
+    import pandas as pd
+
+    from catalogue.openset import identities_from_labels
+
+    ids = identities_from_labels(tiny_survey / "test", tiny_survey / "test_labels.csv")
+    labels = pd.read_csv(tiny_survey / "test_labels.csv", dtype=str)
+    assert set(ids) == set(pd.read_csv(tiny_survey / "test" / "metadata.csv", dtype=str).image_id)
+    for q, d in zip(labels.query_id, labels.database_image_id):
+        assert ids[q.split("-")[-1]] == ids[d]
+    assert len(set(ids.values())) > 1 and all(v.startswith("test:") for v in ids.values())
+    bad = tiny_survey.parent / "bad_labels.csv"
+    labels.iloc[:1].assign(database_image_id="nope").to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="row 2 names nope"):
+        identities_from_labels(tiny_survey / "test", bad)
+
+
+def test_a_schema_1_catalogue_is_upgraded_in_place(tmp_path):
+    from catalogue.store import SCHEMA, _statements
+
+    conn = sqlite3.connect(tmp_path / "old.sqlite")
+    for statement in _statements(SCHEMA):
+        conn.execute(statement)
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("model_hash", "a" * 64), ("model_name", "m"), ("dim", "4")])
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    cat = Catalogue.open(tmp_path / "old.sqlite")
+    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 2 and cat.proposals() == []
