@@ -8,8 +8,10 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 # accelerate launch gives each process one CPU thread unless told otherwise: half the speed on 2 cores
 LAUNCH  := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process $(NPROC)
 DEMO_RUN := runs/demo
+# headless Chromium from Debian's package, for the tests that drive the review page and render the report
+CHROMIUM := command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: Debian's chromium could not be installed; the browser tests will be skipped"
 
-.PHONY: venv runtime-twin gpu-check demo train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: venv runtime-twin gpu-check demo identify-demo review train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,11 +65,17 @@ seeds-demo: $(STAMP) $(DATA)/small/test_labels.csv  ## the demo recipe on fold 0
 ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each technique alone over 3 seeds against the earlier CPU default (configs/synthetic_cpu_gem_bn.yaml; about 2 hours on 2 cores): runs/ablation/ablation.md
 	$(PY) -m tools.bench.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
+identify-demo: $(STAMP)  ## from RUN (default runs/demo) to named whales: catalogue of its training whales, calibration on its validation whales, the test photos identified (match / review / new whale) and scored: RUN/identify/
+	$(PY) -m tools.identify_demo $(or $(RUN),$(DEMO_RUN))
+
+review: $(STAMP)  ## serve the review page of RUN's identify-demo catalogue on http://127.0.0.1:8765/
+	.venv/bin/whaleid review --db $(or $(RUN),$(DEMO_RUN))/identify/catalogue.sqlite --bundle $(or $(RUN),$(DEMO_RUN))/identify/bundle.zip
+
 report: $(DEV)  ## an HTML report of RUN (default runs/demo): curves, galleries, pair explanations
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
 
 report-check: $(DEV)  ## render RUN's report in headless Chromium (installs Debian's chromium if missing), screenshot and check it
-	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(CHROMIUM)
 	$(PY) -m tools.report $(or $(RUN),$(DEMO_RUN))
 	$(PY) -m tools.report_check $(or $(RUN),$(DEMO_RUN))/report.html --screenshot $(or $(RUN),$(DEMO_RUN))/report.png
 
@@ -89,8 +97,9 @@ bench: $(STAMP) $(DATA)/full/test_labels.csv  ## benchmarks: training step vs ba
 bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey variant (about an hour on 2 cores)
 	$(PY) -m tools.bench.quality
 
-test: $(DEV)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found)
+test: $(DEV)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found, installs Debian's chromium for the browser tests)
 	$(PY) -m submission.runtime build --if-available
+	$(CHROMIUM)
 	$(PY) -m pytest -q tests
 
 gpu-check: $(STAMP)  ## on a CUDA machine: every seed/winners recipe's fp16 training speed and memory, 2-GPU evaluation, the seed's bundle on a competition-sized test set, within 10 minutes: runs/gpu_check/gpu_check.{json,md}
