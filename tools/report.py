@@ -13,7 +13,9 @@ The page holds, in order:
    first true match when it is outside the top k. Built from the run's saved validation embeddings
    (``oof.npz``) and its postprocess chain, so nothing is re-embedded;
 5. pair explanations (``tools.explain``) for each gallery's first hit and first false hit;
-6. the resolved config.
+6. when the run has been through ``make identify-demo``: open-set identification scores beside the top-1
+   cosine baseline, the reliability diagram and the known and new whales' score distributions;
+7. the resolved config.
 """
 
 from __future__ import annotations
@@ -201,6 +203,29 @@ def gallery_html(rows: list[dict], files: dict[str, str], rotate: bool) -> str:
     return "\n".join(parts)
 
 
+def identify_section(run: Path, assets: Path) -> str:
+    """The run's identification (``tools.identify_demo`` / ``whaleid identify --metrics``), when it has one:
+    open-set scores beside the baseline, the reliability diagram and the known/new score distributions."""
+    path = run / "identify" / "metrics.json"
+    if not path.is_file():
+        return ""
+    from tools.plots import open_set_png
+
+    m = json.loads(path.read_text())
+    png = open_set_png(m, assets / "identify.png")
+    rows = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{m[key][k]:.4f}</td>" for k in
+                   ("baks", "baus", "geometric_mean", "auroc")) + "</tr>"
+                   for name, key in (("whaleid (calibrated)", "whaleid"), ("top-1 cosine, threshold from validation",
+                                                                            "baseline")) if key in m)
+    cal = m.get("calibration") or {}
+    fitted = (f"Calibrated on {cal.get('queries')} held-out photos of the run's validation whales from {cal.get('cut')} "
+              f"on ({cal.get('known')} known, {cal.get('new')} new). ") if cal else ""
+    return f"""<section id="identify"><h2>Named whales: open-set identification</h2><p>{html.escape(fitted)}Test photos
+from {html.escape(str(m.get('cut', '?')))} on identified against the catalogue ({m['whaleid']['known']} of known whales,
+{m['whaleid']['new']} of new ones).</p><table><tr><th></th><th>BAKS</th><th>BAUS</th><th>geometric mean</th><th>AUROC</th></tr>
+{rows}</table><img src="{png_data(png)}" alt="reliability diagram and known/new score distributions"></section>"""
+
+
 def build_report(run: Path, out: Path | None = None, queries: int = 3, top_k: int = 6, explain: bool = True) -> dict:
     started = time.time()
     run = Path(run)
@@ -249,6 +274,7 @@ def build_report(run: Path, out: Path | None = None, queries: int = 3, top_k: in
         f'cosine {e["cosine"]:.3f}</figcaption></figure>' if "png" in e else f'<p class="warn">{html.escape(e["error"])}</p>'
         for e in explained)
     lift = best.get("lift")
+    identified = identify_section(run, assets)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>whaleid report: {html.escape(run.name)}</title>
 <style>{CSS}</style></head><body>
@@ -262,6 +288,7 @@ def build_report(run: Path, out: Path | None = None, queries: int = 3, top_k: in
 red = another whale; worst queries by AP first, then random ones.</p>{gallery_html(rows, files, rotate)}</section>
 <section id="explanations"><h2>Pair explanations</h2><p>Where the two embeddings agree: Grad-CAM of their cosine
 similarity on each photo's last feature map (tools.explain).</p>{pairs}</section>
+{identified}
 <section id="config"><h2>Config</h2><pre>{html.escape((run / 'config.yaml').read_text())}</pre></section>
 </body></html>"""
     out.write_text(page)
