@@ -309,3 +309,34 @@ def test_a_schema_1_catalogue_is_upgraded_in_place(tmp_path):
     conn.close()
     cat = Catalogue.open(tmp_path / "old.sqlite")
     assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 2 and cat.proposals() == []
+
+
+def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, tmp_path, capsys):
+    """``make identify-demo`` on the smoke run: the five steps, the open-set scores printed and saved, the
+    decisions file, and the report's identification section with its picture."""
+    import shutil
+
+    import pandas as pd
+
+    from tools import identify_demo
+    from tools.report import build_report
+
+    run = tmp_path / "smoke"
+    run.mkdir()
+    for name in ("config.yaml", "best.safetensors", "split.csv", "metrics.json", "history.jsonl", "per_query.csv", "oof.npz"):
+        shutil.copy(smoke_run / name, run / name)
+    assert identify_demo.main([str(run), "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "BAKS", "BAUS", "geometric mean", "AUROC",
+                 "ECE over the candidates shown"):
+        assert step in printed, step
+    metrics = json.loads((run / "identify" / "metrics.json").read_text())
+    assert metrics["whaleid"]["known"] > 0 and metrics["whaleid"]["new"] > 0
+    decisions = pd.read_csv(run / "identify" / "decisions.csv", dtype=str)
+    assert len(decisions) == metrics["whaleid"]["known"] + metrics["whaleid"]["new"]
+    assert set(decisions.decision) <= {"match", "review", NEW}
+    assert identify_demo.main([str(run), "--workers", "0"]) == 0  # again: nothing re-embedded
+    assert "0 to embed" in capsys.readouterr().out
+    build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="identify"' in page and "reliability diagram" in page and (tmp_path / "report_files" / "identify.png").is_file()
