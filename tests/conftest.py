@@ -47,6 +47,14 @@ RECIPES = ("seed_3rd_place/convnext_large", "seed_3rd_place/tf_efficientnet_b5_n
            "winners/2nd/tf_efficientnet_b5_ns", "winners/4th/tf_efficientnet_b5_ns_416", "winners/4th/tf_efficientnet_b7_ns_256")
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``make test`` runs two workers), the tests that share the GPU recipes' runs go to one
+    worker: a session fixture is built once per worker, and those runs are the suite's most expensive."""
+    for item in items:
+        if "recipe_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("recipes"))
+
+
 @pytest.fixture(scope="session")
 def recipe_run(tiny_survey, tmp_path_factory):
     """``recipe_run("winners/2nd/tf_efficientnet_b3_ns")``: that GPU recipe shrunk to one CPU step on tiny data
