@@ -100,7 +100,7 @@ bench-quality: $(STAMP)  ## the CPU recipe against a bare loop on every survey v
 test: $(DEV)  ## run the test suite (builds the 2022 runtime twin first when a Python 3.9 is found, installs Debian's chromium for the browser tests)
 	$(PY) -m submission.runtime build --if-available
 	$(CHROMIUM)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 gpu-check: $(STAMP)  ## on a CUDA machine: every seed/winners recipe's fp16 training speed and memory, 2-GPU evaluation, the seed's bundle on a competition-sized test set, within 10 minutes: runs/gpu_check/gpu_check.{json,md}
 	$(PY) -m tools.bench.gpu_check --out runs/gpu_check $(ARGS)
