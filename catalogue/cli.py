@@ -1,6 +1,7 @@
 """``whaleid``: the photo-ID catalogue from the command line.
 
     whaleid catalogue build --bundle Z --data DIR --db C.sqlite [--before 2019-01-01] [--labels test_labels.csv]
+    whaleid catalogue apply --db C.sqlite
     whaleid catalogue export --db C.sqlite --out C.csv|C.json
     whaleid calibrate --db C.sqlite --run RUN [--per-viewpoint]
     whaleid identify --bundle Z --db C.sqlite --data DIR [--from 2019-01-01] [--by encounter] [--evaluate]
@@ -15,7 +16,8 @@ the catalogue and decides: ``new_whale`` (top score under the threshold), ``matc
 least ``--match-probability``) or ``review``; the proposals go into the catalogue for ``review``. With
 ``--evaluate`` (DIR's identities known) it scores those decisions as an open-set task (BAKS, BAUS, their
 geometric mean, AUROC, ECE) beside the plain top-1 cosine baseline. ``review`` serves the review page on
-127.0.0.1; every decision made there is appended to the catalogue's decision log.
+127.0.0.1; every decision made there is appended to the catalogue's decision log, and ``catalogue apply``
+adds the photos reviewers accepted or named to the searchable photos (merged whales count as one whale).
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ def export(args) -> int:
     return 0
 
 
+def apply(args) -> int:
+    from catalogue.store import Catalogue
+
+    cat = Catalogue.open(args.db)
+    added = cat.apply_reviewed(args.batch)
+    print(f"added {added} reviewed photos to the searchable catalogue; {args.db} holds {len(cat.known_ids())}")
+    return 0
+
+
 def calibrate(args) -> int:
     import pandas as pd
 
@@ -131,6 +142,7 @@ def identify(args) -> int:
     if args.match_probability is not None and cal is not None:
         cal.match_probability = args.match_probability
     table, cat_emb = cat.photos()
+    table["whale_id"] = cat.current_whales(table["whale_id"])  # reviewers' merges count
     queries = read_photos(args.data, require_identity=args.evaluate, since=args.since, labels=args.labels)
     queries = queries[~queries["image_id"].isin(set(table["image_id"]))].reset_index(drop=True)
     if queries.empty:
@@ -248,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", help="a name for this addition (default: DIR's name)")
     b.add_argument("--workers", type=int, default=None, help="image loading processes")
     b.set_defaults(func=build)
+    a = cat.add_parser("apply", help="add the photos reviewers accepted or named to the searchable photos")
+    a.add_argument("--db", type=Path, required=True)
+    a.add_argument("--batch", default="reviewed", help="a name for this addition")
+    a.set_defaults(func=apply)
     e = cat.add_parser("export", help="the photos and identities (and, to .json, the decisions) as a file")
     e.add_argument("--db", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True, help="a .csv or .json file")

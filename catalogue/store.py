@@ -317,6 +317,34 @@ class Catalogue:
         assigned = {q: alias.get(w, w) for q, w in assigned.items()}
         return {"standing": standing, "last": last, "assigned": assigned, "alias": alias, "whales": whales}
 
+    def apply_reviewed(self, batch: str = "reviewed") -> int:
+        """Add the photos reviewers accepted or named as a new whale to the searchable photos, under their
+        current whale (merges followed), with the embedding identify stored: one transaction. Returns how many."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            state = self.state()
+            known = self.known_ids()
+            stamp, added = now(), 0
+            dim = int(self.meta["dim"])
+            for row in self.conn.execute("SELECT image_id, encounter_id, viewpoint, date, path, embedding FROM proposals "
+                                         "ORDER BY rowid").fetchall():
+                query = row[0]
+                if query in known or query not in state["assigned"] or row[5] is None or len(row[5]) != 4 * dim:
+                    continue
+                self.conn.execute("INSERT INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  (query, state["assigned"][query], row[1], row[2], row[3], row[4], row[5], batch, stamp))
+                added += 1
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return added
+
+    def current_whales(self, whale_ids) -> list:
+        """Each whale id as it is now: a merged whale's photos count for the whale it joined."""
+        alias = self.state()["alias"]
+        return [alias.get(w, w) for w in whale_ids]
+
     # ---- export -----------------------------------------------------------------------------------------
 
     def export(self, path) -> Path:

@@ -340,3 +340,33 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)
     page = (tmp_path / "report.html").read_text()
     assert 'id="identify"' in page and "reliability diagram" in page and (tmp_path / "report_files" / "identify.png").is_file()
+
+
+def test_reviewed_photos_join_the_catalogue_under_their_current_whale(tmp_path, capsys):
+    """After review, ``catalogue apply`` adds accepted and new-whale photos (with identify's embeddings) to the
+    searchable photos; a merge makes two whales one for matching; a rejected or undone photo stays out."""
+    from catalogue.cli import main
+
+    cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "m", 4)
+    cat.add_photos(rows(3), np.eye(3, 4), "2019")  # p0 w0, p1 w1, p2 w2
+    queries = [{"image_id": f"q{i}", "path": "", "viewpoint": "top", "date": "2020-01-01", "encounter_id": f"e{i}",
+                "decision": "review", "whale_id": "w0", "score": 0.9, "probability": 0.8, "candidates": "[]"}
+               for i in range(4)]
+    cat.add_proposals(queries, np.eye(4, 4)[[0, 1, 3, 2]], "2020")
+    cat.decide("ana", "accept", "q0", whale_id="w0", expect_last=None)
+    cat.decide("ana", "new_whale", "q1", whale_id="w9", expect_last=None)
+    gone = cat.decide("ana", "accept", "q2", whale_id="w1", expect_last=None)
+    cat.decide("ana", "undo", "q2", undoes=gone)
+    cat.decide("ana", "reject", "q3", whale_id="w2", expect_last=None)
+    cat.decide("bob", "merge", "q0", whale_id="w0", other_whale="w2")
+    with pytest.raises(CatalogueError, match="one whale already"):
+        cat.decide("bob", "merge", "q0", whale_id="w2", other_whale="w0")
+    cat.close()
+    assert main(["catalogue", "apply", "--db", str(tmp_path / "c.sqlite")]) == 0
+    assert "added 2 reviewed photos" in capsys.readouterr().out
+    cat = Catalogue.open(tmp_path / "c.sqlite")
+    table, emb = cat.photos()
+    assert dict(zip(table.image_id, table.whale_id))["q0"] == "w0" and dict(zip(table.image_id, table.whale_id))["q1"] == "w9"
+    assert np.array_equal(emb[list(table.image_id).index("q1")], np.eye(4)[1])  # identify's embedding, not recomputed
+    assert cat.current_whales(["w0", "w1", "w2", "w9"]) == ["w0", "w1", "w0", "w9"]
+    assert cat.apply_reviewed() == 0  # nothing twice
