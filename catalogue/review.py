@@ -187,6 +187,8 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None) -> S
             return body
         cat = opened()
         try:
+            if cat.conn.execute("SELECT 1 FROM proposals WHERE image_id = ?", (str(body.get("query")),)).fetchone() is None:
+                return JSONResponse({"error": f"photo {body.get('query')!r} is not among identify's proposals"}, 400)
             shown = body.get("scores") or {}
             did = cat.decide(body.get("who") or default_who, str(body.get("action")), str(body.get("query")),
                              body.get("whale_id"), body.get("other_whale"), scores=shown,

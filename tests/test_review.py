@@ -147,6 +147,8 @@ def test_racing_reviewers_one_wins_the_others_are_told_nothing_is_lost(server):
     assert all(i["decision"] == "review" and i["viewpoint"] == "top" for i in only["items"]) and only["shown"] < only["total"]
     with pytest.raises(urllib.error.HTTPError, match="400"):
         server.get("/api/state?viewpoint=sideways")
+    code, unknown = server.post("/api/decide", {"who": "ana", "action": "accept", "query": "nope", "whale_id": whale})
+    assert code == 400 and "not among identify's proposals" in unknown["error"]
     code, bad = server.post("/api/decide", {"who": "ana", "action": "new_whale", "query": query,
                                             "whale_id": whale, "expect_last": None})
     assert code == 409 and "exists already" in bad["error"]
