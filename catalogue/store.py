@@ -17,6 +17,7 @@ written, so no decision is overwritten unseen. A schema 1 file is upgraded in pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -110,6 +111,17 @@ class Catalogue:
     def __init__(self, path, conn: sqlite3.Connection):
         self.path, self.conn = Path(path), conn
 
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction (BEGIN IMMEDIATE: one writer at a time), rolled back on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
     # ---- opening ----------------------------------------------------------------------------------------
 
     @classmethod
@@ -181,8 +193,7 @@ class Catalogue:
             bad = rows[int(np.flatnonzero(~np.isfinite(embeddings).all(1))[0])]["image_id"]
             raise CatalogueError(f"photo {bad}: its embedding is not finite; nothing was added")
         known, added, stamp = self.known_ids(), 0, now()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             for row, emb in zip(rows, embeddings):
                 if row["image_id"] in known:
                     continue
@@ -190,10 +201,6 @@ class Catalogue:
                                   tuple(_text(row.get(c)) for c in PHOTO_COLUMNS) + (emb.tobytes(), batch, stamp))
                 known.add(row["image_id"])
                 added += 1
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return added
 
     def photos(self):
@@ -217,18 +224,13 @@ class Catalogue:
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",
                 "candidates")
         stamp = now()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             for i, row in enumerate(rows):
                 emb = None if embeddings is None else np.asarray(embeddings[i], np.float32).tobytes()
                 self.conn.execute(f"INSERT OR REPLACE INTO proposals ({', '.join(cols)}, embedding, batch, added_at) "
                                   f"VALUES ({', '.join('?' * (len(cols) + 3))})",
                                   tuple(row.get(c) if c in ("score", "probability") else _text(row.get(c)) for c in cols)
                                   + (emb, batch, stamp))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def proposals(self) -> list[dict]:
@@ -249,8 +251,7 @@ class Catalogue:
             raise CatalogueError(f"unknown decision {action!r}; expected one of {ACTIONS}")
         if not who:
             raise CatalogueError("a decision needs who made it")
-        self.conn.execute("BEGIN IMMEDIATE")  # one writer at a time: the check and the insert are atomic
-        try:
+        with self._write():
             state = self.state()
             last = state["last"].get(query)
             if expect_last is not ANY and (last["id"] if last else None) != expect_last:
@@ -280,10 +281,6 @@ class Catalogue:
                 "INSERT INTO decisions (at, who, action, query, whale_id, other_whale, undoes, model_hash, scores) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (now(), who, action, query, whale_id, other_whale, undoes, self.meta["model_hash"], json.dumps(scores or {})))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return int(cur.lastrowid)
 
     def decisions(self) -> list[dict]:
@@ -320,8 +317,7 @@ class Catalogue:
     def apply_reviewed(self, batch: str = "reviewed") -> int:
         """Add the photos reviewers accepted or named as a new whale to the searchable photos, under their
         current whale (merges followed), with the embedding identify stored: one transaction. Returns how many."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             state = self.state()
             known = self.known_ids()
             stamp, added = now(), 0
@@ -334,10 +330,6 @@ class Catalogue:
                 self.conn.execute("INSERT INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                   (query, state["assigned"][query], row[1], row[2], row[3], row[4], row[5], batch, stamp))
                 added += 1
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return added
 
     def current_whales(self, whale_ids) -> list:
