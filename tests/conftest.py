@@ -47,6 +47,16 @@ RECIPES = ("seed_3rd_place/convnext_large", "seed_3rd_place/tf_efficientnet_b5_n
            "winners/2nd/tf_efficientnet_b5_ns", "winners/4th/tf_efficientnet_b5_ns_416", "winners/4th/tf_efficientnet_b7_ns_256")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each of the two workers (and every process it starts: runs, the twin) computes on one
+    thread. Two workers of two threads each on two cores spend their time spin-waiting for each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``make test`` runs two workers), the tests that share the GPU recipes' runs go to one
     worker: a session fixture is built once per worker, and those runs are the suite's most expensive."""
@@ -127,6 +137,41 @@ def lossless_copy(survey: Path) -> Path:
         meta.to_csv(out / "test" / "metadata.csv", index=False)
         _LOSSLESS[survey] = out
     return _LOSSLESS[survey]
+
+
+def first_photos(survey: Path, n: int) -> Path:
+    """A copy of ``survey``'s test set and labels cut to its first ``n`` photos, in the competition layout: each
+    scenario's queries and database keep the photos left, and a scenario left without either is dropped."""
+    import tempfile
+
+    import pandas as pd
+
+    out = Path(tempfile.mkdtemp(prefix="first_photos_")) / survey.name
+    (out / "test" / "queries").mkdir(parents=True)
+    (out / "test" / "databases").mkdir()
+    meta = pd.read_csv(survey / "test" / "metadata.csv", dtype=str).head(n)
+    meta.to_csv(out / "test" / "metadata.csv", index=False)
+    kept = set(meta["image_id"])
+    for rel in meta["path"]:
+        (out / "test" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(survey / "test" / rel, out / "test" / rel)
+    scenarios, query_ids = [], set()
+    for _, row in pd.read_csv(survey / "test" / "query_scenarios.csv", dtype=str).iterrows():
+        queries = pd.read_csv(survey / "test" / row["queries_path"], dtype=str)
+        database = pd.read_csv(survey / "test" / row["database_path"], dtype=str)
+        queries = queries[queries["query_image_id"].isin(kept)]
+        database = database[database["database_image_id"].isin(kept)]
+        if len(queries) and len(database):
+            queries.to_csv(out / "test" / row["queries_path"], index=False)
+            database.to_csv(out / "test" / row["database_path"], index=False)
+            scenarios.append(row)
+            query_ids |= set(queries["query_id"])
+    assert scenarios, f"no scenario of {survey} keeps a query and a database in its first {n} photos"
+    pd.DataFrame(scenarios).to_csv(out / "test" / "query_scenarios.csv", index=False)
+    labels = pd.read_csv(survey / "test_labels.csv", dtype=str)
+    labels[labels["query_id"].isin(query_ids) & labels["database_image_id"].isin(kept)].to_csv(
+        out / "test_labels.csv", index=False)
+    return out
 
 
 TIED = 2e-5  # scores (0.49 x cosine) closer than this: float32 arithmetic of two torch releases can swap them

@@ -174,8 +174,8 @@ def test_the_runner_killed_at_file_system_steps_resumes_to_the_uninterrupted_res
                 for x in (run / "history.jsonl").read_text().splitlines()]
 
     clean_hist = results(tmp_path / "clean")
-    # early in epoch 1, mid-run, late, and the very last step (each swap step alone: the unit test above)
-    points = sorted({max(1, round(total * f)) for f in (0.15, 0.45, 0.75, 1.0)})
+    # early in epoch 1, mid-run and the very last step (each swap step alone: the unit test above)
+    points = sorted({max(1, round(total * f)) for f in (0.15, 0.55, 1.0)})
     for n in points:
         out = tmp_path / f"crash{n}"
         code, _ = faulty(n, out)

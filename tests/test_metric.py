@@ -70,3 +70,27 @@ def test_format_rules():
         validate_predictions(preds([("s-img1", "img1", 0.5)]), {"s-img1": "img1"})
     with pytest.raises(SubmissionFormatError, match="lack columns"):
         validate_predictions(pd.DataFrame({"query_id": ["q"]}))
+
+
+def test_map_score_equals_the_per_query_average_precision_on_random_rankings():
+    """``map_score`` scores every query at once; each query's value must be ``average_precision`` of its own rows
+    times its recall factor, with ties, queries without rows and predictions for unlabelled queries."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        nq, nd = int(rng.integers(1, 20)), int(rng.integers(1, 30))
+        rows = []
+        for q in range(nq):
+            dbs = rng.choice(nd, size=int(rng.integers(0, min(20, nd) + 1)), replace=False)
+            scores = rng.choice([0.2, 0.5, 0.9], size=len(dbs)) if trial % 2 else rng.random(len(dbs))
+            rows += [(f"q{q}", f"d{d}", float(s)) for d, s in zip(dbs, scores)]
+        preds = pd.DataFrame(rows, columns=["query_id", "database_image_id", "score"])
+        labels = pd.DataFrame([(f"q{q}", f"d{d}") for q in range(nq + 2) if rng.random() > 0.2
+                               for d in rng.choice(nd, size=int(rng.integers(1, min(25, nd) + 1)), replace=False)]
+                              or [("q0", "d0")], columns=["query_id", "database_image_id"])
+        got = map_score(preds, labels, per_query=True)
+        for query_id, truth in labels.groupby("query_id")["database_image_id"]:
+            mine = preds[preds["query_id"] == query_id]
+            hits = mine["database_image_id"].isin(set(truth)).to_numpy()
+            want = average_precision(hits, mine["score"].to_numpy()) * hits.sum() / min(truth.nunique(), 20) if len(mine) else 0.0
+            assert got[query_id] == pytest.approx(want, abs=1e-12), (trial, query_id)
+        assert list(got.index) == sorted(labels["query_id"].unique())
