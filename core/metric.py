@@ -83,9 +83,10 @@ def map_score(predictions: pd.DataFrame, labels: pd.DataFrame, per_query: bool =
     ap = np.zeros(len(queries))
     if len(codes):
         first = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]  # each query's first row
-        rank = np.arange(len(codes)) - np.repeat(first, np.diff(np.r_[first, len(codes)]))
+        rows_per_query = np.diff(np.r_[first, len(codes)])
+        rank = np.arange(len(codes)) - np.repeat(first, rows_per_query)
         tp = np.cumsum(hits)
-        tp = tp - np.repeat(tp[first] - hits[first], np.diff(np.r_[first, len(codes)]))
+        tp = tp - np.repeat(tp[first] - hits[first], rows_per_query)
         # the last row of each run of equal scores in a query closes one threshold
         closes = np.flatnonzero(np.r_[(np.diff(codes) != 0) | (np.diff(scores) != 0), True])
         q = codes[closes]
