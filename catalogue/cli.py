@@ -3,6 +3,7 @@
     whaleid catalogue build --bundle Z --data DIR --db C.sqlite [--before 2019-01-01] [--labels test_labels.csv]
     whaleid catalogue apply --db C.sqlite
     whaleid catalogue export --db C.sqlite --out C.csv|C.json
+    whaleid catalogue check --db C.sqlite
     whaleid calibrate --db C.sqlite --run RUN [--per-viewpoint]
     whaleid identify --bundle Z --db C.sqlite --data DIR [--from 2019-01-01] [--by encounter] [--evaluate]
     whaleid review --db C.sqlite [--port 8765]
@@ -35,8 +36,10 @@ log = logging.getLogger("whaleid")
 
 def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None,
                 labels: Path | None = None):
-    """DIR's metadata.csv rows (with ``file``, the photo's absolute path), optionally dated before / since a day;
-    with ``labels`` (a competition test_labels.csv) the whale ids are recovered from it."""
+    """DIR's metadata.csv rows (with ``file``, the photo's resolved path, which must lie inside DIR, and ``row``,
+    its line in metadata.csv), optionally dated before / since a day; with ``labels`` (a competition
+    test_labels.csv) the whale ids are recovered from it."""
+    from catalogue.photos import resolve_inside
     from core.data import read_metadata
 
     meta = read_metadata(data, require_identity=require_identity and labels is None)
@@ -47,7 +50,8 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
     for col in ("encounter_id", "date", "whale_id"):
         if col not in meta.columns:
             meta[col] = None
-    meta["file"] = [str(Path(f).resolve()) for f in meta["file"]]
+    meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1
+    meta["file"] = resolve_inside(data, zip(meta["row"], meta["path"]), str(data / "metadata.csv"))
     if before:
         meta = meta[meta["date"].astype(str) < before]
     if since:
@@ -57,6 +61,7 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
 
 def build(args) -> int:
     from catalogue.embed import bundle_hash, embed_files
+    from catalogue.photos import add_photo_root
     from catalogue.store import Catalogue
 
     meta = read_photos(args.data, require_identity=True, before=args.before, labels=args.labels)
@@ -70,10 +75,11 @@ def build(args) -> int:
         return 0
     emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers)
     for i in np.flatnonzero(~ok):
-        print(f"warning: {todo['file'][i]} (row {i + 2} of {args.data / 'metadata.csv'}) cannot be read; not added",
-              file=sys.stderr)
+        print(f"warning: {todo['file'][i]} (row {todo['row'][i]} of {args.data / 'metadata.csv'}) cannot be read; "
+              "not added", file=sys.stderr)
     if cat is None:
         cat = Catalogue.create(args.db, digest, args.bundle.name, emb.shape[1])
+    add_photo_root(cat, args.data)
     rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")]
     added = cat.add_photos(rows, emb[ok], args.batch or args.data.name) if rows else 0
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")
@@ -85,6 +91,12 @@ def export(args) -> int:
 
     print(Catalogue.open(args.db).export(args.out))
     return 0
+
+
+def check(args) -> int:
+    from catalogue.check import main as check_main
+
+    return check_main(args.db)
 
 
 def apply(args) -> int:
@@ -131,6 +143,7 @@ def identify(args) -> int:
     from catalogue.calibrate import NEW
     from catalogue.embed import bundle_hash, embed_files
     from catalogue.match import pool_encounter, rank_whales
+    from catalogue.photos import add_photo_root
     from catalogue.store import Catalogue
 
     cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
@@ -184,13 +197,13 @@ def identify(args) -> int:
                     "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
                     "encounter_id": queries["encounter_id"][i]})
     frame = pd.DataFrame(out)
+    add_photo_root(cat, args.data)
     cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
     if args.out:
         frame.drop(columns=["path"]).to_csv(args.out, index=False)
     counts = frame["decision"].value_counts().to_dict()
-    unit = "encounters" if args.by == "encounter" else "photos"
-    print(f"{len(frame)} photos ({queries['encounter_id'].nunique() if args.by == 'encounter' else len(frame)} {unit}) "
-          f"against {table['whale_id'].nunique()} whales ({len(table)} photos): "
+    grouped = f" in {queries['encounter_id'].nunique()} encounters" if args.by == "encounter" else ""
+    print(f"{len(frame)} photos{grouped} against {table['whale_id'].nunique()} whales ({len(table)} photos): "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; proposals stored in {args.db}")
     if args.evaluate:
         metrics = evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal)
@@ -242,7 +255,7 @@ def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict
 def review(args) -> int:
     from catalogue.review import serve
 
-    serve(args.db, host=args.host, port=args.port, who=args.who, bundle=args.bundle)
+    serve(args.db, host=args.host, port=args.port, who=args.who, bundle=args.bundle, token=args.token)
     return 0
 
 
@@ -264,6 +277,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--db", type=Path, required=True)
     a.add_argument("--batch", default="reviewed", help="a name for this addition")
     a.set_defaults(func=apply)
+    k = cat.add_parser("check", help="verify a catalogue: the file's integrity, the decision log's replay, photos "
+                       "against decisions; exit 1 when something is wrong")
+    k.add_argument("--db", type=Path, required=True)
+    k.set_defaults(func=check)
     e = cat.add_parser("export", help="the photos and identities (and, to .json, the decisions) as a file")
     e.add_argument("--db", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True, help="a .csv or .json file")
@@ -296,9 +313,13 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--metrics", type=Path, help="with --evaluate: write the scores to this JSON file")
     i.add_argument("--workers", type=int, default=None)
     i.set_defaults(func=identify)
-    r = sub.add_parser("review", help="serve the review page on 127.0.0.1: confirm, correct, merge; every decision logged")
+    r = sub.add_parser("review", help="serve the review page on 127.0.0.1: confirm, correct, merge; every decision "
+                       "logged")
     r.add_argument("--db", type=Path, required=True)
-    r.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
+    r.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only; any "
+                   "other needs --token)")
+    r.add_argument("--token", help="the secret every request must carry off loopback (`generate` makes one; the "
+                   "address printed carries it); on loopback, writes carry a fresh one the page holds")
     r.add_argument("--port", type=int, default=8765)
     r.add_argument("--who", default=None, help="the reviewer's name in the log (default: $USER; ?who= in the URL wins)")
     r.add_argument("--bundle", type=Path, help="the catalogue's bundle: pair heatmaps on the page")

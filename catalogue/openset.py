@@ -164,7 +164,8 @@ def evaluate(split: dict, calibration: Optional[Calibration], threshold: Optiona
 def identities_from_labels(test_dir, labels_csv) -> dict:
     """image id -> whale id for the photos of a competition test set, from its ``test_labels.csv``: a query and
     its database matches are one whale (the groups joined by union-find); a photo that no label links is a whale
-    of its own. The ids are ``test:<first image id of the group>``."""
+    of its own. The ids are neutral, ``test-whale-<n>`` numbered in the order of the groups' first image ids:
+    nothing in a whale's name points at one of its photos."""
     import pandas as pd
 
     from core.data import read_csv
@@ -191,4 +192,7 @@ def identities_from_labels(test_dir, labels_csv) -> dict:
         ra, rb = root(a), root(d)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    return {i: f"test:{root(i)}" for i in images}
+    roots = sorted({root(i) for i in images})
+    width = len(str(len(roots)))
+    number = {r: f"test-whale-{n:0{width}d}" for n, r in enumerate(roots, 1)}
+    return {i: number[root(i)] for i in images}

@@ -12,7 +12,13 @@ scores and calibrated probabilities and the three-way decision; the review page 
 ``decisions``. The current identities are the decision log replayed (``state``): accepted and new-whale
 photos, merged whales, undone decisions skipped. ``decide`` takes the id of the last decision the reviewer
 saw for that photo: when another reviewer has decided it since, it refuses (``Conflict``) and nothing is
-written, so no decision is overwritten unseen. A schema 1 file is upgraded in place when opened.
+written, so no decision is overwritten unseen. What a decision may say and what the log means are the rules of
+``catalogue.decisions``: every decision is validated against the replayed state inside its write transaction,
+and the replay never raises on a logged row (a row it cannot apply is skipped and reported).
+
+``photos.reviewed`` (schema 3) marks the photos ``apply`` added from review: a later undo, reject or new whale on
+such a photo moves (or removes) it in the searchable photos in the same transaction as the decision. Schema 1
+and 2 files are upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
+from catalogue.decisions import (ACTIONS, ANY, CatalogueError, Conflict, clean_scores, describe,  # noqa: F401
+                                 replay, validate)
+
+SCHEMA_VERSION = 3
 PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path")
 
 SCHEMA = """
@@ -83,24 +91,23 @@ CREATE TABLE proposals (
 );
 """
 
+# schema 3: which searchable photos came from review
+SCHEMA_3 = """
+ALTER TABLE photos ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
+UPDATE photos SET reviewed = 1 WHERE image_id IN (SELECT image_id FROM proposals);
+"""
+INSERT_PHOTO = ("INSERT INTO photos (image_id, whale_id, encounter_id, viewpoint, date, path, embedding, batch, added_at, "
+                "reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
-ANY = object()  # decide(): no expectation about the log
-
-
-class CatalogueError(ValueError):
-    """A catalogue file that cannot be used as asked: newer schema, another model, bad rows."""
-
-
-class Conflict(CatalogueError):
-    """A decision refused because the log moved on since the reviewer looked (or it would duplicate a whale)."""
 
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def connect(path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)  # transactions are explicit
+def connect(path, timeout: float = 30.0) -> sqlite3.Connection:
+    """``timeout``: seconds to wait for another writer's lock before "database is locked"."""
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)  # transactions are explicit
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a process crash
     conn.execute("PRAGMA foreign_keys=ON")
@@ -132,7 +139,7 @@ class Catalogue:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(path)
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(SCHEMA + SCHEMA_2):  # not executescript: it would commit before the marker below
+        for statement in _statements(SCHEMA + SCHEMA_2 + SCHEMA_3):  # not executescript: it would commit before the marker below
             conn.execute(statement)
         for key, value in (("model_hash", model_hash), ("model_name", model_name), ("dim", str(int(dim))),
                            ("created", now())):
@@ -142,12 +149,12 @@ class Catalogue:
         return cls(path, conn)
 
     @classmethod
-    def open(cls, path, model_hash: Optional[str] = None) -> "Catalogue":
+    def open(cls, path, model_hash: Optional[str] = None, timeout: float = 30.0) -> "Catalogue":
         """Open an existing catalogue; with ``model_hash``, refuse one that another model embedded."""
         path = Path(path)
         if not path.is_file():
             raise CatalogueError(f"{path}: no such catalogue (build one with `whaleid catalogue build`)")
-        conn = connect(path)
+        conn = connect(path, timeout)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.close()
@@ -156,13 +163,19 @@ class Catalogue:
         if version < 1:
             conn.close()
             raise CatalogueError(f"{path}: not a whaleid catalogue (schema version {version})")
-        if version == 1:  # schema 1 -> 2: the proposals table, in one transaction
+        if version < SCHEMA_VERSION:  # 1 -> 2: the proposals table; 2 -> 3: photos.reviewed; one transaction
             conn.execute("BEGIN IMMEDIATE")
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:  # another process may have upgraded it
-                for statement in _statements(SCHEMA_2):
-                    conn.execute(statement)
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have upgraded it
+                for script in (SCHEMA_2, SCHEMA_3)[version - 1:]:
+                    for statement in _statements(script):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                conn.close()
+                raise
         self = cls(path, conn)
         if model_hash is not None and model_hash != self.meta["model_hash"]:
             raise CatalogueError(f"{path}: embedded by model {self.meta['model_name']} ({self.meta['model_hash'][:12]}), "
@@ -197,8 +210,8 @@ class Catalogue:
             for row, emb in zip(rows, embeddings):
                 if row["image_id"] in known:
                     continue
-                self.conn.execute("INSERT INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  tuple(_text(row.get(c)) for c in PHOTO_COLUMNS) + (emb.tobytes(), batch, stamp))
+                self.conn.execute(INSERT_PHOTO, tuple(_text(row.get(c)) for c in PHOTO_COLUMNS)
+                                  + (emb.tobytes(), batch, stamp, 0))
                 known.add(row["image_id"])
                 added += 1
         return added
@@ -244,43 +257,22 @@ class Catalogue:
     def decide(self, who: str, action: str, query: str, whale_id: Optional[str] = None, other_whale: Optional[str] = None,
                scores: Optional[dict] = None, undoes: Optional[int] = None, expect_last: Any = ANY) -> int:
         """Append one decision (who, when, the model, the scores shown) and return its id, all in one write
+        transaction, after ``catalogue.decisions.validate`` has checked it against the state inside that
         transaction. ``expect_last``: the id of the last standing decision on ``query`` the reviewer saw (None:
-        none); if the log holds another, ``Conflict`` names it and nothing is written. A new whale's id must be
-        new, a merge must join two different known whales, an undo must undo a standing decision."""
-        if action not in ACTIONS:
-            raise CatalogueError(f"unknown decision {action!r}; expected one of {ACTIONS}")
-        if not who:
-            raise CatalogueError("a decision needs who made it")
+        none); if the log holds another, ``Conflict`` names it and nothing is written. A photo that ``apply``
+        made searchable moves with the decision (to its new whale, or out when it has none)."""
+        shown = json.dumps(clean_scores(scores), allow_nan=False)
         with self._write():
             state = self.state()
-            last = state["last"].get(query)
-            if expect_last is not ANY and (last["id"] if last else None) != expect_last:
-                raise Conflict(f"photo {query} was decided meanwhile by {last['who']} at {last['at']} "
-                               f"({_describe(last)}); reload to see it" if last else
-                               f"photo {query}: the decision you saw was undone meanwhile; reload to see it")
-            if action == "new_whale":
-                if not whale_id:
-                    raise CatalogueError("a new whale needs an id")
-                if whale_id in state["whales"]:
-                    raise Conflict(f"whale id {whale_id!r} exists already: accept or merge instead of creating it twice")
-            if action == "merge":
-                if not whale_id or not other_whale or whale_id == other_whale:
-                    raise CatalogueError("a merge needs two different whales")
-                for w in (whale_id, other_whale):
-                    if w not in state["whales"]:
-                        raise CatalogueError(f"whale {w!r} is not in the catalogue")
-                if state["alias"].get(other_whale, other_whale) == state["alias"].get(whale_id, whale_id):
-                    raise Conflict(f"whales {whale_id!r} and {other_whale!r} are one whale already")
-            if action == "accept" and whale_id not in state["whales"]:
-                raise CatalogueError(f"whale {whale_id!r} is not in the catalogue")
-            if action == "undo":
-                target = state["standing"].get(undoes)
-                if target is None:
-                    raise Conflict(f"decision {undoes} is not standing (undone already, or an undo); reload to see it")
+            proposed = isinstance(query, str) and self.conn.execute(
+                "SELECT 1 FROM proposals WHERE image_id = ?", (query.strip(),)).fetchone() is not None
+            d = validate(state, proposed, who, action, query, whale_id, other_whale, undoes, expect_last)
             cur = self.conn.execute(
                 "INSERT INTO decisions (at, who, action, query, whale_id, other_whale, undoes, model_hash, scores) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (now(), who, action, query, whale_id, other_whale, undoes, self.meta["model_hash"], json.dumps(scores or {})))
+                (now(), d["who"], d["action"], d["query"], d["whale_id"], d["other_whale"], d["undoes"],
+                 self.meta["model_hash"], shown))
+            self._sync_reviewed(self.state(), d["query"])
         return int(cur.lastrowid)
 
     def decisions(self) -> list[dict]:
@@ -288,47 +280,46 @@ class Catalogue:
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")]
 
     def state(self) -> dict:
-        """The decision log replayed: ``standing`` (id -> decision not undone), ``last`` (photo -> its last
-        standing decision), ``assigned`` (photo -> whale, accepted or new), ``alias`` (merged whale -> whale it
-        joined, followed to the end), ``whales`` (every whale id known: catalogue, new and merged)."""
-        log = self.decisions()
-        undone = {d["undoes"] for d in log if d["action"] == "undo"}
-        standing = {d["id"]: d for d in log if d["action"] != "undo" and d["id"] not in undone}
-        last, assigned, alias = {}, {}, {}
-        whales = {r[0] for r in self.conn.execute("SELECT DISTINCT whale_id FROM photos WHERE whale_id IS NOT NULL")}
-        for d in standing.values():
-            last[d["query"]] = d
-            if d["action"] in ("accept", "new_whale"):
-                assigned[d["query"]] = d["whale_id"]
-                whales.add(d["whale_id"])
-            elif d["action"] == "reject" and assigned.get(d["query"]) == d["whale_id"]:
-                assigned.pop(d["query"])
-            elif d["action"] == "merge":
-                alias[d["other_whale"]] = d["whale_id"]
-        for w in list(alias):
-            seen, target = {w}, alias[w]
-            while target in alias and target not in seen:
-                seen.add(target)
-                target = alias[target]
-            alias[w] = target
-        assigned = {q: alias.get(w, w) for q, w in assigned.items()}
-        return {"standing": standing, "last": last, "assigned": assigned, "alias": alias, "whales": whales}
+        """The decision log replayed over the catalogue's whales (``catalogue.decisions.replay``); never raises on
+        a logged row: rows it cannot apply are in ``skipped``."""
+        whales = {r[0] for r in self.conn.execute("SELECT DISTINCT whale_id FROM photos WHERE whale_id IS NOT NULL "
+                                                  "AND reviewed = 0")}
+        return replay(self.decisions(), whales)
+
+    def _sync_reviewed(self, state: dict, only: Optional[str] = None) -> int:
+        """Make the photos ``apply`` added from review carry their identity in ``state``: moved to its whale, or
+        removed while it has none (its embedding stays in ``proposals``, so a later accept and apply bring it
+        back). Inside a write transaction. Returns how many rows changed."""
+        sql, args = "SELECT image_id, whale_id FROM photos WHERE reviewed = 1", ()
+        if only is not None:
+            sql, args = sql + " AND image_id = ?", (only,)
+        changed = 0
+        for image_id, whale in self.conn.execute(sql, args).fetchall():
+            now_whale = state["identity"].get(image_id)
+            if now_whale is None:
+                self.conn.execute("DELETE FROM photos WHERE image_id = ?", (image_id,))
+            elif now_whale != whale:
+                self.conn.execute("UPDATE photos SET whale_id = ? WHERE image_id = ?", (now_whale, image_id))
+            changed += now_whale != whale
+        return changed
 
     def apply_reviewed(self, batch: str = "reviewed") -> int:
         """Add the photos reviewers accepted or named as a new whale to the searchable photos, under their
-        current whale (merges followed), with the embedding identify stored: one transaction. Returns how many."""
+        whale (merges are followed when searching), with the embedding identify stored, and move or remove the
+        ones added before whose identity changed since: one transaction. Returns how many were added."""
         with self._write():
             state = self.state()
+            self._sync_reviewed(state)
             known = self.known_ids()
             stamp, added = now(), 0
             dim = int(self.meta["dim"])
             for row in self.conn.execute("SELECT image_id, encounter_id, viewpoint, date, path, embedding FROM proposals "
                                          "ORDER BY rowid").fetchall():
                 query = row[0]
-                if query in known or query not in state["assigned"] or row[5] is None or len(row[5]) != 4 * dim:
+                if query in known or query not in state["identity"] or row[5] is None or len(row[5]) != 4 * dim:
                     continue
-                self.conn.execute("INSERT INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (query, state["assigned"][query], row[1], row[2], row[3], row[4], row[5], batch, stamp))
+                self.conn.execute(INSERT_PHOTO, (query, state["identity"][query], row[1], row[2], row[3], row[4], row[5],
+                                                 batch, stamp, 1))
                 added += 1
         return added
 
@@ -344,12 +335,13 @@ class Catalogue:
         import pandas as pd
 
         table, _ = self.photos()
-        state = self.state()
+        state, known = self.state(), set(table["image_id"])
         table["current_whale"] = [state["alias"].get(w, w) for w in table["whale_id"]]
         decided = pd.DataFrame([{"image_id": q, "whale_id": None, "encounter_id": p["encounter_id"],
                                  "viewpoint": p["viewpoint"], "date": p["date"], "path": p["path"], "batch": p["batch"],
                                  "current_whale": state["assigned"][q]}
-                                for p in self.proposals() for q in [p["image_id"]] if q in state["assigned"]])
+                                for p in self.proposals() for q in [p["image_id"]]
+                                if q in state["assigned"] and q not in known])
         table = pd.concat([table, decided], ignore_index=True) if len(decided) else table
         path = Path(path)
         if path.suffix == ".json":
@@ -358,12 +350,6 @@ class Catalogue:
         else:
             table.to_csv(path, index=False)
         return path
-
-
-def _describe(d: dict) -> str:
-    if d["action"] == "merge":
-        return f"merge {d['other_whale']} into {d['whale_id']}"
-    return f"{d['action']} {d['whale_id']}" if d["whale_id"] else d["action"]
 
 
 def _text(value) -> Optional[str]:

@@ -20,6 +20,14 @@ def rows(n, start=0, whale=lambda i: f"w{i % 3}"):
              "date": "2019-06-01", "path": f"images/p{i}.jpg"} for i in range(start, start + n)]
 
 
+def propose(cat, ids, whale="w0"):
+    """identify's proposals for photos ``ids`` (what a decision must be about), each with a unit embedding."""
+    rows = [{"image_id": q, "path": "", "viewpoint": "top", "date": "2020-01-01", "encounter_id": f"e{q}",
+             "decision": "review", "whale_id": whale, "score": 0.9, "probability": 0.8, "candidates": "[]"} for q in ids]
+    dim = int(cat.meta["dim"])
+    cat.add_proposals(rows, np.eye(len(ids), dim)[np.arange(len(ids)) % dim], "2020")
+
+
 def test_a_catalogue_stores_photos_once_and_refuses_another_model(tmp_path):
     rng = np.random.default_rng(0)
     cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4)
@@ -55,6 +63,7 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
 def test_the_decision_log_is_append_only_and_exports(tmp_path):
     cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "lite0", 4)
     cat.add_photos(rows(3), np.eye(3, 4), "2019")
+    propose(cat, ["q1"])
     first = cat.decide("ana", "accept", "q1", whale_id="w1", scores={"w1": 0.93})
     cat.decide("ana", "undo", "q1", undoes=first)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -207,6 +216,43 @@ def test_the_whaleid_command_builds_appends_identifies_and_scores_open_set(smoke
     proposals = Catalogue.open(db).proposals()  # what the review page shows
     assert {p["image_id"] for p in proposals} == set(late.image_id)
     assert all(p["path"] and p["candidates"][0]["whale_id"] == p["whale_id"] for p in proposals if p["candidates"])
+    assert main(["catalogue", "check", "--db", str(db)]) == 0
+    assert "check passed" in capsys.readouterr().out
+
+    # a re-run on a copy of the survey with a truncated photo: the warning names that photo's own CSV row
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(train, copy)
+    row = int(np.flatnonzero((meta.date >= "2019-01-01").to_numpy())[1])
+    (copy / meta.path[row]).write_bytes((copy / meta.path[row]).read_bytes()[:100])
+    db2 = tmp_path / "c2.sqlite"
+    db2.write_bytes(db.read_bytes())
+    assert main(["catalogue", "build", "--bundle", str(zip_path), "--data", str(copy), "--db", str(db2),
+                 "--workers", "0"]) == 0
+    assert f"(row {row + 2} of {copy / 'metadata.csv'}) cannot be read" in capsys.readouterr().err
+
+
+def test_photo_paths_must_stay_inside_their_survey_folder(tmp_path):
+    from catalogue.cli import read_photos
+
+    survey = tmp_path / "survey"
+    (survey / "images").mkdir(parents=True)
+    (survey / "images" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    (survey / "images" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (survey / "images" / "inner.jpg").symlink_to(survey / "images" / "a.jpg")  # a link that stays inside is fine
+    lines = ["image_id,path,viewpoint,date", "a,images/a.jpg,top,2019", "b,../outside.jpg,top,2019",
+             "c,/etc/passwd,top,2019", "d,images/link.jpg,top,2019", "e,images/inner.jpg,top,2019"]
+    (survey / "metadata.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as err:
+        read_photos(survey, require_identity=False)
+    message = str(err.value)
+    assert "row 3 ('../outside.jpg')" in message and "row 4 ('/etc/passwd')" in message
+    assert "row 5 ('images/link.jpg')" in message and "row 2 " not in message and "row 6" not in message
+    (survey / "metadata.csv").write_text("\n".join(lines[:2] + lines[-1:]) + "\n")
+    photos = read_photos(survey, require_identity=False)
+    assert list(photos.file) == [str((survey / "images" / "a.jpg").resolve())] * 2 and list(photos.row) == [2, 3]
 
 
 def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey, tmp_path, capsys):
@@ -290,7 +336,8 @@ def test_identities_from_competition_labels(tiny_survey):
     assert set(ids) == set(pd.read_csv(tiny_survey / "test" / "metadata.csv", dtype=str).image_id)
     for q, d in zip(labels.query_id, labels.database_image_id):
         assert ids[q.split("-")[-1]] == ids[d]
-    assert len(set(ids.values())) > 1 and all(v.startswith("test:") for v in ids.values())
+    assert len(set(ids.values())) > 1 and all(v.startswith("test-whale-") for v in ids.values())
+    assert not any(v.split("-")[-1] in ids for v in ids.values())  # no whale is named after one of its photos
     bad = tiny_survey.parent / "bad_labels.csv"
     labels.iloc[:1].assign(database_image_id="nope").to_csv(bad, index=False)
     with pytest.raises(ValueError, match="row 2 names nope"):
@@ -308,7 +355,8 @@ def test_a_schema_1_catalogue_is_upgraded_in_place(tmp_path):
     conn.commit()
     conn.close()
     cat = Catalogue.open(tmp_path / "old.sqlite")
-    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 2 and cat.proposals() == []
+    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 3 and cat.proposals() == []
+    assert "reviewed" in {r[1] for r in cat.conn.execute("PRAGMA table_info(photos)")}
 
 
 def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, tmp_path, capsys):

@@ -1,0 +1,218 @@
+"""The decision log's rules: what a decision may say (``validate``) and what the log means now (``replay``).
+
+Both are pure functions of their arguments, so the store calls them inside its write transaction and the
+review server, ``catalogue check`` and the tests share one reading of the log.
+
+``validate`` is strict: a decision is written only if it fits the current state (the photo is among identify's
+proposals, a named whale exists, ids are non-empty strings of bounded length without control characters, the
+scores shown are finite numbers). ``replay`` is forgiving: it never raises on a logged row. A row it cannot
+apply (a reject naming no whale, an undo of nothing, a merge of a whale into itself: rows that an earlier
+whaleid let in) is skipped and reported in ``skipped``, so a catalogue with such a row opens, exports and
+identifies as if the row were not there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
+MAX_ID = 200  # characters of a photo or whale id
+MAX_WHO = 100  # characters of a reviewer's name
+MAX_SCORES = 200  # whales in the scores a decision records as shown
+ANY = object()  # decide(): no expectation about the log
+
+
+class CatalogueError(ValueError):
+    """A catalogue that cannot be used as asked (newer schema, another model, bad rows), or a decision that does
+    not fit the log or its own rules; nothing was written."""
+
+
+class Conflict(CatalogueError):
+    """A decision refused because the log moved on since the reviewer looked (or it would duplicate a whale)."""
+
+
+def clean_text(value: Any, what: str, limit: int = MAX_ID) -> str:
+    """``value`` as a stripped, non-empty string of at most ``limit`` characters without control characters."""
+    if not isinstance(value, str):
+        raise CatalogueError(f"{what} must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise CatalogueError(f"{what} must not be empty")
+    if len(text) > limit:
+        raise CatalogueError(f"{what} is {len(text)} characters long; at most {limit} are allowed")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise CatalogueError(f"{what} holds a control character")
+    return text
+
+
+def clean_scores(scores: Any) -> dict:
+    """The scores a page showed, ``{whale: number or {name: number or null}}``, every number finite."""
+    if scores is None:
+        return {}
+    if not isinstance(scores, dict):
+        raise CatalogueError(f"scores must be an object of whale -> score, got {type(scores).__name__}")
+    if len(scores) > MAX_SCORES:
+        raise CatalogueError(f"scores name {len(scores)} whales; at most {MAX_SCORES} are allowed")
+    out = {}
+    for whale, value in scores.items():
+        whale = clean_text(whale, "a whale id in scores")
+        if isinstance(value, dict):
+            if len(value) > 8:
+                raise CatalogueError(f"scores of whale {whale!r} hold {len(value)} fields; at most 8 are allowed")
+            out[whale] = {clean_text(k, "a score's name", 40): _finite(v, whale, allow_none=True) for k, v in value.items()}
+        else:
+            out[whale] = _finite(value, whale)
+    return out
+
+
+def _finite(value, whale, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CatalogueError(f"the score of whale {whale!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def optional_id(value: Any, what: str) -> Optional[int]:
+    """A decision id (an integer, not a boolean) or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CatalogueError(f"{what} must be a decision id (an integer) or null, got {value!r}")
+    return value
+
+
+def validate(state: dict, proposed: bool, who, action, query, whale_id=None, other_whale=None, undoes=None,
+             expect_last: Any = ANY) -> dict:
+    """The decision as it will be written (ids stripped), or ``CatalogueError``/``Conflict`` saying why not.
+    ``state``: ``replay`` of the log as it is inside the write transaction; ``proposed``: the photo is among
+    identify's proposals."""
+    if action not in ACTIONS:
+        raise CatalogueError(f"unknown decision {action!r}; expected one of {', '.join(ACTIONS)}")
+    who = clean_text(who, "who (the reviewer's name)", MAX_WHO)
+    query = clean_text(query, "the photo id")
+    if not proposed:
+        raise CatalogueError(f"photo {query!r} is not among identify's proposals")
+    if expect_last is not ANY:
+        expect_last = optional_id(expect_last, "expect_last")
+        last = state["last"].get(query)
+        if (last["id"] if last else None) != expect_last:
+            raise Conflict(f"photo {query} was decided meanwhile by {last['who']} at {last['at']} ({describe(last)}); "
+                           "reload to see it" if last else
+                           f"photo {query}: the decision you saw was undone meanwhile; reload to see it")
+    whales, root = state["whales"], state["alias"]
+    if action == "undo":
+        if whale_id is not None or other_whale is not None:
+            raise CatalogueError("an undo names the decision it undoes, not whales")
+        undoes = optional_id(undoes, "the decision to undo")
+        target = state["standing"].get(undoes)
+        if target is None:
+            raise Conflict(f"decision {undoes} is not standing (undone already, or an undo); reload to see it")
+        if target["query"] != query:
+            raise CatalogueError(f"decision {undoes} is about photo {target['query']}, not {query}")
+        return dict(who=who, action=action, query=query, whale_id=None, other_whale=None, undoes=undoes)
+    if undoes is not None:
+        raise CatalogueError(f"only an undo names a decision to undo, not a {action}")
+    whale_id = clean_text(whale_id, f"the whale id of a {action}")
+    if action == "merge":
+        other_whale = clean_text(other_whale, "the whale merged (other_whale)")
+        if whale_id == other_whale:
+            raise CatalogueError("a merge needs two different whales")
+        for w in (whale_id, other_whale):
+            if w not in whales:
+                raise CatalogueError(f"whale {w!r} is not in the catalogue")
+        if root.get(other_whale, other_whale) == root.get(whale_id, whale_id):
+            raise Conflict(f"whales {whale_id!r} and {other_whale!r} are one whale already")
+        return dict(who=who, action=action, query=query, whale_id=whale_id, other_whale=other_whale, undoes=None)
+    if other_whale is not None:
+        raise CatalogueError(f"only a merge names a second whale, not a {action}")
+    if action == "new_whale":
+        if whale_id in whales:
+            raise Conflict(f"whale id {whale_id!r} exists already: accept or merge instead of creating it twice")
+    elif whale_id not in whales:
+        raise CatalogueError(f"whale {whale_id!r} is not in the catalogue")
+    return dict(who=who, action=action, query=query, whale_id=whale_id, other_whale=None, undoes=None)
+
+
+def replay(log: list, catalogue_whales: set) -> dict:
+    """The log (rows in id order) replayed over the whales of the catalogue's photos:
+
+    ``standing`` (id -> decision neither undone nor an undo), ``last`` (photo -> its last standing decision),
+    ``identity`` (photo -> whale it was accepted as or named), ``assigned`` (the same, merges followed),
+    ``rejected`` (photo -> whales rejected for it and not accepted since), ``alias`` (merged whale -> the whale
+    it joined, followed to the end), ``whales`` (every whale id known), ``skipped`` (rows not applied, with why).
+    """
+    skipped, by_id, undone = [], {d["id"]: d for d in log}, {}
+    for d in log:
+        if d["action"] != "undo":
+            continue
+        target = by_id.get(d["undoes"])
+        why = ("it names no decision" if target is None else "it undoes an undo" if target["action"] == "undo"
+               else "it undoes a later decision" if target["id"] > d["id"]
+               else f"decision {target['id']} was undone already by {undone[target['id']]}" if target["id"] in undone
+               else None)
+        if why:
+            skipped.append({"id": d["id"], "why": f"undo: {why}"})
+        else:
+            undone[target["id"]] = d["id"]
+    standing, last, identity, rejected, parent = {}, {}, {}, {}, {}
+    whales = set(catalogue_whales)
+
+    def root(w):
+        seen = set()
+        while w in parent and w not in seen:
+            seen.add(w)
+            w = parent[w]
+        return w
+
+    for d in log:
+        if d["action"] == "undo" or d["id"] in undone:
+            continue
+        why = _unusable(d)
+        if why is None and d["action"] == "merge" and root(d["other_whale"]) == root(d["whale_id"]):
+            why = "the two whales are one already"
+        if why:
+            skipped.append({"id": d["id"], "why": f"{d['action']}: {why}"})
+            continue
+        q, w = d["query"], d["whale_id"]
+        standing[d["id"]] = d
+        last[q] = d
+        if d["action"] in ("accept", "new_whale"):
+            identity[q] = w
+            whales.add(w)
+            rejected.get(q, set()).discard(w)
+        elif d["action"] == "reject":
+            rejected.setdefault(q, set()).add(w)
+            if identity.get(q) == w:
+                del identity[q]
+        else:  # merge: the whale-level union, whichever photo it was made from
+            whales.update((w, d["other_whale"]))
+            parent[root(d["other_whale"])] = root(w)
+    alias = {w: root(w) for w in parent}
+    return {"standing": standing, "last": last, "identity": identity,
+            "assigned": {q: alias.get(w, w) for q, w in identity.items()}, "rejected": rejected, "alias": alias,
+            "whales": whales, "skipped": sorted(skipped, key=lambda s: s["id"])}
+
+
+def _unusable(d: dict) -> Optional[str]:
+    """Why a logged decision cannot be applied, or None."""
+    if d["action"] not in ACTIONS:
+        return "unknown action"
+    if not _text(d["query"]):
+        return "it names no photo"
+    if not _text(d["whale_id"]):
+        return "it names no whale"
+    if d["action"] == "merge" and (not _text(d["other_whale"]) or d["other_whale"] == d["whale_id"]):
+        return "it does not name two different whales"
+    return None
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def describe(d: dict) -> str:
+    if d["action"] == "merge":
+        return f"merge {d['other_whale']} into {d['whale_id']}"
+    return f"{d['action']} {d['whale_id']}" if d["whale_id"] else d["action"]

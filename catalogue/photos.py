@@ -1,0 +1,75 @@
+"""Which files a catalogue may name and serve: a photo's path is resolved when it is catalogued (build, or
+identify's proposals) and must lie inside the survey folder it came from, links resolved; the review server
+serves a stored path only while it still resolves to itself inside one of those folders.
+
+The folders are recorded in the catalogue's meta (``photo_roots``, a JSON list). A catalogue written before
+they were recorded serves only files with a photo's suffix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def resolve_inside(root: Path, rows, source: str) -> list[str]:
+    """The resolved file of each ``(row number, path)`` in ``rows``, relative ``path`` under ``root``; raises
+    ``ValueError`` naming every row (up to ten) whose path is absolute or leaves ``root`` (links resolved)."""
+    root = Path(root).resolve()
+    out, bad = [], []
+    for row, path in rows:
+        text = str(path)
+        target = (root / text).resolve()
+        if Path(text).is_absolute() or not _inside(target, root):
+            bad.append(f"row {row} ({text!r})")
+        out.append(str(target))
+    if bad:
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(f"{source}: photo paths must be relative and stay inside {root} (links resolved): "
+                         f"{', '.join(bad[:10])}{more}; nothing was catalogued")
+    return out
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def photo_roots(cat) -> list[Path]:
+    return [Path(p) for p in json.loads(cat.meta.get("photo_roots") or "[]")]
+
+
+def add_photo_root(cat, root: Path) -> None:
+    roots = [str(p) for p in photo_roots(cat)]
+    root = str(Path(root).resolve())
+    if root not in roots:
+        with cat._write():
+            cat.set_meta("photo_roots", json.dumps(roots + [root]))
+
+
+def servable(path: Optional[str], roots: list[Path]) -> Optional[str]:
+    """None when the stored ``path`` may be served; else why not ("missing" when the file is simply gone)."""
+    if not path:
+        return "missing"
+    p = Path(path)
+    if not p.is_absolute():
+        return "not an absolute path"
+    try:
+        real = p.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "missing"
+    if real != p:
+        return "a link or a path that no longer resolves to itself"
+    if roots and not any(_inside(real, r) for r in roots):
+        return "outside the survey folders it was catalogued from"
+    if not roots and real.suffix.lower() not in PHOTO_SUFFIXES:
+        return "not a photo file"
+    if not real.is_file():
+        return "missing"
+    return None
