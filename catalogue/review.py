@@ -1,83 +1,50 @@
-"""``whaleid review``: the review page, a Starlette app served by uvicorn on 127.0.0.1.
+"""``whaleid review``: the review page, a Starlette app served by uvicorn (on 127.0.0.1 unless told otherwise).
 
 The page (``review.html``, plain HTML and JavaScript, no build step) shows each photo ``whaleid identify``
 proposed beside its candidate whales, each with its best photos, the calibrated probability, date, encounter
-and filename; zooming one photo zooms them all. Keys: ``j``/``k`` next/previous photo, ``1``-``9`` pick a
-candidate, ``a`` accept it, ``r`` reject it, ``n`` new whale (asks for its id), ``m`` merge the picked whale into
-the first candidate, ``u`` undo your last decision, ``+``/``-``/``0`` zoom. Filters (decision, viewpoint,
-undecided only) are in the URL and always shown on the page.
+and filename; zooming one photo zooms them all. Every action is a button (keys are shortcuts, their legend
+always in view); after an accept or a new whale the page moves on to the next photo without an identity.
 
-The API is what the page uses: ``GET /api/state`` (the queue under the filters in force, each photo's last
-standing decision), ``POST /api/decide`` and ``POST /api/undo`` (JSON; 409 with the reason when another reviewer
-decided the photo since the page looked, a new whale's id exists, or the decision is undone already), and
-``GET /photo/{image_id}``, and with ``--bundle`` ``GET /heatmap/{query}/{photo}`` (``h`` on the page: the pair
-heatmap of the query and the picked candidate's best photo, as ``tools.explain`` draws it). Every decision is appended to the catalogue's log (``catalogue.store``) with who,
-when, the model hash and the scores shown; nothing is kept in the server, so decisions survive a restart and
-two servers on one catalogue see each other's.
+The API is what the page uses: ``GET /api/state`` (a page of the queue under the filters in force, each photo's
+identity and last standing decision, the reviewer's own standing decisions), ``POST /api/decide`` and
+``POST /api/undo`` (JSON; 409 with the reason when another reviewer decided the photo since the page looked, a
+new whale's id exists, or the decision is undone already), ``GET /photo/{image_id}``, and with ``--bundle``
+``GET /heatmap/{query}/{photo}`` (the pair heatmap of the query and a candidate's photo, as ``tools.explain``
+draws it). Every decision is validated and appended to the catalogue's log (``catalogue.store``) with who, when,
+the model hash and the scores shown; nothing is kept in the server, so decisions survive a restart and two
+servers on one catalogue see each other's.
+
+What a request must be before anything is read or written is ``catalogue.guard``'s; which files may be served,
+``catalogue.photos``'. The database is used from a thread pool, never on the event loop: a database another
+process keeps locked answers 503 with ``Retry-After`` after ``busy_timeout`` seconds, and the page itself never
+touches it.
 """
 
 from __future__ import annotations
 
-import json
+import html
 import os
+import secrets
+import sqlite3
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from catalogue.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
+from catalogue.guard import Guard, is_loopback, is_wildcard, json_object
+from catalogue.photos import photo_roots, servable
+from catalogue.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
 from catalogue.store import Catalogue, CatalogueError, Conflict
 
 PAGE = Path(__file__).with_name("review.html")
-FILTERS = ("decision", "viewpoint", "undecided")
-
-
-def queue(cat: Catalogue, filters: dict) -> dict:
-    """The proposals under ``filters`` with what the page shows of each, and the filters as applied."""
-    from catalogue.match import view_class
-
-    table, _ = cat.photos()
-    info = {r["image_id"]: {k: _plain(v) for k, v in r.items()} for r in table.to_dict(orient="records")}
-    state = cat.state()
-    items, total = [], 0
-    for p in cat.proposals():
-        total += 1
-        last = state["last"].get(p["image_id"])
-        if filters.get("decision") and p["decision"] != filters["decision"]:
-            continue
-        if filters.get("viewpoint") and view_class(p["viewpoint"]) != filters["viewpoint"]:
-            continue
-        if filters.get("undecided") and last is not None:
-            continue
-        candidates = []
-        for c in p["candidates"]:
-            photos = [{"image_id": pid, "similarity": sim, "date": info.get(pid, {}).get("date"),
-                       "encounter_id": info.get(pid, {}).get("encounter_id"),
-                       "filename": Path(str(info.get(pid, {}).get("path") or "")).name} for pid, sim in c["photos"]]
-            candidates.append({"whale_id": c["whale_id"], "current": state["alias"].get(c["whale_id"], c["whale_id"]),
-                               "score": c["score"], "probability": c.get("probability"), "photos": photos})
-        items.append({"image_id": p["image_id"], "decision": p["decision"], "score": p["score"],
-                      "probability": p["probability"], "viewpoint": p["viewpoint"], "date": p["date"],
-                      "encounter_id": p["encounter_id"], "filename": Path(str(p["path"] or "")).name,
-                      "candidates": candidates, "assigned": state["assigned"].get(p["image_id"]),
-                      "last": _public(last)})
-    applied = {k: v for k, v in filters.items() if v}
-    return {"filters": applied, "shown": len(items), "total": total, "items": items,
-            "model": {"name": cat.meta.get("model_name"), "hash": cat.meta.get("model_hash", "")[:12]}}
-
-
-def _plain(value):
-    """None for a missing value (pandas' NaN is not JSON)."""
-    return None if isinstance(value, float) and value != value else value
-
-
-def _public(d: Optional[dict]) -> Optional[dict]:
-    if d is None:
-        return None
-    return {k: d[k] for k in ("id", "at", "who", "action", "whale_id", "other_whale")}
+DECIDE_KEYS = ("who", "action", "query", "whale_id", "other_whale", "scores", "expect_last")
+UNDO_KEYS = ("who", "decision_id")
 
 
 class Heatmaps:
@@ -125,119 +92,153 @@ class Heatmaps:
         return buf.getvalue()
 
 
-def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None) -> Starlette:
-    """The review app on catalogue ``db`` (opened per request: every answer reads the log as it is now); with
-    ``bundle`` (the one that embedded the catalogue), pair heatmaps."""
+def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host: str = "127.0.0.1", port: int = 8765,
+        token: Optional[str] = None, busy_timeout: float = 2.0) -> Starlette:
+    """The review app on catalogue ``db`` (opened per request: every answer reads the log as it is now), served
+    at ``host``:``port`` (the Host header must name it); ``token`` (default: a fresh one) is what a write must
+    carry; with ``bundle`` (the one that embedded the catalogue), pair heatmaps."""
     db = Path(db)
     cat = Catalogue.open(db)  # refuse a missing or newer catalogue before serving
     heatmaps = Heatmaps(Path(bundle), cat.meta["model_hash"]) if bundle else None
     cat.close()
-    default_who = who or os.environ.get("USER") or "reviewer"
+    default_who = clean_text(who or os.environ.get("USER") or "reviewer", "the reviewer's name", MAX_WHO)
+    token = token or secrets.token_urlsafe(24)
+    guard = Guard(host, port, token)
+    page_html = PAGE.read_text().replace("{{token}}", html.escape(token, quote=True))
+
+    def opened() -> Catalogue:
+        return Catalogue.open(db, timeout=busy_timeout)
+
+    def guarded(handler, write=False):
+        async def endpoint(request: Request):
+            refused = guard.refuse(request, write)
+            if refused is not None:
+                return refused
+            try:
+                return await handler(request)
+            except Conflict as exc:
+                return JSONResponse({"error": str(exc)}, 409)
+            except CatalogueError as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                return JSONResponse({"error": "the catalogue is busy (another program is writing to it); try again"},
+                                    503, headers={"Retry-After": "2"})
+        return endpoint
+
+    def with_catalogue(work, *args):
+        cat = opened()
+        try:
+            return work(cat, *args)
+        finally:
+            cat.close()
+
+    async def page(request: Request):
+        return HTMLResponse(page_html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                                "Content-Security-Policy": "frame-ancestors 'none'"})
+
+    async def state(request: Request):
+        q = request.query_params
+        filters = {"decision": q.get("decision", ""), "viewpoint": q.get("viewpoint", ""),
+                   "undecided": q.get("undecided", "") in ("1", "true", "on")}
+        if filters["decision"] not in ("",) + DECISIONS:
+            raise CatalogueError(f"the decision filter must be one of {', '.join(DECISIONS)}, got {filters['decision'][:40]!r}")
+        if filters["viewpoint"] not in ("",) + VIEWPOINTS:
+            raise CatalogueError(f"viewpoint filter must be top or lateral, got {filters['viewpoint'][:40]!r}")
+        offset, limit = _count(q.get("offset", "0"), "offset", 10 ** 9), _count(q.get("limit", "100"), "limit", MAX_PAGE)
+        reviewer = clean_text(q.get("who") or default_who, "who (the reviewer's name)", MAX_WHO)
+        body = await run_in_threadpool(with_catalogue, queue, filters, offset, max(limit, 1), reviewer)
+        return JSONResponse(dict(body, who=reviewer, heatmaps=heatmaps is not None), headers={"Cache-Control": "no-store"})
 
     def path_of(cat: Catalogue, image_id: str) -> Optional[str]:
         row = cat.conn.execute("SELECT path FROM photos WHERE image_id = ? UNION ALL "
                                "SELECT path FROM proposals WHERE image_id = ?", (image_id, image_id)).fetchone()
-        return row[0] if row and row[0] and Path(row[0]).is_file() else None
-
-    def opened() -> Catalogue:
-        return Catalogue.open(db)
-
-    async def page(request: Request):
-        return HTMLResponse(PAGE.read_text())
-
-    async def state(request: Request):
-        filters = {k: request.query_params.get(k) for k in FILTERS}
-        if filters["viewpoint"] and filters["viewpoint"] not in ("top", "lateral"):
-            return JSONResponse({"error": f"viewpoint filter must be top or lateral, got {filters['viewpoint']!r}"}, 400)
-        cat = opened()
-        try:
-            return JSONResponse(dict(queue(cat, filters), who=request.query_params.get("who") or default_who,
-                                     heatmaps=heatmaps is not None))
-        finally:
-            cat.close()
+        return row[0] if row and servable(row[0], photo_roots(cat)) is None else None
 
     async def photo(request: Request):
-        image_id = request.path_params["image_id"]
-        cat = opened()
-        try:
-            path = path_of(cat, image_id)
-        finally:
-            cat.close()
+        image_id = clean_text(request.path_params["image_id"], "the photo id", MAX_ID)
+        path = await run_in_threadpool(with_catalogue, path_of, image_id)
         if path is None:
-            return Response(f"no photo {image_id}", status_code=404)
-        return FileResponse(path)
+            return Response(f"no photo {image_id} in this catalogue", status_code=404)
+        return FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
 
     async def heatmap(request: Request):
-        from starlette.concurrency import run_in_threadpool
-
         if heatmaps is None:
             return Response("start whaleid review with --bundle for heatmaps", status_code=404)
-        cat = opened()
-        try:
-            paths = [path_of(cat, request.path_params[k]) for k in ("query", "photo")]
-        finally:
-            cat.close()
+        ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
+        paths = await run_in_threadpool(with_catalogue, lambda cat: [path_of(cat, i) for i in ids])
         if None in paths:
-            return Response("no such photo", status_code=404)
-        return Response(await run_in_threadpool(heatmaps.png, *paths), media_type="image/png")
+            return Response("no such photo in this catalogue", status_code=404)
+        try:
+            png = await run_in_threadpool(heatmaps.png, *paths)
+        except Exception as exc:  # an unreadable or undecodable photo: say so, the server goes on
+            return Response(f"cannot draw the heatmap of {ids[0]} and {ids[1]}: {type(exc).__name__}: {exc}"[:400],
+                            status_code=422)
+        return Response(png, media_type="image/png")
 
     async def decide(request: Request):
-        body = await _json(request)
+        body = await json_object(request, DECIDE_KEYS)
         if isinstance(body, Response):
             return body
-        cat = opened()
-        try:
-            if cat.conn.execute("SELECT 1 FROM proposals WHERE image_id = ?", (str(body.get("query")),)).fetchone() is None:
-                return JSONResponse({"error": f"photo {body.get('query')!r} is not among identify's proposals"}, 400)
-            shown = body.get("scores") or {}
-            did = cat.decide(body.get("who") or default_who, str(body.get("action")), str(body.get("query")),
-                             body.get("whale_id"), body.get("other_whale"), scores=shown,
-                             expect_last=body.get("expect_last"))
-            return JSONResponse({"id": did})
-        except Conflict as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        except CatalogueError as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        finally:
-            cat.close()
+        expect = body["expect_last"] if "expect_last" in body else ANY
+
+        def work(cat):
+            return cat.decide(body.get("who") or default_who, body.get("action"), body.get("query"),
+                              body.get("whale_id"), body.get("other_whale"), scores=body.get("scores"),
+                              expect_last=expect)
+        return JSONResponse({"id": await run_in_threadpool(with_catalogue, work)})
 
     async def undo(request: Request):
-        body = await _json(request)
+        body = await json_object(request, UNDO_KEYS)
         if isinstance(body, Response):
             return body
-        cat = opened()
-        try:
-            target = next((d for d in cat.decisions() if d["id"] == body.get("decision_id")), None)
-            if target is None:
-                return JSONResponse({"error": f"no decision {body.get('decision_id')}"}, 400)
-            did = cat.decide(body.get("who") or default_who, "undo", target["query"], undoes=target["id"])
-            return JSONResponse({"id": did})
-        except Conflict as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        finally:
-            cat.close()
+        target = optional_id(body.get("decision_id"), "decision_id")
+        if target is None:
+            raise CatalogueError("an undo names the decision it undoes (decision_id)")
+
+        def work(cat):
+            row = cat.conn.execute("SELECT query FROM decisions WHERE id = ?", (target,)).fetchone()
+            if row is None:
+                raise CatalogueError(f"no decision {target}")
+            return cat.decide(body.get("who") or default_who, "undo", row[0], undoes=target)
+        return JSONResponse({"id": await run_in_threadpool(with_catalogue, work)})
 
     async def favicon(request: Request):
         return Response(status_code=204)
 
-    return Starlette(routes=[Route("/", page), Route("/favicon.ico", favicon), Route("/api/state", state), Route("/photo/{image_id}", photo),
-                             Route("/heatmap/{query}/{photo}", heatmap),
-                             Route("/api/decide", decide, methods=["POST"]), Route("/api/undo", undo, methods=["POST"])])
+    return Starlette(routes=[
+        Route("/", guarded(page)), Route("/favicon.ico", favicon), Route("/api/state", guarded(state)),
+        Route("/photo/{image_id}", guarded(photo)), Route("/heatmap/{query}/{photo}", guarded(heatmap)),
+        Route("/api/decide", guarded(decide, write=True), methods=["POST"]),
+        Route("/api/undo", guarded(undo, write=True), methods=["POST"])])
 
 
-async def _json(request: Request):
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return JSONResponse({"error": "the request body is not JSON"}, 400)
-    if not isinstance(body, dict):
-        return JSONResponse({"error": "the request body must be a JSON object"}, 400)
-    return body
+def _count(text: str, what: str, most: int) -> int:
+    if not text.isdigit() or len(text) > 10 or int(text) > most:
+        raise CatalogueError(f"{what} must be a whole number from 0 to {most}, got {text[:20]!r}")
+    return int(text)
 
 
-def serve(db: Path, host: str = "127.0.0.1", port: int = 8765, who: Optional[str] = None, bundle=None) -> None:
+def serve(db: Path, host: str = "127.0.0.1", port: int = 8765, who: Optional[str] = None, bundle=None,
+          token: Optional[str] = None) -> None:
+    """Serve the review page. Off loopback a token is required: refuse to start without one."""
+    import sys
+
     import uvicorn
 
-    application = app(db, who, bundle)
-    print(f"reviewing {db} at http://{host}:{port}/ (Ctrl-C stops; every decision is already saved)", flush=True)
+    if not is_loopback(host) and not token:
+        raise CatalogueError(f"--host {host} serves the catalogue beyond this machine, where anyone who reaches it "
+                             "could read the photos and write decisions: give --token SECRET (or --token generate), "
+                             "or serve on 127.0.0.1")
+    if token == "generate":
+        token = secrets.token_urlsafe(24)
+    application = app(db, who, bundle, host=host, port=port, token=token)
+    shown = "127.0.0.1" if is_wildcard(host) else f"[{host}]" if ":" in host else host
+    address = f"http://{shown}:{port}/" + ("" if is_loopback(host) else f"?token={token}")
+    if not is_loopback(host):
+        print("WARNING: serving beyond this machine" + (" on every interface" if is_wildcard(host) else f" on {host}")
+              + ": anyone with the token can read the photos and write decisions, over plain HTTP (no TLS); a reviewer"
+              " name is not an identity.", file=sys.stderr, flush=True)
+    print(f"reviewing {db} at {address} (Ctrl-C stops; every decision is already saved)", flush=True)
     uvicorn.run(application, host=host, port=port, log_level="warning")

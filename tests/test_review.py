@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -78,6 +79,8 @@ class Server:
         while time.time() < deadline:
             try:
                 self.get("/api/state")
+                with urllib.request.urlopen(self.url + "/", timeout=10) as r:  # the page carries the write token
+                    self.token = re.search(r'name="whaleid-token" content="([^"]+)"', r.read().decode()).group(1)
                 return self
             except OSError:
                 if self.proc.poll() is not None:
@@ -99,7 +102,7 @@ class Server:
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "X-Whaleid-Token": self.token})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.loads(r.read())
@@ -164,9 +167,10 @@ def browser():
 
 
 def test_the_review_page_in_headless_chromium(server, tmp_path):
-    """Keys and clicks on the page as a reviewer uses it: accept, undo, new whale (a duplicate id refused),
-    merge, synced zoom, filters shown; a second reviewer who decides a photo already decided is told; after a
-    server restart the page shows every decision."""
+    """The page as a biologist uses it, with the mouse only: every action a visible button; after an accept the
+    next photo without an identity; the chosen whale marked; a stale second reviewer told; undo after a reload;
+    a neutral new-whale id; reject keeps the photo without identity; merge; synced zoom; filters shown; the
+    buttons stay in view when the page scrolls; after a server restart the page shows every decision."""
     sync_api = browser()
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -181,64 +185,98 @@ def test_the_review_page_in_headless_chromium(server, tmp_path):
         assert "Filters in force: none" in ana.text_content("#filters")
         ana.wait_for_function("[...document.querySelectorAll('img[data-zoom]')].every(i => i.complete && i.naturalWidth > 0)")
         state = server.get("/api/state")
-        first = state["items"][0]
+        first, second, third = state["items"][:3]
+        query_shown = "document.querySelector('#query-card h3').textContent"
 
-        # pick the second candidate and accept it
-        ana.keyboard.press("2")
-        ana.keyboard.press("a")
+        # the second candidate's "Same whale" button: recorded, and the page moves on to the next photo
+        ana.click("#candidates [data-c='1'] button[data-act='accept']")
         ana.wait_for_selector("#message.ok")
+        assert f"on to {second['image_id']}" in ana.text_content("#message")
+        assert second["image_id"] in ana.evaluate(query_shown)
         log = Catalogue.open(server.db).decisions()
         assert [(d["who"], d["action"], d["query"], d["whale_id"]) for d in log] == [
             ("ana", "accept", first["image_id"], first["candidates"][1]["whale_id"])]
         assert set(json.loads(log[0]["scores"])) == {c["whale_id"] for c in first["candidates"]}  # the scores shown
         assert log[0]["model_hash"] == "f" * 64
 
-        # bob's page still shows the photo undecided: his accept is refused, and he is told by whom
-        bob.keyboard.press("a")
+        # bob's page still shows the first photo without identity: his accept is refused, and he is told by whom
+        bob.click("#accept")
         bob.wait_for_selector("#message.error")
         assert "decided meanwhile by ana" in bob.text_content("#message")
         bob.wait_for_function("document.getElementById('status').textContent.includes('by ana')")
         assert len(Catalogue.open(server.db).decisions()) == 1
 
-        # undo, then a new whale: an existing id is refused, a fresh one recorded
-        ana.keyboard.press("u")
+        # back to the first photo: the accepted whale is marked on its card and in the list
+        ana.click("#prev")
+        ana.wait_for_function(f"{query_shown}.includes({json.dumps(first['image_id'])})")
+        assert "this photo's whale" in ana.text_content("#candidates [data-c='1']")
+        assert "accepted" in ana.get_attribute("#candidates [data-c='1']", "class")
+        assert f"✓ {first['candidates'][1]['whale_id']}" in ana.text_content("#list [data-i='0']")
+
+        # a reload, then "Undo my last decision": the server remembers whose it was
+        ana.reload()
+        ana.wait_for_selector("#query-card img")
+        ana.click("#undo")
         ana.wait_for_function("document.getElementById('message').textContent.includes('undone')")
-        ana.keyboard.press("n")
+        assert "no identity yet" in ana.text_content("#identity")
+
+        # New whale: a neutral id is offered; an existing id is refused, the offered one recorded
+        ana.click("#new")
+        assert ana.input_value("#new-id") == "new-whale-1"
         ana.fill("#new-id", first["candidates"][0]["whale_id"])
-        ana.keyboard.press("Enter")
+        ana.click("#new-form button.primary")
         ana.wait_for_selector("#message.error")
         assert "exists already" in ana.text_content("#message")
-        ana.keyboard.press("n")
-        ana.fill("#new-id", "whale-new-1")
-        ana.keyboard.press("Enter")
-        ana.wait_for_function("document.getElementById('status').textContent.includes('new_whale whale-new-1')")
+        ana.click("#new")
+        ana.click("#new-form button.primary")
+        ana.wait_for_function("document.getElementById('message').textContent.includes('new whale new-whale-1')")
+        assert second["image_id"] in ana.evaluate(query_shown)  # on to the next photo without identity
 
-        # the next photo: merge its second candidate into its first
-        ana.keyboard.press("j")
-        second = state["items"][1]
-        ana.keyboard.press("2")
-        ana.keyboard.press("m")
+        # reject: the photo keeps no identity, the whale is marked rejected, the next candidate picked
+        ana.click("#candidates [data-c='0'] button[data-act='reject']")
+        ana.wait_for_function("document.getElementById('message').textContent.includes('still has no identity')")
+        assert "rejected" in ana.text_content("#candidates [data-c='0']")
+        assert "picked" in ana.get_attribute("#candidates [data-c='1']", "class")
+
+        # merge the picked (second) candidate into the first
+        ana.click("#merge")
         ana.select_option("#merge-into", second["candidates"][0]["whale_id"])
-        ana.click("#merge-form button:not([type])")
+        ana.click("#merge-form button.primary")
         ana.wait_for_function("document.getElementById('message').textContent.includes('merge')")
 
-        # synced zoom: one key zooms every photo on the page alike
-        ana.keyboard.press("+")
-        ana.keyboard.press("+")
+        # synced zoom by buttons: every photo on the page alike
+        ana.click("#zoom-in")
+        ana.click("#zoom-in")
         scales = ana.eval_on_selector_all("img[data-zoom]", "els => els.map(e => e.style.transform)")
         assert len(scales) >= 3 and set(scales) == {"scale(1.5625)"}
 
-        # filters are shown and applied
+        # the buttons and their keys stay in view when the page scrolls
+        ana.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        box = ana.evaluate("(() => { const r = document.getElementById('accept').getBoundingClientRect(); "
+                           "return [r.top, r.bottom, window.innerHeight]; })()")
+        assert 0 <= box[0] and box[1] <= box[2]
+
+        # filters are shown and applied; "without identity only" keeps the rejected photo
+        ana.check("#f-undecided")
+        ana.wait_for_function("document.getElementById('filters').textContent.includes('without identity only')")
+        listed = ana.text_content("#list")
+        assert second["image_id"] in listed and first["image_id"] not in listed and "undecided=1" in ana.url
+        ana.uncheck("#f-undecided")
         ana.select_option("#f-decision", "review")
         ana.wait_for_function("document.getElementById('filters').textContent.includes('decision = review')")
         assert "showing" in ana.text_content("#filters") and "decision=review" in ana.url
         ana.screenshot(path=str(tmp_path / "review.png"))
         if os.environ.get("WHALEID_REVIEW_SCREENSHOT"):
+            ana.select_option("#f-decision", "")
+            ana.wait_for_function("document.getElementById('filters').textContent.includes('none')")
+            ana.click("#list [data-i='0']")
+            ana.evaluate("window.scrollTo(0, 0)")
+            ana.wait_for_function("[...document.images].every(i => i.complete)")
             ana.screenshot(path=os.environ["WHALEID_REVIEW_SCREENSHOT"])
 
         log = Catalogue.open(server.db).decisions()
-        assert [d["action"] for d in log] == ["accept", "undo", "new_whale", "merge"]
-        assert log[1]["undoes"] == log[0]["id"] and log[3]["other_whale"] == second["candidates"][1]["whale_id"]
+        assert [d["action"] for d in log] == ["accept", "undo", "new_whale", "reject", "merge"]
+        assert log[1]["undoes"] == log[0]["id"] and log[4]["other_whale"] == second["candidates"][1]["whale_id"]
 
         # a restart: the page shows what was decided before it
         server.stop()
@@ -246,10 +284,10 @@ def test_the_review_page_in_headless_chromium(server, tmp_path):
         server.start()
         ana.goto(server.url + "/?who=ana")
         ana.wait_for_selector("#query-card img")
-        assert "new_whale whale-new-1 by ana" in ana.text_content("#status")
+        assert "new-whale-1" in ana.text_content("#identity")
         chromium.close()
     exported = json.loads(Catalogue.open(server.db).export(tmp_path / "c.json").read_text())
     assigned = {p["image_id"]: p["current_whale"] for p in exported["photos"]}
-    assert assigned[first["image_id"]] == "whale-new-1"
+    assert assigned[first["image_id"]] == "new-whale-1"
     merged = second["candidates"][1]["whale_id"]
     assert {p["current_whale"] for p in exported["photos"] if p["whale_id"] == merged} == {second["candidates"][0]["whale_id"]}

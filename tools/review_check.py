@@ -4,7 +4,7 @@
 
 RUN is a run folder that ``make identify-demo`` went through (``RUN/identify/catalogue.sqlite`` and
 ``bundle.zip``). The page is served by ``catalogue.review`` with uvicorn on a free port of 127.0.0.1, driven by
-Playwright in Debian's ``chromium`` (the first photo under review, ``h`` for the pair heatmap), checked (every
+Playwright in Debian's ``chromium`` (the first photo under review, its Heatmap button for the pair heatmap), checked (every
 photo loaded, the filters shown, no error on the page or its console) and screenshotted. Nothing is decided:
 the catalogue's log is left as it was. Exits 1 with the problems listed, 2 without Chromium or Playwright.
 """
@@ -32,7 +32,7 @@ def check(db: Path, bundle: Path | None, screenshot: Path, heatmap: bool, width:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app(db, "review_check", bundle), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app(db, "review_check", bundle, port=port), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -48,7 +48,7 @@ def check(db: Path, bundle: Path | None, screenshot: Path, heatmap: bool, width:
             page.goto(f"http://127.0.0.1:{port}/?decision=review")
             page.wait_for_selector("#query-card img", timeout=30000)
             if heatmap:
-                page.keyboard.press("h")
+                page.click("#heat-btn")
                 page.wait_for_selector("#heat-img", timeout=60000)
             page.wait_for_function("[...document.images].every(i => i.complete)", timeout=60000)
             broken = page.eval_on_selector_all("img", "els => els.filter(e => !e.naturalWidth).map(e => e.src)")

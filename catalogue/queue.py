@@ -1,0 +1,109 @@
+"""The review queue, a page at a time: identify's proposals under the page's filters, each with what the
+reviewer needs to decide it. Reads only the columns it shows (never an embedding) and only the candidate photos
+of the page it sends, so a page costs the same in a catalogue of a thousand photos or of a million.
+
+"Undecided" means "has no identity yet": a photo with only rejects (or whose accept was undone) is undecided.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from catalogue.decisions import describe
+from catalogue.store import Catalogue
+
+DECISIONS = ("match", "review", "new_whale", "unreadable")
+VIEWPOINTS = ("top", "lateral")
+MAX_PAGE = 500
+
+VIEW_CLASS_SQL = ("CASE lower(coalesce(viewpoint, '')) WHEN 'top' THEN 'top' WHEN 'left' THEN 'lateral' "
+                  "WHEN 'right' THEN 'lateral' WHEN 'lateral' THEN 'lateral' ELSE 'unknown' END")
+
+
+def queue(cat: Catalogue, filters: dict, offset: int = 0, limit: int = 100, who: Optional[str] = None) -> dict:
+    """``filters``: decision (one of DECISIONS), viewpoint (top or lateral), undecided (bool); the page of
+    ``limit`` photos from ``offset`` in the filtered queue, plus the reviewer ``who``'s standing decisions."""
+    state = cat.state()
+    sql, args = "SELECT image_id FROM proposals WHERE 1", []
+    if filters.get("decision"):
+        sql, args = sql + " AND decision = ?", args + [filters["decision"]]
+    if filters.get("viewpoint"):
+        sql, args = sql + f" AND {VIEW_CLASS_SQL} = ?", args + [filters["viewpoint"]]
+    ids = [r[0] for r in cat.conn.execute(sql + " ORDER BY rowid", args)]
+    if filters.get("undecided"):
+        ids = [i for i in ids if i not in state["assigned"]]
+    page = ids[offset:offset + limit]
+    total = cat.conn.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
+    undecided = total - sum(1 for _ in _proposed(cat, state["assigned"]))
+    items = _items(cat, state, page)
+    mine = [{"id": d["id"], "query": d["query"], "what": describe(d), "at": d["at"]}
+            for d in sorted(state["standing"].values(), key=lambda d: -d["id"]) if who and d["who"] == who][:20]
+    return {"filters": {k: v for k, v in filters.items() if v}, "shown": len(ids), "total": total,
+            "undecided": undecided, "offset": offset, "limit": limit, "items": items, "mine": mine,
+            "new_whale_id": next_whale_id(state["whales"]),
+            "model": {"name": cat.meta.get("model_name"), "hash": cat.meta.get("model_hash", "")[:12]}}
+
+
+def _proposed(cat: Catalogue, assigned: dict):
+    for chunk in _chunks(list(assigned), 500):
+        yield from cat.conn.execute(f"SELECT 1 FROM proposals WHERE image_id IN ({', '.join('?' * len(chunk))})",
+                                    chunk)
+
+
+def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
+    if not page:
+        return []
+    cols = ("image_id", "decision", "score", "probability", "viewpoint", "date", "encounter_id", "path", "candidates")
+    rows = {r[0]: dict(zip(cols, r)) for r in cat.conn.execute(
+        f"SELECT {', '.join(cols)} FROM proposals WHERE image_id IN ({', '.join('?' * len(page))})", page)}
+    candidates = {}
+    for image_id, row in rows.items():
+        try:
+            candidates[image_id] = [c for c in json.loads(row["candidates"]) if isinstance(c, dict) and "whale_id" in c]
+        except ValueError:
+            candidates[image_id] = []
+    wanted = sorted({str(p[0]) for cs in candidates.values() for c in cs for p in c.get("photos", [])})
+    info = {}
+    for chunk in _chunks(wanted, 500):
+        info.update({r[0]: r[1:] for r in cat.conn.execute(
+            f"SELECT image_id, date, encounter_id, path FROM photos WHERE image_id IN ({', '.join('?' * len(chunk))})",
+            chunk)})
+    alias, items = state["alias"], []
+    for image_id in page:
+        row = rows[image_id]
+        identity, rejected = state["identity"].get(image_id), state["rejected"].get(image_id, set())
+        shown = []
+        for c in candidates[image_id]:
+            photos = []
+            for p in c.get("photos", []):
+                date, encounter, path = info.get(str(p[0]), (None, None, None))
+                photos.append({"image_id": str(p[0]), "similarity": p[1], "date": date, "encounter_id": encounter,
+                               "filename": Path(str(path or "")).name})
+            w = c["whale_id"]
+            shown.append({"whale_id": w, "current": alias.get(w, w), "score": c.get("score"),
+                          "probability": c.get("probability"), "photos": photos,
+                          "accepted": identity is not None and alias.get(identity, identity) == alias.get(w, w),
+                          "rejected": w in rejected})
+        last = state["last"].get(image_id)
+        items.append({"image_id": image_id, "decision": row["decision"], "score": row["score"],
+                      "probability": row["probability"], "viewpoint": row["viewpoint"], "date": row["date"],
+                      "encounter_id": row["encounter_id"], "filename": Path(str(row["path"] or "")).name,
+                      "candidates": shown, "identity": identity, "assigned": state["assigned"].get(image_id),
+                      "last": None if last is None else {k: last[k] for k in ("id", "at", "who", "action", "whale_id",
+                                                                             "other_whale")}})
+    return items
+
+
+def next_whale_id(whales) -> str:
+    """A neutral id for a new whale: ``new-whale-<n>``, the first n not taken."""
+    n = 1
+    while f"new-whale-{n}" in whales:
+        n += 1
+    return f"new-whale-{n}"
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
