@@ -72,6 +72,8 @@ def build(args) -> int:
     print(f"{args.data}: {len(meta)} photos of {meta['whale_id'].nunique()} whales; {len(meta) - len(todo)} already "
           f"in {args.db}, {len(todo)} to embed", flush=True)
     if todo.empty:
+        if cat is not None:
+            add_photo_root(cat, args.data)
         return 0
     emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers)
     for i in np.flatnonzero(~ok):

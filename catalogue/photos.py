@@ -2,8 +2,9 @@
 identify's proposals) and must lie inside the survey folder it came from, links resolved; the review server
 serves a stored path only while it still resolves to itself inside one of those folders.
 
-The folders are recorded in the catalogue's meta (``photo_roots``, a JSON list). A catalogue written before
-they were recorded serves only files with a photo's suffix.
+The folders are recorded in the catalogue's meta (``photo_roots``, a JSON list). A catalogue with no folder
+recorded (written before they were, or through the Python API alone), and the photos a catalogue held when its
+first folder was recorded (meta ``unrooted_photos``), are served only as files with a photo's suffix.
 """
 
 from __future__ import annotations
@@ -41,19 +42,25 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def photo_roots(cat) -> list[Path]:
-    return [Path(p) for p in json.loads(cat.meta.get("photo_roots") or "[]")]
+def photo_roots(cat) -> tuple[list[Path], bool]:
+    """(the survey folders recorded, whether photos catalogued before any was recorded may be elsewhere)."""
+    meta = cat.meta
+    roots = [Path(p) for p in json.loads(meta.get("photo_roots") or "[]")]
+    return roots, not roots or meta.get("unrooted_photos") == "1"
 
 
 def add_photo_root(cat, root: Path) -> None:
-    roots = [str(p) for p in photo_roots(cat)]
+    roots = [str(p) for p in photo_roots(cat)[0]]
     root = str(Path(root).resolve())
     if root not in roots:
         with cat._write():
+            if not roots and cat.conn.execute("SELECT EXISTS (SELECT 1 FROM photos) OR EXISTS "
+                                              "(SELECT 1 FROM proposals)").fetchone()[0]:
+                cat.set_meta("unrooted_photos", "1")
             cat.set_meta("photo_roots", json.dumps(roots + [root]))
 
 
-def servable(path: Optional[str], roots: list[Path]) -> Optional[str]:
+def servable(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[str]:
     """None when the stored ``path`` may be served; else why not ("missing" when the file is simply gone)."""
     if not path:
         return "missing"
@@ -66,10 +73,12 @@ def servable(path: Optional[str], roots: list[Path]) -> Optional[str]:
         return "missing"
     if real != p:
         return "a link or a path that no longer resolves to itself"
-    if roots and not any(_inside(real, r) for r in roots):
-        return "outside the survey folders it was catalogued from"
-    if not roots and real.suffix.lower() not in PHOTO_SUFFIXES:
-        return "not a photo file"
+    roots, unrooted = rules
+    if not any(_inside(real, r) for r in roots):
+        if not unrooted:
+            return "outside the survey folders it was catalogued from"
+        if real.suffix.lower() not in PHOTO_SUFFIXES:
+            return "not a photo file"
     if not real.is_file():
         return "missing"
     return None

@@ -375,3 +375,24 @@ def test_a_heatmap_that_cannot_be_drawn_is_a_422_not_a_500(catalogue_file, tmp_p
     r = c.get("/heatmap/q0/p0")
     assert r.status_code == 422 and "cannot draw the heatmap of q0 and p0" in r.text
     assert c.get("/heatmap/q0/outside").status_code == 404  # a file outside the survey is not even opened
+
+
+def test_photos_catalogued_before_folders_were_recorded_are_served_only_as_photo_files(tmp_path):
+    from catalogue.photos import photo_roots, servable
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old_photo, old_text, new_photo = tmp_path / "old" / "a.jpg", tmp_path / "old" / "a.txt", tmp_path / "new" / "b.jpg"
+    for f in (old_photo, old_text, new_photo):
+        f.write_bytes(b"x")
+    cat = Catalogue.create(tmp_path / "c.sqlite", "a" * 64, "m", 4)
+    assert servable(str(old_photo), photo_roots(cat)) is None and servable(str(old_text), photo_roots(cat))
+    cat.add_photos([{"image_id": "a", "whale_id": "w", "path": str(old_photo)}], np.ones((1, 4)), "old")
+    add_photo_root(cat, tmp_path / "new")
+    rules = photo_roots(cat)
+    assert rules == ([(tmp_path / "new").resolve()], True)
+    assert servable(str(old_photo), rules) is None and servable(str(new_photo), rules) is None
+    assert servable(str(old_text), rules) == "not a photo file"
+    fresh = Catalogue.create(tmp_path / "f.sqlite", "a" * 64, "m", 4)
+    add_photo_root(fresh, tmp_path / "new")  # recorded before any photo: only that folder
+    assert servable(str(old_photo), photo_roots(fresh)) == "outside the survey folders it was catalogued from"
