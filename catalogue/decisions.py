@@ -43,6 +43,10 @@ def clean_text(value: Any, what: str, limit: int = MAX_ID) -> str:
         raise CatalogueError(f"{what} is {len(text)} characters long; at most {limit} are allowed")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
         raise CatalogueError(f"{what} holds a control character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CatalogueError(f"{what} is not valid Unicode (a lone surrogate)") from None
     return text
 
 
@@ -78,8 +82,8 @@ def optional_id(value: Any, what: str) -> Optional[int]:
     """A decision id (an integer, not a boolean) or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CatalogueError(f"{what} must be a decision id (an integer) or null, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 62:
+        raise CatalogueError(f"{what} must be a decision id (a whole number from 0) or null, got {str(value)[:40]}")
     return value
 
 

@@ -88,16 +88,19 @@ PLANTED = "1 photos whose file is not served: outside (outside the survey folder
 junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
                     | st.text(max_size=30), lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-ids = st.sampled_from(QUERIES + WHALES + ["", "   ", "nope", "x" * 300, "q0\n"]) | junk
+odd = st.sampled_from([2 ** 63, -2 ** 63 - 1, 10 ** 30, 1e300, "\ud800", "q0\x00", "\u202e", 0.5, -1])
+ids = st.sampled_from(QUERIES + WHALES + ["", "   ", "nope", "x" * 300, "q0\n"]) | junk | odd
 decision_bodies = st.fixed_dictionaries({}, optional={
     "who": st.sampled_from(["ana", "bob", "", "  ", "e" * 150]) | junk, "action": st.sampled_from(ACTIONS) | junk,
-    "query": ids, "whale_id": ids, "other_whale": ids, "expect_last": st.none() | st.integers(-2, 40) | junk,
+    "query": ids, "whale_id": ids, "other_whale": ids, "expect_last": st.none() | st.integers(-2, 40) | junk | odd,
     "scores": st.dictionaries(st.sampled_from(WHALES), st.floats(allow_nan=False, allow_infinity=False)
                               | st.fixed_dictionaries({"score": st.floats(allow_nan=False, allow_infinity=False)}))
     | junk})
 undo_bodies = st.fixed_dictionaries({}, optional={"who": st.sampled_from(["ana", "bob"]) | junk,
-                                                  "decision_id": st.integers(-1, 40) | junk})
+                                                  "decision_id": st.integers(-1, 40) | junk | odd})
 raw_bodies = st.sampled_from([b"", b"{", b"[]", b"null", b'{"action": NaN}', b'{"query": Infinity}', b"\xff\xfe",
+                              b'{"decision_id": ' + b"9" * 5000 + b"}", b'{"query": "\\ud800", "action": "accept"}',
+                              b'{"expect_last": 1e999, "query": "q0", "action": "accept", "whale_id": "w0"}',
                               b"[" * 30000 + b"]" * 30000, b'{"who": "' + b"a" * 70000 + b'"}'])
 requests = st.one_of(
     st.tuples(st.just("POST"), st.sampled_from(["/api/decide"]), decision_bodies.map(lambda b: json.dumps(b).encode())),
@@ -107,7 +110,9 @@ requests = st.one_of(
     st.tuples(st.just("GET"), st.sampled_from(["/api/state", "/api/state?undecided=1&limit=2&offset=1",
                                                "/api/state?decision=%00", "/api/state?limit=-1", "/api/state?who=" + "z" * 300,
                                                "/photo/p1", "/photo/outside", "/photo/..%2F..%2Fetc%2Fpasswd",
-                                               "/photo/" + "x" * 400, "/heatmap/q0/p0", "/"]), st.just(b"")))
+                                               "/photo/" + "x" * 400, "/heatmap/q0/p0", "/", "/photo/%ED%A0%80",
+                                               "/api/state?offset=99999999999", "/api/state?who=%ED%A0%80",
+                                               "/api/state?decision=review&viewpoint=lateral"]), st.just(b"")))
 headers = st.fixed_dictionaries({}, optional={
     "content-type": st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
                                      "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""]),
