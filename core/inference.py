@@ -117,7 +117,8 @@ def embed_models(bundle: Path, manifest: dict, files: list[str], device: torch.d
     return per_model, weights, ok_all
 
 
-def predict_by_viewpoint(scenarios, per_model, weights, viewpoint_weights: dict, index, steps, views) -> pd.DataFrame:
+def predict_by_viewpoint(scenarios, per_model, weights, viewpoint_weights: dict, index, steps, views,
+                         files: dict | None = None) -> pd.DataFrame:
     """Predictions with each scenario's models combined by ``viewpoint_weights[kind]`` (a weight per model,
     per scenario kind: ``top_top``, ``top_lateral``, ...), or by ``weights`` for a kind it does not list."""
     from core.retrieval import viewpoint_kind
@@ -131,7 +132,7 @@ def predict_by_viewpoint(scenarios, per_model, weights, viewpoint_weights: dict,
             combined[key] = combine_embeddings(per_model, viewpoint_weights[key] if key else weights)
             if key:
                 log.info("scenarios of kind %s combine the models with weights %s", key, viewpoint_weights[key])
-        frames.append(predict([sc], combined[key], index, steps, views))
+        frames.append(predict([sc], combined[key], index, steps, views, files))
     if not frames:
         return pd.DataFrame(columns=["query_id", "database_image_id", "score"])
     return pd.concat(frames, ignore_index=True)
@@ -202,7 +203,7 @@ def run(bundle: Path, data_root: Path, output: Path, num_workers: int | None = N
         steps = build_steps(manifest["postprocess"], registries["postprocess"])
         embedded = time.time()
         predictions = predict_by_viewpoint(scenarios, per_model, weights, manifest.get("viewpoint_weights") or {},
-                                           index, steps, image_viewpoints(data_root))
+                                           index, steps, image_viewpoints(data_root), dict(zip(needed, files)))
         log.info("ranked %d scenarios in %.2f s", len(scenarios), time.time() - embedded)
     except Exception:
         log.exception("inference failed; writing a fallback ranking so the file stays valid")

@@ -121,6 +121,8 @@ class RetrievalContext:
     similarity: list[np.ndarray] = field(default_factory=list)
     query_viewpoints: list[str] | None = None  # top | left | right per query, when the metadata says
     db_viewpoints: list[str] | None = None
+    query_files: list[str] | None = None  # the photo files, for steps that read them (``local_match``)
+    db_files: list[str] | None = None
 
     def kind(self) -> str:
         """The scenario's viewpoint kind (``viewpoint_kind``); 1st place switched its re-ranking on it."""
@@ -149,12 +151,14 @@ def rank_scenario(ctx: RetrievalContext, steps: Sequence[Callable]) -> pd.DataFr
 
 
 def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, int],
-            steps: Sequence[Callable], viewpoints: dict[str, str] | None = None) -> pd.DataFrame:
+            steps: Sequence[Callable], viewpoints: dict[str, str] | None = None,
+            files: dict[str, str] | None = None) -> pd.DataFrame:
     """Prediction rows for every scenario. ``scenarios`` yield objects with ``name``, ``queries``
     (query_id, query_image_id) and ``database`` (database_image_id); ``image_index`` maps an image
     id to its row in ``embeddings``. Images missing from the index are dropped from databases, and a
     query with no embedding is ranked with a zero vector (all scores tie) so it still gets rows.
-    ``viewpoints`` (image id -> top/left/right) lets viewpoint-aware steps see each scenario's kind."""
+    ``viewpoints`` (image id -> top/left/right) lets viewpoint-aware steps see each scenario's kind; ``files``
+    (image id -> photo file) lets steps read the photos themselves."""
     frames = []
     zero = np.zeros(embeddings.shape[1], np.float32)
     for sc in scenarios:
@@ -176,6 +180,9 @@ def predict(scenarios: Iterable, embeddings: np.ndarray, image_index: dict[str, 
         if viewpoints:
             ctx.query_viewpoints = [viewpoints.get(i, "unknown") for i in q_imgs]
             ctx.db_viewpoints = [viewpoints.get(i, "unknown") for i in db_ids]
+        if files:
+            ctx.query_files = [files.get(i) for i in q_imgs]
+            ctx.db_files = [files.get(i) for i in db_ids]
         frames.append(rank_scenario(ctx, steps))
     if not frames:
         return pd.DataFrame(columns=["query_id", "database_image_id", "score"])

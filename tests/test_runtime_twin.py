@@ -144,6 +144,9 @@ CHAINS = {
     "query_expansion": [{"name": "query_expansion", "k": 2}, {"name": "knn"}],
     "db_anchor_rerank": [{"name": "db_anchor_rerank"}],
     "k_reciprocal": [{"name": "k_reciprocal", "k1": 5, "k2": 3}],
+    # OpenCV 4.5.2 there, today's here: keypoints, matching and the fused ranking must agree
+    "local_match": [{"name": "knn", "top_k": 30}, {"name": "local_match", "shortlist": 30, "workers": 1,
+                                                   "fusion": {"a": 20.0, "b": 1.0, "c": -18.0}}],
 }
 
 

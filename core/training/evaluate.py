@@ -42,13 +42,13 @@ def random_baseline(scenarios: Sequence[Scenario], seed: int = 0, draws: int = 2
 
 def evaluate(model, loader, image_ids: Sequence[str], scenarios: Sequence[Scenario], steps: Sequence[Callable],
              device, tta_flip: bool, gather: Callable | None = None, progress: bool = False,
-             autocast_dtype=None, details: bool = False, viewpoints: dict | None = None):
+             autocast_dtype=None, details: bool = False, viewpoints: dict | None = None, files: dict | None = None):
     """Embed every image of ``loader`` once, rank every scenario, score it. With ``details``:
     ``(result, per-query table, embeddings [N, E] in the order of image_ids)``."""
     emb, _ = embed_images(model, loader, device, tta_flip, gather=gather, num_images=len(image_ids), progress=progress,
                           autocast_dtype=autocast_dtype)
     index = {img: i for i, img in enumerate(image_ids)}
-    scored = score_scenarios(predict(scenarios, emb, index, steps, viewpoints), scenarios, details=details)
+    scored = score_scenarios(predict(scenarios, emb, index, steps, viewpoints, files), scenarios, details=details)
     return (*scored, emb) if details else scored
 
 
@@ -67,6 +67,7 @@ class Validation:
                                  num_workers=int(cfg.data.num_workers))
         self.image_ids = list(val_df["image_id"])
         self.viewpoints = dict(zip(val_df["image_id"], val_df["viewpoint"])) if "viewpoint" in val_df.columns else None
+        self.files = dict(zip(val_df["image_id"], val_df["file"])) if "file" in val_df.columns else None
         self.baseline = random_baseline(scenarios, int(cfg.seed))
         # evaluate in the precision the model trains in (autocast on accelerators only; CPU stays float32)
         self.dtype = None if accelerator.device.type == "cpu" else _autocast_dtype(cfg.train.mixed_precision)
@@ -76,7 +77,7 @@ class Validation:
         result, per_query, emb = evaluate(
             acc.unwrap_model(model), self.loader, self.image_ids, self.scenarios, self.steps, acc.device,
             bool(self.cfg.infer.tta_flip), gather=acc.gather_for_metrics, progress=acc.is_local_main_process,
-            autocast_dtype=self.dtype, details=True, viewpoints=self.viewpoints)
+            autocast_dtype=self.dtype, details=True, viewpoints=self.viewpoints, files=self.files)
         result.update(epoch=epoch, num_processes=acc.num_processes, random=self.baseline,
                       lift=self._lift(result["mAP"], self.baseline["mAP"]))
         return result, per_query, emb

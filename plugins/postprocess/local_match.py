@@ -1,0 +1,270 @@
+"""Postprocess ``local_match``: keypoints matched on the original photos, fused with the global score.
+
+A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortlist``). For each query the first
+``shortlist`` candidates of the global ranking are matched:
+
+- **keypoints** (OpenCV: ``sift`` by default, ``orb`` or ``akaze``; at most ``max_keypoints``) on the photo
+  file itself, converted to grey and resized so that its longer side is ``max_side`` px, not on the model's
+  squashed input; computed once per file and kept for the run (``self.cache``, keyed by the file's path, size
+  and modification time and by the options, so a changed photo or option is computed again), and on disk
+  under ``cache_dir`` when one is given;
+- **matching**: each query descriptor's two nearest candidate descriptors (L2 for SIFT, Hamming for the binary
+  ones), kept when the nearest is under ``ratio`` times the second (Lowe's test);
+- **verification**: RANSAC of a similarity transform (rotation, uniform scale, translation: OpenCV's "partial
+  affine") over the kept matches, ``ransac_iters`` hypotheses from a fixed seed, a match an inlier within
+  ``ransac_px`` px (at ``max_side``); written in numpy, so it gives the same count under every OpenCV;
+- **mirrored views**: a left and a right view of one whale show its two sides, and the dorsal ridge seen from
+  the other side is its mirror image, so with ``mirror: opposite`` (the default) a left query is matched
+  against a right candidate (and the reverse) flipped left to right; photos of one side, and top views, are
+  matched as they are; an unknown viewpoint is matched both ways and the better count kept. ``mirror: never``
+  turns this off, ``always`` matches both ways for every pair.
+
+The local score is the inlier count ``n``. The fused score is ``P = sigmoid(a * g + b * log(1 + n) + c)`` with
+``g`` the global score the ranking step gave, ``a, b >= 0`` (so P rises with both), fitted on validation whales
+(``fit``; ``fusion: {a, b, c}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
+candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
+after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the ranking
+through unchanged: it only ever ranks by what validation fitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from core.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+DETECTORS = ("sift", "orb", "akaze")
+MIRROR = ("opposite", "never", "always")
+EMPTY = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:  # the step is configured but OpenCV is missing: say what to install
+        raise ImportError("postprocess 'local_match' needs OpenCV: pip install opencv-python-headless") from exc
+    return cv2
+
+
+class LocalMatch:
+    def __init__(self, shortlist: int = 50, top_k: int = 20, detector: str = "sift", max_keypoints: int = 500,
+                 max_side: int = 512, ratio: float = 0.8, ransac_px: float = 8.0, ransac_iters: int = 256,
+                 mirror: str = "opposite", fusion: dict | None = None, cache_dir: str | None = None,
+                 workers: int | None = None):
+        if detector not in DETECTORS:
+            raise ValueError(f"postprocess 'local_match' detector must be one of {DETECTORS}, got {detector!r}")
+        if mirror not in MIRROR:
+            raise ValueError(f"postprocess 'local_match' mirror must be one of {MIRROR}, got {mirror!r}")
+        if int(shortlist) < 1 or int(top_k) < 1:
+            raise ValueError("postprocess 'local_match' shortlist and top_k must be at least 1")
+        self.shortlist, self.top_k = int(shortlist), int(top_k)
+        self.detector, self.max_keypoints, self.max_side = detector, int(max_keypoints), int(max_side)
+        self.ratio, self.ransac_px, self.ransac_iters, self.mirror = float(ratio), float(ransac_px), int(ransac_iters), mirror
+        self.fusion = None
+        if fusion:
+            a, b, c = (float(fusion[k]) for k in ("a", "b", "c"))
+            if a < 0 or b < 0 or not np.isfinite([a, b, c]).all():
+                raise ValueError(f"postprocess 'local_match' fusion needs finite a, b >= 0 and c, got {dict(fusion)}")
+            self.fusion = {"a": a, "b": b, "c": c}
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.workers = int(workers) if workers else max(1, min(8, os.cpu_count() or 1))
+        self.cache: dict = {}
+        self.pairs_matched = 0  # the work done, for the tests and the cost figures
+        self.record = None  # a list: every (query position, candidate position, g, n) is appended (for fit)
+
+    # ---- keypoints ----------------------------------------------------------------------------------------
+
+    def options_key(self) -> str:
+        return f"{self.detector}-{self.max_keypoints}-{self.max_side}"
+
+    def features(self, path: str | None, flip: bool = False):
+        """(keypoints float32 [n, 2] in px at ``max_side``, descriptors [n, d]) of a photo file; none when the
+        file is missing or unreadable."""
+        if not path:
+            return EMPTY
+        try:
+            st = os.stat(path)
+        except OSError:
+            return EMPTY
+        key = (str(path), st.st_size, st.st_mtime_ns, flip, self.options_key())
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        disk = None
+        if self.cache_dir is not None:
+            disk = self.cache_dir / (hashlib.sha1(repr(key).encode()).hexdigest() + ".npz")
+            if disk.is_file():
+                with np.load(disk) as z:
+                    hit = (z["xy"], z["desc"])
+        if hit is None:
+            hit = self.extract(path, flip)
+            if disk is not None:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_suffix(".tmp.npz")
+                np.savez(tmp, xy=hit[0], desc=hit[1])
+                os.replace(tmp, disk)
+        self.cache[key] = hit
+        return hit
+
+    def extract(self, path: str, flip: bool):
+        cv2 = _cv2()
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if img is None or min(img.shape[:2]) < 8:
+            return EMPTY
+        scale = self.max_side / max(img.shape[:2])
+        img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        if flip:
+            img = np.ascontiguousarray(img[:, ::-1])
+        if self.detector == "sift":
+            det = cv2.SIFT_create(nfeatures=self.max_keypoints)
+        elif self.detector == "orb":
+            det = cv2.ORB_create(nfeatures=self.max_keypoints)
+        else:
+            det = cv2.AKAZE_create()
+        kps, desc = det.detectAndCompute(img, None)
+        if desc is None or not kps:
+            return EMPTY
+        if len(kps) > self.max_keypoints:  # AKAZE has no count: its strongest
+            keep = np.argsort([-k.response for k in kps], kind="stable")[: self.max_keypoints]
+            kps, desc = [kps[i] for i in keep], desc[keep]
+        xy = np.array([k.pt for k in kps], np.float32)
+        return xy, (desc.astype(np.float32) if self.detector == "sift" else np.unpackbits(desc, axis=1).astype(np.float32))
+
+    # ---- one pair -----------------------------------------------------------------------------------------
+
+    def inliers(self, a, b) -> int:
+        """RANSAC inliers of a similarity transform between two photos' ratio-test matches."""
+        (xa, da), (xb, db) = a, b
+        if len(da) < 2 or len(db) < 2:
+            return 0
+        # squared distances by one matrix product (Hamming = squared L2 on unpacked bits)
+        d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * da @ db.T
+        two = np.argpartition(d2, 1, axis=1)[:, :2]
+        first, second = np.take_along_axis(d2, two, 1).T
+        swap = first > second
+        nearest = np.where(swap, two[:, 1], two[:, 0])
+        lo, hi = np.sqrt(np.maximum(np.minimum(first, second), 0)), np.sqrt(np.maximum(np.maximum(first, second), 0))
+        keep = lo < self.ratio * hi
+        src, dst = xa[keep], xb[nearest[keep]]
+        if len(src) < 3:
+            return 0
+        return ransac_similarity(src, dst, self.ransac_px, self.ransac_iters)
+
+    def pair_flips(self, qv, dv) -> tuple:
+        """Which orientations of the query to match against a candidate, by their viewpoints."""
+        if self.mirror == "never":
+            return (False,)
+        if self.mirror == "always" or qv not in ("top", "left", "right") or dv not in ("top", "left", "right"):
+            return (False, True)
+        return (True,) if {qv, dv} == {"left", "right"} else (False,)
+
+    # ---- the step -----------------------------------------------------------------------------------------
+
+    def __call__(self, ctx):
+        if not ctx.ranked:
+            raise RuntimeError("postprocess 'local_match' re-ranks: put a ranking step such as 'knn' before it")
+        if self.fusion is None and self.record is None:
+            return ctx  # not fitted: the global ranking stands
+        files_q = ctx.query_files or [None] * len(ctx.query_ids)
+        files_db = ctx.db_files or [None] * len(ctx.db_image_ids)
+        views_q = ctx.query_viewpoints or ["unknown"] * len(ctx.query_ids)
+        views_db = ctx.db_viewpoints or ["unknown"] * len(ctx.db_image_ids)
+        jobs = [(qi, int(d)) for qi, (idx, _) in enumerate(ctx.ranked) for d in idx[: self.shortlist]]
+
+        def count(job):
+            qi, d = job
+            target = self.features(files_db[d])
+            return max(self.inliers(self.features(files_q[qi], flip), target)
+                       for flip in self.pair_flips(views_q[qi], views_db[d]))
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                counts = dict(zip(jobs, pool.map(count, jobs)))
+        except Exception:  # OpenCV missing or broken: the global ranking stands, the file stays valid
+            log.exception("postprocess 'local_match' failed on scenario %s; the global ranking is kept", ctx.scenario)
+            return ctx
+        self.pairs_matched += len(jobs)
+        ranked = []
+        for qi, (idx, scores) in enumerate(ctx.ranked):
+            head = min(self.shortlist, len(idx))
+            n = np.array([counts[(qi, int(d))] for d in idx[:head]], np.float64)
+            if self.record is not None:
+                self.record.append((ctx.query_ids[qi], [ctx.db_image_ids[int(d)] for d in idx[:head]],
+                                    np.asarray(scores[:head], np.float64), n))
+            if self.fusion is None:
+                ranked.append((idx, scores))
+                continue
+            fused = self.probability(np.asarray(scores[:head], np.float64), n)
+            order = np.argsort(-fused, kind="stable")  # ties keep the global order
+            tail = np.asarray(scores[head:], np.float64)
+            tail = np.minimum(tail, (fused.min() if head else 1.0) * (1 - 1e-9)) if len(tail) else tail
+            new_idx = np.concatenate([np.asarray(idx[:head])[order], np.asarray(idx[head:])]).astype(np.int64)
+            new_scores = np.concatenate([fused[order], np.clip(tail, 0.0, 1.0)])
+            ranked.append((new_idx[: self.top_k], new_scores[: self.top_k]))
+        ctx.ranked = ranked
+        return ctx
+
+    def probability(self, g, n) -> np.ndarray:
+        f = self.fusion
+        z = f["a"] * np.asarray(g, np.float64) + f["b"] * np.log1p(np.asarray(n, np.float64)) + f["c"]
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, seed: int = 0) -> int:
+    """The largest number of matches within ``px`` of one similarity transform ``dst = s R src + t``, over
+    ``iters`` transforms each through two matches drawn with a fixed seed (points as complex numbers:
+    ``w = alpha z + beta``)."""
+    z = src[:, 0].astype(np.float64) + 1j * src[:, 1]
+    w = dst[:, 0].astype(np.float64) + 1j * dst[:, 1]
+    m = len(z)
+    rng = np.random.RandomState(seed)
+    i = rng.randint(0, m, iters)
+    j = (i + 1 + rng.randint(0, m - 1, iters)) % m  # a second, different match
+    dz = z[j] - z[i]
+    ok = np.abs(dz) > 1e-6
+    if not ok.any():
+        return 0
+    alpha = (w[j][ok] - w[i][ok]) / dz[ok]
+    beta = w[i][ok] - alpha * z[i][ok]
+    err = np.abs(alpha[:, None] * z[None, :] + beta[:, None] - w[None, :])
+    return int((err <= px).sum(1).max())
+
+
+def fit_fusion(g, n, same, iters: int = 50) -> dict:
+    """``{a, b, c}`` of the logistic P(same) = sigmoid(a g + b log(1 + n) + c) by Newton's method (a small
+    ridge keeps it finite on separable data), with ``a, b >= 0``: a feature whose weight comes out negative is
+    dropped and the rest refitted, so P never falls as a score rises."""
+    g, n, y = (np.asarray(v, np.float64) for v in (g, n, same))
+    x_all = np.stack([g, np.log1p(n), np.ones_like(g)], 1)
+    use = [0, 1]
+    while True:
+        x = x_all[:, use + [2]]
+        w = np.zeros(x.shape[1])
+        for _ in range(iters):
+            p = 1 / (1 + np.exp(-np.clip(x @ w, -60, 60)))
+            grad = x.T @ (p - y) + 1e-3 * np.r_[w[:-1], 0]
+            hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-10:
+                break
+        negative = [k for k, v in zip(use, w[:-1]) if v < 0]
+        if not negative:
+            break
+        use = [k for k in use if k not in negative]
+    out = {"a": 0.0, "b": 0.0, "c": float(w[-1])}
+    for k, v in zip(use, w[:-1]):
+        out["ab"[k]] = float(v)
+    return out
+
+
+@hookimpl
+def register_postprocess(register):
+    register("local_match", LocalMatch)

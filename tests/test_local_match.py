@@ -1,0 +1,182 @@
+"""``local_match``: keypoints on the photo files, ratio-test matching, RANSAC inliers, the fusion with the global
+score fitted on validation pairs, the cache, the shortlist, mirrored views; and ``tools.fit_local`` on a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from core.retrieval import RetrievalContext  # noqa: E402
+from plugins.postprocess.local_match import LocalMatch, fit_fusion, ransac_similarity  # noqa: E402
+
+FUSION = {"a": 10.0, "b": 2.0, "c": -10.0}
+
+
+def textured(seed: int, size=(220, 480)) -> np.ndarray:
+    """A grey photo full of blobs and lines (plenty of keypoints), the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    img = np.full(size, 90, np.uint8)
+    for _ in range(60):
+        c = (int(rng.integers(0, size[1])), int(rng.integers(0, size[0])))
+        cv2.circle(img, c, int(rng.integers(3, 12)), int(rng.integers(0, 255)), -1)
+        cv2.line(img, c, (c[0] + int(rng.integers(-40, 40)), c[1] + int(rng.integers(-40, 40))), int(rng.integers(0, 255)), 2)
+    return img
+
+
+def save(path, img):
+    cv2.imwrite(str(path), img)
+    return str(path)
+
+
+def rotated(img, degrees, scale):
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale)
+    return cv2.warpAffine(img, m, (w, h), borderValue=90)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    base = textured(1)
+    return {"a": save(d / "a.png", base), "a_moved": save(d / "a_moved.png", rotated(base, 12, 0.9)),
+            "a_mirror": save(d / "a_mirror.png", np.ascontiguousarray(base[:, ::-1])),
+            "b": save(d / "b.png", textured(2)), "c": save(d / "c.png", textured(3)),
+            "flat": save(d / "flat.png", np.full((220, 480), 128, np.uint8)), "tiny": save(d / "tiny.png", textured(4, (5, 5))),
+            "broken": save(d / "broken.png", textured(5)).replace("broken.png", "not_there.png")}
+
+
+def ctx_for(query: str, db: list[str], photos, scores=None, views=None):
+    """One query ranked by a global step (scores falling in database order) over ``db``."""
+    scores = np.linspace(0.9, 0.5, len(db)) if scores is None else np.asarray(scores, np.float64)
+    ctx = RetrievalContext(["s-q"], [query], db, np.zeros((1, 2), np.float32), np.zeros((len(db), 2), np.float32))
+    ctx.ranked = [(np.arange(len(db)), scores)]
+    ctx.query_files, ctx.db_files = [photos[query]], [photos[d] for d in db]
+    if views:
+        ctx.query_viewpoints, ctx.db_viewpoints = [views[0]], list(views[1])
+    return ctx
+
+
+def test_the_same_photo_moved_has_many_inliers_another_whale_few(photos):
+    step = LocalMatch()
+    q = step.features(photos["a"])
+    assert len(q[0]) > 100 and q[1].shape == (len(q[0]), 128)
+    same, other = step.inliers(q, step.features(photos["a_moved"])), step.inliers(q, step.features(photos["b"]))
+    assert same > 50 and other < 15, (same, other)
+    assert ransac_similarity(np.zeros((5, 2), np.float32), np.zeros((5, 2), np.float32), 8, 64) == 0  # degenerate
+
+
+def test_local_evidence_lifts_a_true_match_from_the_bottom_of_the_shortlist(photos):
+    ctx = LocalMatch(fusion=FUSION, top_k=3)(ctx_for("a", ["b", "c", "a_moved"], photos))
+    order, scores = ctx.ranked[0]
+    assert list(order) == [2, 0, 1] and np.all(np.diff(scores) <= 0) and 0 <= scores.min() and scores.max() <= 1
+
+
+def test_a_photo_without_keypoints_keeps_the_global_order(photos):
+    for query in ("flat", "tiny", "broken"):
+        ctx = LocalMatch(fusion=FUSION)(ctx_for(query, ["b", "a", "c"], photos))
+        assert list(ctx.ranked[0][0]) == [0, 1, 2], query
+    assert len(LocalMatch().features(photos["flat"])[0]) == 0
+
+
+def test_an_unfitted_step_passes_the_ranking_through_and_needs_a_ranking_first(photos):
+    ctx = ctx_for("a", ["b", "a_moved"], photos)
+    before = [(i.copy(), s.copy()) for i, s in ctx.ranked]
+    after = LocalMatch()(ctx)
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(before, after.ranked))
+    empty = RetrievalContext(["s-q"], ["a"], ["b"], np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32))
+    with pytest.raises(RuntimeError, match="ranking step"):
+        LocalMatch(fusion=FUSION)(empty)
+    with pytest.raises(ValueError, match="a, b >= 0"):
+        LocalMatch(fusion={"a": 1.0, "b": -1.0, "c": 0.0})
+
+
+def test_the_shortlist_bounds_the_work_and_the_rest_keeps_its_order(photos):
+    db = ["b", "c", "a_moved", "flat", "a_mirror"]
+    step = LocalMatch(fusion=FUSION, shortlist=2, top_k=5)
+    ctx = step(ctx_for("a", db, photos))
+    assert step.pairs_matched == 2  # one query, two candidates matched: a_moved (3rd) is not looked at
+    order, scores = ctx.ranked[0]
+    assert set(order[:2]) == {0, 1} and list(order[2:]) == [2, 3, 4] and scores[2] < scores[:2].min()
+
+
+def test_mirrored_views_are_matched_mirrored(photos):
+    """A left view against a right view of the same side flipped: matched flipped under ``mirror: opposite``;
+    two top views are never flipped, so a mirror image of a top view is not taken for the same whale."""
+    lr = (("left"), ["right", "right"])
+    opposite = LocalMatch(fusion=FUSION)(ctx_for("a", ["b", "a_mirror"], photos, views=lr))
+    never = LocalMatch(fusion=FUSION, mirror="never")(ctx_for("a", ["b", "a_mirror"], photos, views=lr))
+    top = LocalMatch(fusion=FUSION)(ctx_for("a", ["b", "a_mirror"], photos, views=("top", ["top", "top"])))
+    assert list(opposite.ranked[0][0]) == [1, 0] and list(never.ranked[0][0]) == [0, 1]
+    assert list(top.ranked[0][0]) == [0, 1]
+
+
+def test_the_cache_is_invalidated_when_the_photo_or_the_options_change(photos, tmp_path, monkeypatch):
+    path = save(tmp_path / "p.png", textured(7))
+    calls = []
+    step = LocalMatch(cache_dir=str(tmp_path / "cache"))
+    real = step.extract
+    monkeypatch.setattr(step, "extract", lambda p, flip: calls.append(p) or real(p, flip))
+    first = step.features(path)
+    step.features(path)
+    assert len(calls) == 1
+    import os
+    import time
+
+    save(tmp_path / "p.png", textured(8))  # the photo changes: size or time differ
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+    second = step.features(path)
+    assert len(calls) == 2 and not np.array_equal(first[0], second[0])
+    again = LocalMatch(cache_dir=str(tmp_path / "cache"))  # a new run reads the disk cache
+    monkeypatch.setattr(again, "extract", lambda p, flip: calls.append(p) or real(p, flip))
+    assert np.array_equal(again.features(path)[0], second[0]) and len(calls) == 2
+    other = LocalMatch(cache_dir=str(tmp_path / "cache"), max_side=256)  # other options: computed again
+    monkeypatch.setattr(other, "extract", lambda p, flip: calls.append(p) or real(p, flip))
+    other.features(path)
+    assert len(calls) == 3
+
+
+def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_the_wrong_way():
+    rng = np.random.default_rng(0)
+    same = rng.uniform(size=4000) < 0.2
+    g = np.clip(np.where(same, 0.75, 0.6) + 0.08 * rng.normal(size=same.size), 0, 1)
+    n = np.where(same, rng.poisson(20, same.size), rng.poisson(4, same.size))
+    f = fit_fusion(g, n, same)
+    assert f["a"] > 0 and f["b"] > 0
+    step = LocalMatch(fusion=f)
+    grid_g, grid_n = np.meshgrid(np.linspace(0, 1, 21), np.arange(0, 60, 3))
+    p = step.probability(grid_g, grid_n)
+    assert np.all(np.diff(p, axis=0) >= 0) and np.all(np.diff(p, axis=1) >= 0)
+    backwards = fit_fusion(g, np.where(same, 0, 30), same)  # more inliers on the wrong pairs: no weight
+    assert backwards["b"] == 0 and backwards["a"] > 0
+
+
+def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(smoke_run, tmp_path, capsys):
+    import json
+    import shutil
+    import zipfile
+
+    from omegaconf import OmegaConf
+
+    from submission.build import build
+    from tools import fit_local
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("checkpoint"))
+    assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0
+    printed = capsys.readouterr().out
+    fitted = json.loads((run / "local_match.json").read_text())
+    assert fitted["pairs"] > 0 and 0 < fitted["true_pairs"] < fitted["pairs"] and "validation mAP: global" in printed
+    assert fitted["fusion"]["a"] >= 0 and fitted["fusion"]["b"] >= 0
+    chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
+    names = [s["name"] for s in chain]
+    assert names[names.index("local_match") - 1] == "knn" and chain[names.index("knn")]["top_k"] >= 15
+    assert chain[names.index("local_match")]["fusion"] == fitted["fusion"] and (run / "config.yaml.before-local").is_file()
+    assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0  # again: one step, not two
+    chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
+    assert [s["name"] for s in chain].count("local_match") == 1
+    build([run], tmp_path / "s.zip")
+    manifest = json.loads(zipfile.ZipFile(tmp_path / "s.zip").read("manifest.json"))
+    assert manifest["postprocess"][-1]["name"] == "local_match"
+    assert manifest["postprocess"][-1]["fusion"] == fitted["fusion"]
