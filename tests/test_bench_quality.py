@@ -20,6 +20,7 @@ def test_bench_quality_end_to_end_on_tiny(tmp_path, capsys):
     assert ours["bare_key"] == bare["key"] and imagenet["key"] == bare["key"] + "/pretrained"
     assert imagenet["steps"] == bare["steps"] and imagenet["images"] == bare["images"]
     assert 0 <= ours["mAP"] <= 1 and 0 <= bare["mAP"] <= 1 and ours["random_mAP"] > 0
+    assert 0 <= ours["fused_mAP"] <= 1 and ours["fusion"]["a"] >= 0 and "ours + local_match" in table
     # identical training images and steps
     run = out / "runs" / "default-base-s0"
     split = pd.read_csv(run / "split.csv", dtype=str)

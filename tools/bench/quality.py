@@ -15,7 +15,11 @@ to ``--data-dir`` on first use) and seed it
    the same test set with the same metric: from scratch (resnet18) and from the same ImageNet
    EfficientNet-Lite0 weights the default starts from (``--bare scratch pretrained``).
 
-Prints a table (variant x {ours, both bare loops, random}, mean and spread over seeds) with ours / bare,
+3. unless ``--fused 0``: fits ``local_match`` on the run's validation whales (``tools.fit_local``: the same
+   weights, keypoint matching of each query's top 50 fused with the global score) and scores that bundle on
+   the same test whales.
+
+Prints a table (variant x {ours, ours fused, both bare loops, random}, mean and spread over seeds) with ours / bare,
 how many seeds ours beat the pretrained bare loop, and keeps every result in ``OUT/results.jsonl``: an interrupted benchmark picks up
 where it stopped, and a bare result is reused by every arm (``--label``) that trains on the same images.
 """
@@ -64,8 +68,10 @@ def known_variants() -> list[str]:
 
 
 def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | None, sets: list[str],
-             threads: int) -> dict:
-    """Train through the runner, pack, check on the test whales; the check's JSON plus the run's metrics."""
+             threads: int, fused: int = 0) -> dict:
+    """Train through the runner, pack, check on the test whales; the check's JSON plus the run's metrics. With
+    ``fused`` (a shortlist size), also the same weights with ``local_match`` fitted on the run's validation
+    whales (``tools.fit_local``), packed and checked on the same test whales: ``fused_mAP``."""
     launch = launcher(threads)
     args = ["--config", config, f"data.root={survey / 'train'}", f"output_dir={run_dir}", f"seed={seed}",
             f"data.fold_seed={seed}"]  # the seed picks the split too: the bare results are keyed by it
@@ -82,11 +88,31 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
         raise RuntimeError(f"submission check of {run_dir} failed: {checked['problems']}")
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"mAP": checked["mAP"], "random_mAP": checked["random_mAP"], "scenarios": checked["scenarios"],
+    local = run_fused(survey, run_dir, fused) if fused else {}
+    return {**local, "mAP": checked["mAP"], "random_mAP": checked["random_mAP"], "scenarios": checked["scenarios"],
             "train_seconds": round(train_seconds, 1), "val_mAP": metrics["mAP"], "best_epoch": metrics["epoch"],
             "warnings": [w["code"] for w in metrics.get("warnings", [])],
             "loss_first": history[0].get("train_loss"), "loss_last": history[-1].get("train_loss"),
             "steps": history[-1]["steps"], "epochs": history[-1]["epoch"]}
+
+
+def run_fused(survey: Path, run_dir: Path, shortlist: int) -> dict:
+    """``local_match`` fitted on the run's validation whales, the fused bundle checked on the test whales."""
+    from submission.check import check
+    from tools.fit_local import fit_run, write_config
+
+    started = time.time()
+    fitted = fit_run(run_dir, {"shortlist": shortlist})
+    write_config(run_dir, fitted)
+    zip_path = run_dir / "submission_fused.zip"
+    _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], run_dir / "build_fused.log")
+    checked = check(zip_path, survey / "test", survey / "test_labels.csv")
+    if checked["problems"]:
+        raise RuntimeError(f"submission check of {zip_path} failed: {checked['problems']}")
+    return {"fused_mAP": checked["mAP"], "fused_scenarios": checked["scenarios"], "fusion": fitted["fusion"],
+            "shortlist": shortlist, "fused_val_global": fitted["validation_global"]["mAP"],
+            "fused_val_in_sample": fitted["validation_fused_in_sample"]["mAP"],
+            "fused_seconds": round(time.time() - started, 1)}
 
 
 def _run(cmd: list[str], log_path: Path) -> None:
@@ -158,9 +184,9 @@ def summarize(rows: list[dict], label: str) -> str:
         v = np.asarray(values, float)
         return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else (f"{v.mean():.3f}" if len(v) else "-")
 
-    lines = [f"| survey | seeds | ours ({label}) | bare, scratch | bare, ImageNet | random | ours / bare scratch | "
-             "ours / bare ImageNet | ours > bare ImageNet, seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| survey | seeds | ours ({label}) | ours + local_match | fused / ours, seeds ahead | bare, scratch | "
+             "bare, ImageNet | random | ours / bare scratch | ours / bare ImageNet | ours > bare ImageNet, seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ours = [r for r in rows if r["kind"] == "ours" and r["label"] == label]
     for variant in dict.fromkeys(r["variant"] for r in ours):
         o = [r for r in ours if r["variant"] == variant]
@@ -175,8 +201,11 @@ def summarize(rows: list[dict], label: str) -> str:
             if arm == "pretrained" and paired:
                 wins = f"{sum(x['mAP'] > y['mAP'] for x, y in paired)}/{len(paired)}"
         om, rm = [x["mAP"] for x in o], [x["random_mAP"] for x in o]
-        lines.append(f"| {variant} | {len(o)} | {stat(om)} | {cells[0][0]} | {cells[1][0]} | {stat(rm)} | "
-                     f"{cells[0][1]:.2f} | {cells[1][1]:.2f} | {wins} |")
+        fused = [x for x in o if "fused_mAP" in x]
+        gain = (f"{np.mean([x['fused_mAP'] / x['mAP'] for x in fused]):.2f}x, "
+                f"{sum(x['fused_mAP'] > x['mAP'] for x in fused)}/{len(fused)}") if fused else "-"
+        lines.append(f"| {variant} | {len(o)} | {stat(om)} | {stat([x['fused_mAP'] for x in fused])} | {gain} | "
+                     f"{cells[0][0]} | {cells[1][0]} | {stat(rm)} | {cells[0][1]:.2f} | {cells[1][1]:.2f} | {wins} |")
     return "\n".join(lines)
 
 
@@ -197,6 +226,9 @@ def main(argv=None) -> None:
                    help="bare loops to train beside ours (default: both; none: --bare with no value)")
     p.add_argument("--no-bare", action="store_true", help="skip the bare loops (ablation arms reuse their results)")
     p.add_argument("--threads", type=int, default=cores(), help="CPU threads for both sides (default: all cores)")
+    p.add_argument("--fused", type=int, default=50, metavar="SHORTLIST",
+                   help="also rank ours with local_match fitted on its validation whales, matching this many "
+                   "candidates a query (0: not)")
     args = p.parse_args(argv)
 
     from core.config import load_config
@@ -220,9 +252,10 @@ def main(argv=None) -> None:
                 print(f"[{args.label}] {variant} seed {seed}: training whaleid ({epochs} epochs)", file=sys.stderr)
                 ours = {"kind": "ours", "label": args.label, "variant": variant, "seed": seed, "bare_key": base_key,
                         "config": args.config, "sets": args.sets,
-                        **run_ours(survey, run_dir, args.config, seed, args.epochs, args.sets, args.threads)}
+                        **run_ours(survey, run_dir, args.config, seed, args.epochs, args.sets, args.threads,
+                                   args.fused)}
                 append_result(results_path, ours)
-            print(json.dumps({k: ours[k] for k in ("label", "variant", "seed", "mAP", "random_mAP", "val_mAP",
+            print(json.dumps({k: ours.get(k) for k in ("label", "variant", "seed", "mAP", "fused_mAP", "random_mAP", "val_mAP",
                                                    "best_epoch", "loss_first", "loss_last", "train_seconds", "warnings")}))
             for arm in [] if args.no_bare else args.bare:
                 key = bare_key(base_key, arm)
