@@ -166,17 +166,23 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("checkpoint"))
     assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0
     printed = capsys.readouterr().out
-    fitted = json.loads((run / "local_match.json").read_text())
-    assert fitted["pairs"] > 0 and 0 < fitted["true_pairs"] < fitted["pairs"] and "validation mAP: global" in printed
-    assert fitted["fusion"]["a"] >= 0 and fitted["fusion"]["b"] >= 0
+    report = json.loads((run / "postprocess_fit.json").read_text())
+    step = report["steps"][0]
+    assert step["name"] == "local_match" and 0 < step["true_pairs"] < step["pairs"] and "validation mAP: global" in printed
+    fusion = step["options"]["fusion"]
+    assert fusion["a"] >= 0 and fusion["b"] >= 0 and report["validation_before"]["mAP"] > 0
     chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
     names = [s["name"] for s in chain]
     assert names[names.index("local_match") - 1] == "knn" and chain[names.index("knn")]["top_k"] >= 15
-    assert chain[names.index("local_match")]["fusion"] == fitted["fusion"] and (run / "config.yaml.before-local").is_file()
+    assert chain[names.index("local_match")]["fusion"] == fusion and (run / "config.yaml.before-local").is_file()
+    assert chain[names.index("local_match")]["top_k"] == 20  # the rows a query gets stay as before
     assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0  # again: one step, not two
     chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
     assert [s["name"] for s in chain].count("local_match") == 1
     build([run], tmp_path / "s.zip")
     manifest = json.loads(zipfile.ZipFile(tmp_path / "s.zip").read("manifest.json"))
-    assert manifest["postprocess"][-1]["name"] == "local_match"
-    assert manifest["postprocess"][-1]["fusion"] == fitted["fusion"]
+    assert manifest["postprocess"][-1]["name"] == "local_match" and manifest["postprocess"][-1]["fusion"] == fusion
+    shutil.copy(run / "config.yaml.before-local", run / "config.yaml")  # a chain with nothing to fit: no report
+    from core.training.fit import fit_postprocess
+
+    assert fit_postprocess(run) is None

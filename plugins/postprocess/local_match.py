@@ -23,8 +23,10 @@ The local score is the inlier count ``n``. The fused score is ``P = sigmoid(a * 
 ``g`` the global score the ranking step gave, ``a, b >= 0`` (so P rises with both), fitted on validation whales
 (``fit``; ``fusion: {a, b, c}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
 candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
-after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the ranking
-through unchanged: it only ever ranks by what validation fitted.
+after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the global
+ranking through (cut to ``top_k``): it only ever ranks by what validation fitted. The runner fits it on the
+run's validation whales after training (``core.training.fit``), and ``tools.fit_local`` fits it on a run that
+was trained without it.
 """
 
 from __future__ import annotations
@@ -171,8 +173,9 @@ class LocalMatch:
     def __call__(self, ctx):
         if not ctx.ranked:
             raise RuntimeError("postprocess 'local_match' re-ranks: put a ranking step such as 'knn' before it")
-        if self.fusion is None and self.record is None:
-            return ctx  # not fitted: the global ranking stands
+        if self.fusion is None and self.record is None:  # not fitted: the global ranking stands
+            ctx.ranked = [(np.asarray(i)[: self.top_k], np.asarray(s)[: self.top_k]) for i, s in ctx.ranked]
+            return ctx
         files_q = ctx.query_files or [None] * len(ctx.query_ids)
         files_db = ctx.db_files or [None] * len(ctx.db_image_ids)
         views_q = ctx.query_viewpoints or ["unknown"] * len(ctx.query_ids)
@@ -210,6 +213,30 @@ class LocalMatch:
             ranked.append((new_idx[: self.top_k], new_scores[: self.top_k]))
         ctx.ranked = ranked
         return ctx
+
+    # ---- fitted on validation whales (core.training.fit) --------------------------------------------------
+
+    fitted_keys = ("fusion",)  # the options fit() returns: left out of the chain that ranks before the fit
+
+    @property
+    def needs_top_k(self) -> int:
+        return self.shortlist
+
+    def fit(self, records: list, truth: set) -> dict:
+        """``{"fusion": {a, b, c}}`` fitted on what the step recorded over validation scenarios (``record``: per
+        query, its id, the shortlist's database ids, global scores and inlier counts) and ``truth``, the
+        (query id, database image id) pairs of one whale."""
+        g, n, same = [], [], []
+        for query, candidates, scores, counts in records:
+            g += list(scores)
+            n += list(counts)
+            same += [(str(query), str(c)) in truth for c in candidates]
+        if not any(same) or all(same):
+            raise ValueError(f"the validation shortlists hold {sum(same)} true pairs of {len(same)}; fitting the "
+                             "fusion needs both kinds")
+        self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)),
+                          "photos": len(self.cache), "photos_with_keypoints": sum(1 for v in self.cache.values() if len(v[0]))}
+        return {"fusion": fit_fusion(g, n, same)}
 
     def probability(self, g, n) -> np.ndarray:
         f = self.fusion

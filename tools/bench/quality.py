@@ -98,20 +98,21 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
 
 def run_fused(survey: Path, run_dir: Path, shortlist: int) -> dict:
     """``local_match`` fitted on the run's validation whales, the fused bundle checked on the test whales."""
+    from core.training.fit import fit_postprocess
     from submission.check import check
-    from tools.fit_local import fit_run, write_config
+    from tools.fit_local import local_chain
 
     started = time.time()
-    fitted = fit_run(run_dir, {"shortlist": shortlist})
-    write_config(run_dir, fitted)
+    report = fit_postprocess(run_dir, local_chain(run_dir, {"shortlist": shortlist}))
     zip_path = run_dir / "submission_fused.zip"
     _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], run_dir / "build_fused.log")
     checked = check(zip_path, survey / "test", survey / "test_labels.csv")
     if checked["problems"]:
         raise RuntimeError(f"submission check of {zip_path} failed: {checked['problems']}")
-    return {"fused_mAP": checked["mAP"], "fused_scenarios": checked["scenarios"], "fusion": fitted["fusion"],
-            "shortlist": shortlist, "fused_val_global": fitted["validation_global"]["mAP"],
-            "fused_val_in_sample": fitted["validation_fused_in_sample"]["mAP"],
+    return {"fused_mAP": checked["mAP"], "fused_scenarios": checked["scenarios"],
+            "fusion": report["steps"][0]["options"]["fusion"], "shortlist": shortlist,
+            "fused_val_global": report["validation_before"]["mAP"],
+            "fused_val_in_sample": report["validation_after_in_sample"]["mAP"],
             "fused_seconds": round(time.time() - started, 1)}
 
 
