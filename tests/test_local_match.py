@@ -164,7 +164,7 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("checkpoint"))
-    assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0
+    assert fit_local.main([str(run), "--shortlist", "25", "--max-side", "256"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((run / "postprocess_fit.json").read_text())
     step = report["steps"][0]
@@ -173,10 +173,10 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
     assert fusion["a"] >= 0 and fusion["b"] >= 0 and report["validation_before"]["mAP"] > 0
     chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
     names = [s["name"] for s in chain]
-    assert names[names.index("local_match") - 1] == "knn" and chain[names.index("knn")]["top_k"] >= 15
+    assert names[names.index("local_match") - 1] == "knn" and chain[names.index("knn")]["top_k"] == 25
     assert chain[names.index("local_match")]["fusion"] == fusion and (run / "config.yaml.before-local").is_file()
     assert chain[names.index("local_match")]["top_k"] == 20  # the rows a query gets stay as before
-    assert fit_local.main([str(run), "--shortlist", "15", "--max-side", "256"]) == 0  # again: one step, not two
+    assert fit_local.main([str(run), "--shortlist", "25", "--max-side", "256"]) == 0  # again: one step, not two
     chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
     assert [s["name"] for s in chain].count("local_match") == 1
     build([run], tmp_path / "s.zip")

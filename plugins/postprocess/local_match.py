@@ -201,8 +201,8 @@ class LocalMatch:
             if self.record is not None:
                 self.record.append((ctx.query_ids[qi], [ctx.db_image_ids[int(d)] for d in idx[:head]],
                                     np.asarray(scores[:head], np.float64), n))
-            if self.fusion is None:
-                ranked.append((idx, scores))
+            if self.fusion is None:  # recording for a fit: the global ranking stands
+                ranked.append((np.asarray(idx)[: self.top_k], np.asarray(scores)[: self.top_k]))
                 continue
             fused = self.probability(np.asarray(scores[:head], np.float64), n)
             order = np.argsort(-fused, kind="stable")  # ties keep the global order
