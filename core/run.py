@@ -6,7 +6,8 @@ competition metric every ``train.eval_every`` epochs, and keeps the best and las
 ``metrics.json`` (the best evaluation, its ``lift`` over a random ranking and the run's ``warnings``),
 ``history.jsonl`` (one line per evaluation), ``best.safetensors``, ``last.safetensors``, ``checkpoint/``
 (for ``resume=true``), and for the best evaluation ``oof.npz`` (validation ids and embeddings) and
-``per_query.csv`` (query_id, scenario, ap), which ``tools.compare`` and ``tools.ensemble`` read.
+``per_query.csv`` (query_id, scenario, ap), which ``tools.compare`` and ``tools.ensemble`` read; a step fitted on
+validation whales (``local_match``) is fitted then (``core.training.fit``: ``config.yaml``, ``postprocess_fit.json``).
 
 ``data.fold=all`` (or ``data.fold=[0,2]``) trains one run per fold into ``output_dir/fold<k>/`` and writes
 ``cv.json`` (out-of-fold mAP); ``seeds=[0,1,2]`` repeats the run (or the folds) per seed into
@@ -40,6 +41,7 @@ from core.retrieval import build_steps
 from core.training import runs
 from core.training.checkpoint import finished, resume_state, save_checkpoint, save_weights
 from core.training.evaluate import Validation, summary_line
+from core.training.fit import fit_after_training
 from core.training.health import report_health
 from core.training.loop import make_scheduler, train_epoch, warn_idle_cores
 from core.training.setup import build_training, split_data, steps_per_epoch
@@ -177,6 +179,7 @@ def train_one(cfg) -> dict:
         if main_process:
             runs.write_json(out / "metrics.json", result)
             runs.save_oof(out, validation.image_ids, emb, per_query)
+            fit_after_training(out, validation.steps)
         log.info("eval %s", summary_line(result))
         return result
 
@@ -227,6 +230,8 @@ def train_one(cfg) -> dict:
         state["epoch"] = epoch
         save_checkpoint(accelerator, out, state, model)
     accelerator.end_training()
+    if main_process:
+        fit_after_training(out, validation.steps)
     return runs.metrics(out) if (out / "metrics.json").exists() else {}
 
 

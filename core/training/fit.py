@@ -23,6 +23,14 @@ def fittable(steps) -> list[int]:
     return [k for k, s in enumerate(steps) if callable(getattr(s, "fit", None)) and hasattr(s, "record")]
 
 
+def fit_after_training(out: Path, steps) -> dict | None:
+    """What ``core/run.py`` calls once a run is trained (or evaluated): fit its fittable steps, if any, on the
+    best epoch's validation embeddings, so what a bundle of it ranks with is what was fitted."""
+    if fittable(steps) and (Path(out) / "oof.npz").exists():
+        return fit_postprocess(out)
+    return None
+
+
 def fit_postprocess(run: Path, chain: list | None = None) -> dict | None:
     """Fit the fittable steps of ``chain`` (default: the run's ``postprocess``) on ``run``'s validation fold;
     None when no step is fittable."""
