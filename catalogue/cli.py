@@ -85,6 +85,11 @@ def build(args) -> int:
     rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")]
     added = cat.add_photos(rows, emb[ok], args.batch or args.data.name) if rows else 0
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")
+    if args.keypoints and rows:
+        from catalogue.local import Evidence, keypoint_dir
+
+        Evidence(args.db).extract([r["path"] for r in rows])
+        print(f"keypoints of the {len(rows)} photos stored in {keypoint_dir(args.db)}")
     return 0
 
 
@@ -104,9 +109,14 @@ def check(args) -> int:
 def apply(args) -> int:
     from catalogue.store import Catalogue
 
+    from catalogue.local import Evidence, keypoint_dir
+
     cat = Catalogue.open(args.db)
     added = cat.apply_reviewed(args.batch)
     print(f"added {added} reviewed photos to the searchable catalogue; {args.db} holds {len(cat.known_ids())}")
+    if added and keypoint_dir(args.db).is_dir():
+        table, _ = cat.photos()
+        Evidence(args.db).extract(list(table["path"].tail(added)))
     return 0
 
 
@@ -125,9 +135,15 @@ def calibrate(args) -> int:
         raise ValueError(f"{split}: no validation photos (role val); calibrate needs a run with a validation fold")
     cat = Catalogue.open(args.db)
     table, emb = cat.photos()
+    evidence = None
+    if args.local:
+        from catalogue.local import Evidence
+
+        evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
     cal = openset.fit(table, emb, held_out, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
-                      match_probability=args.match_probability, source=str(args.run))
-    cat.set_meta("calibration", cal.to_json())
+                      match_probability=args.match_probability, source=str(args.run), evidence=evidence)
+    with cat._write():
+        cat.set_meta("calibration", cal.to_json())
     f = cal.fitted_on
     print(f"{args.run}: {f['queries']} held-out photos from {f['cut']} on ({f['known']} of known whales, {f['new']} of "
           f"new ones), {f['pairs']} candidate pairs")
@@ -135,6 +151,12 @@ def calibrate(args) -> int:
           f" (in sample); {cal.method} is used")
     print("new-whale threshold: " + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items())
           + f"; baseline (top-1 cosine) {f['baseline_threshold']:.4f}; stored in {args.db}")
+    if cal.local:
+        lf, fu = cal.local["fitted_on"], cal.local["fusion"]
+        print(f"local evidence: P = sigmoid({fu['a']:.3f} * score + {fu['b']:.3f} * log(1 + inliers) + {fu['c']:.3f}); "
+              f"inliers {lf['inliers_mean_same']:.1f} on pairs of one whale, {lf['inliers_mean_other']:.1f} on others")
+        print(f"fused: ECE logistic {lf['ece_logistic']:.4f}; new-whale threshold on P: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in cal.local["thresholds"].items()) + "; identify decides by it")
     return 0
 
 
@@ -168,6 +190,16 @@ def identify(args) -> int:
     ranked = rank_whales(emb, views, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
                          how=args.how, top_n=args.top)
     ranked = [r if ok[i] else [] for i, r in enumerate(ranked)]
+    global_ranked, global_cal = ranked, cal
+    if cal is not None and cal.local and not args.global_only:
+        from catalogue.local import Evidence, evidence_for, fuse
+
+        evidence = Evidence(args.db, cal.local["options"])
+        evidence.extract(list(queries["file"]), desc="query keypoints")
+        ranked = fuse(ranked, evidence_for(evidence, ranked, list(queries["file"]), views, table), cal.local["fusion"])
+        cal = cal.fused()
+        print(f"local evidence: {len(queries)} photos matched with their candidates' best photos; deciding by the "
+              "fused P(same whale)")
     if args.by == "encounter":
         if queries["encounter_id"].isna().any():
             row = int(np.flatnonzero(queries["encounter_id"].isna())[0])
@@ -193,7 +225,8 @@ def identify(args) -> int:
         else:
             decision = "match" if score >= args.match_above else NEW if score < args.new_below else "review"
         shown = [{"whale_id": c.whale_id, "score": round(c.score, 4), "probability": round(probability(c.score), 4),
-                  "photos": [[p, round(s, 4)] for p, s in c.photos]} for c in cands]
+                  "photos": [[p, round(s, 4)] for p, s in c.photos], **({} if c.inliers is None else {"inliers": c.inliers})}
+                 for c in cands]
         out.append({"image_id": queries["image_id"][i], "decision": decision, "whale_id": top.whale_id if top else "",
                     "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
                     "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
@@ -208,7 +241,24 @@ def identify(args) -> int:
     print(f"{len(frame)} photos{grouped} against {table['whale_id'].nunique()} whales ({len(table)} photos): "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; proposals stored in {args.db}")
     if args.evaluate:
+        args.fused = global_cal is not cal
         metrics = evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal)
+        if global_cal is not cal:  # the same photos decided without the local evidence, for comparison
+            from catalogue.local import workload
+
+            known = set(table["whale_id"])
+            truth = [w if w in known else NEW for w in queries["whale_id"]]
+            split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
+            alone = openset.evaluate(split, global_cal)
+            print(f"{'global score alone (calibrated)':42s} BAKS {alone['baks']:.4f}  BAUS {alone['baus']:.4f}  "
+                  f"geometric mean {alone['geometric_mean']:.4f}  AUROC {alone['auroc']:.4f}")
+            as_p = [[type(c)(c.whale_id, float(global_cal.probability([c.score])[0]), c.photos) for c in cands]
+                    for cands in global_ranked]
+            metrics["global_only"] = dict(alone, workload=workload(as_p, truth))
+            metrics["whaleid"]["workload"] = workload(ranked, truth)
+            print("decided without review at 1% / 5% wrong decisions: fused "
+                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["whaleid"]["workload"].values()) + ", global alone "
+                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["global_only"]["workload"].values()))
         if args.metrics:
             args.metrics.write_text(json.dumps(metrics, indent=1))
     return 0
@@ -234,7 +284,8 @@ def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict
                         how="max", top_n=args.top)
     base = openset.evaluate(dict(split, ranked=plain), None, base_t)
     print(f"known {ours['known']} photos, new {ours['new']}")
-    rows = [("whaleid (calibrated)" if cal else "whaleid (--new-below)", ours), ("top-1 cosine, threshold from validation"
+    rows = [(("whaleid (calibrated, fused)" if getattr(args, "fused", False) else "whaleid (calibrated)") if cal
+             else "whaleid (--new-below)", ours), ("top-1 cosine, threshold from validation"
                                                                                  if cal else "top-1 cosine", base)]
     for name, s in rows:
         print(f"{name:42s} BAKS {s['baks']:.4f}  BAUS {s['baus']:.4f}  geometric mean {s['geometric_mean']:.4f}  "
@@ -274,6 +325,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", type=Path, help="a competition test_labels.csv: whale ids recovered from its matches")
     b.add_argument("--batch", help="a name for this addition (default: DIR's name)")
     b.add_argument("--workers", type=int, default=None, help="image loading processes")
+    b.add_argument("--no-keypoints", dest="keypoints", action="store_false",
+                   help="do not store the photos' keypoints (calibrate --local and identify then extract them)")
     b.set_defaults(func=build)
     a = cat.add_parser("apply", help="add the photos reviewers accepted or named to the searchable photos")
     a.add_argument("--db", type=Path, required=True)
@@ -294,6 +347,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--how", choices=("max", "mean_top"), default="max", help="a whale's score from its photos'")
     c.add_argument("--per-viewpoint", action="store_true", help="a threshold per viewpoint where each has enough photos")
     c.add_argument("--match-probability", type=float, default=0.9, help="P(same) from which a photo is matched")
+    c.add_argument("--local", action="store_true", help="also fit the fusion of the score with keypoint inliers "
+                   "between the photo and each candidate's best photos (identify then decides by the fused P)")
+    c.add_argument("--detector", choices=("sift", "orb", "akaze"), default="sift", help="with --local: keypoints")
+    c.add_argument("--max-side", type=int, default=512, help="with --local: the photo's longer side for keypoints")
     c.set_defaults(func=calibrate)
     i = sub.add_parser("identify", help="rank the catalogue's whales for new photos; match, review or new whale")
     i.add_argument("--bundle", type=Path, required=True, help="the bundle the catalogue was built with")
@@ -314,6 +371,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--evaluate", action="store_true", help="DIR's whale ids are known: print open-set scores")
     i.add_argument("--metrics", type=Path, help="with --evaluate: write the scores to this JSON file")
     i.add_argument("--workers", type=int, default=None)
+    i.add_argument("--global-only", action="store_true", help="decide by the global score even when the calibration "
+                   "has local evidence")
     i.set_defaults(func=identify)
     r = sub.add_parser("review", help="serve the review page on 127.0.0.1: confirm, correct, merge; every decision "
                        "logged")

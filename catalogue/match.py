@@ -30,6 +30,7 @@ class Candidate:
     whale_id: str
     score: float
     photos: list = field(default_factory=list)  # (image_id, similarity), best first
+    inliers: Optional[int] = None  # keypoint inliers with the best supporting photo, when local evidence was used
 
 
 def rank_whales(query_emb: np.ndarray, query_views: Sequence[str], cat_emb: np.ndarray, cat_whales: Sequence[str],

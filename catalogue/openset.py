@@ -38,6 +38,14 @@ class Calibration:
     thresholds: dict  # "all" and optionally "top" / "lateral": top score under which a photo is a new whale
     match_probability: float = 0.9
     fitted_on: dict = field(default_factory=dict)  # run, queries, pairs, cut, ECE before and after
+    local: dict = field(default_factory=dict)  # with local evidence: options, fusion and the fields above, fused
+
+    def fused(self) -> Optional["Calibration"]:
+        """The calibration of the fused scores (``catalogue.local.fuse``), or None when fitted without them."""
+        if not self.local:
+            return None
+        keep = ("method", "logistic", "isotonic", "thresholds", "fitted_on")
+        return Calibration(**{k: self.local[k] for k in keep}, match_probability=self.match_probability)
 
     def probability(self, scores, method: Optional[str] = None) -> np.ndarray:
         method = method or self.method
@@ -101,9 +109,11 @@ def open_set(table, emb: np.ndarray, query_mask: np.ndarray, how: str = "max", t
 
 
 def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
-        match_probability: float = 0.9, min_per_side: int = 3, source: str = "") -> Calibration:
+        match_probability: float = 0.9, min_per_side: int = 3, source: str = "", evidence=None) -> Calibration:
     """Calibration and "new whale" thresholds from the time-aware open set of the ``held_out`` photos (their
-    latest year's photos are queries). Raises ValueError when that open set has no known or no new query."""
+    latest year's photos are queries). Raises ValueError when that open set has no known or no new query. With
+    ``evidence`` (``catalogue.local.Evidence``) also the fusion of the global score with keypoint inliers, fitted
+    on the same pairs, and the calibration and thresholds of the fused score (``Calibration.local``)."""
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
     in_fold = table["image_id"].isin(held_out).to_numpy()
@@ -118,10 +128,39 @@ def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "
     if not n_known or not n_new:
         raise ValueError(f"{source}: the held-out photos from {cut} on are {n_known} of known whales and {n_new} of new "
                          "ones; calibrating needs both")
-    scores, labels = labelled_pairs(split["ranked"], truth)
+    plain = open_set(table, emb, mask, how="max", viewpoints=False)  # the baseline: top-1 cosine, one threshold
+    baseline = choose_threshold(truth, [c[0].whale_id if c else "" for c in plain["ranked"]],
+                                [c[0].score if c else -1.0 for c in plain["ranked"]], real)["threshold"]
+    fitted = {"source": source, "baseline_threshold": baseline, "cut": cut, "queries": len(truth), "known": n_known,
+              "new": n_new, "how": how}
+    calibration = Calibration(method, match_probability=match_probability,
+                              **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted))
+    if evidence is not None:
+        from catalogue.local import evidence_for, fuse
+        from plugins.postprocess.local_match import fit_fusion
+
+        path_of = dict(zip(table["image_id"].astype(str), table["path"]))
+        counts = evidence_for(evidence, split["ranked"], [path_of.get(i) for i in split["image_ids"]], split["views"],
+                              table)
+        g = [c.score for cands in split["ranked"] for c in cands]
+        n = [k for ks in counts for k in ks]
+        _, same = labelled_pairs(split["ranked"], truth)
+        fusion = fit_fusion(g, n, same)
+        fused = _fit_scores(split, fuse(split["ranked"], counts, fusion), per_viewpoint, min_per_side,
+                            dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
+                                 inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))))
+        calibration.local = dict(fused, method=method, options=evidence.options, fusion=fusion)
+    return calibration
+
+
+def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fitted: dict) -> dict:
+    """Logistic and isotonic calibration of the candidates' scores, and the new-whale thresholds on the top
+    scores (per viewpoint where each side has ``min_per_side`` known and new queries)."""
+    truth, real = split["truth"], split["real"]
+    scores, labels = labelled_pairs(ranked, truth)
     iso, logi = Isotonic().fit(scores, labels), Logistic().fit(scores, labels)
-    top_whale = [c[0].whale_id if c else "" for c in split["ranked"]]
-    top_score = [c[0].score if c else -1.0 for c in split["ranked"]]
+    top_whale = [c[0].whale_id if c else "" for c in ranked]
+    top_score = [c[0].score if c else -1.0 for c in ranked]
     thresholds = {"all": choose_threshold(truth, top_whale, top_score, real)["threshold"]}
     if per_viewpoint:
         for view in ("top", "lateral"):
@@ -130,14 +169,10 @@ def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "
             if sum(t != NEW for t in sub) >= min_per_side and sum(t == NEW for t in sub) >= min_per_side:
                 thresholds[view] = choose_threshold(sub, [top_whale[i] for i in idx], [top_score[i] for i in idx],
                                                     [real[i] for i in idx])["threshold"]
-    plain = open_set(table, emb, mask, how="max", viewpoints=False)  # the baseline: top-1 cosine, one threshold
-    baseline = choose_threshold(truth, [c[0].whale_id if c else "" for c in plain["ranked"]],
-                                [c[0].score if c else -1.0 for c in plain["ranked"]], real)["threshold"]
-    fitted = {"source": source, "baseline_threshold": baseline, "cut": cut, "queries": len(truth), "known": n_known, "new": n_new, "pairs": int(len(labels)),
-              "how": how, "ece_raw": ece(np.clip(scores, 0, 1), labels), "ece_logistic": ece(logi.predict(scores), labels),
-              "ece_isotonic": ece(iso.predict(scores), labels)}
-    return Calibration(method, {"a": logi.a, "b": logi.b}, {"lefts": iso.lefts.tolist(), "values": iso.values.tolist()},
-                       thresholds, match_probability, fitted)
+    fitted = dict(fitted, pairs=int(len(labels)), ece_raw=ece(np.clip(scores, 0, 1), labels),
+                  ece_logistic=ece(logi.predict(scores), labels), ece_isotonic=ece(iso.predict(scores), labels))
+    return {"logistic": {"a": logi.a, "b": logi.b}, "isotonic": {"lefts": iso.lefts.tolist(), "values": iso.values.tolist()},
+            "thresholds": thresholds, "fitted_on": fitted}
 
 
 def evaluate(split: dict, calibration: Optional[Calibration], threshold: Optional[float] = None) -> dict:

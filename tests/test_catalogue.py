@@ -323,6 +323,33 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     with pytest.raises(CatalogueError, match="not the bundle that embedded this catalogue"):
         Heatmaps(zip_path, "0" * 64)
 
+    # local evidence: the fusion fitted on the same held-out pairs; identify decides by the fused P
+    from catalogue.local import keypoint_dir
+
+    assert len(list(keypoint_dir(db).glob("*.npz"))) == len(Catalogue.open(db).known_ids())  # stored at build
+    assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--local", "--max-side", "256"]) == 0
+    assert "local evidence: P = sigmoid(" in capsys.readouterr().out
+    local = openset.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    fused = local.fused()
+    assert local.local["fusion"]["a"] >= 0 and local.local["fusion"]["b"] >= 0 and "all" in fused.thresholds
+    Catalogue.open(db2).set_meta("calibration", local.to_json())
+    out = tmp_path / "local.csv"
+    assert main(["identify", "--bundle", str(zip_path), "--db", str(db2), "--data", str(train), "--from",
+                 "2019-01-01", "--evaluate", "--out", str(out), "--metrics", str(metrics), "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "global score alone (calibrated)" in printed and "decided without review at 1% / 5%" in printed
+    result = pd.read_csv(out, dtype=str)
+    for _, row in result.iterrows():
+        cands = json.loads(row.candidates)
+        assert all("inliers" in c for c in cands) and [c["score"] for c in cands] == sorted((c["score"] for c in cands),
+                                                                                            reverse=True)
+        assert row.decision == fused.decide(cands[0]["score"], cands[0]["probability"], row.viewpoint)
+    scored = json.loads(metrics.read_text())
+    assert set(scored["whaleid"]["workload"]) == {"0.01", "0.05"} and "workload" in scored["global_only"]
+    assert main(["identify", "--bundle", str(zip_path), "--db", str(db2), "--data", str(train), "--from",
+                 "2019-01-01", "--global-only", "--out", str(out), "--workers", "0"]) == 0
+    assert all("inliers" not in c for r in pd.read_csv(out, dtype=str).candidates for c in json.loads(r))
+
 
 def test_identities_from_competition_labels(tiny_survey):
     """The test whales recovered from test_labels.csv: every labelled pair is one whale, and groups never mix

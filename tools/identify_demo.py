@@ -5,13 +5,15 @@
 1. packs RUN into a bundle (``RUN/identify/bundle.zip``, kept while RUN's weights are unchanged);
 2. ``whaleid catalogue build``: the catalogue (``RUN/identify/catalogue.sqlite``) of RUN's training data, every
    whale the run knew (its training and validation folds);
-3. ``whaleid calibrate``: P(same whale) and the new-whale threshold on RUN's validation whales, which the model
-   never trained on (time-aware: their latest year's photos are the queries);
+3. ``whaleid calibrate --local``: P(same whale) and the new-whale threshold on RUN's validation whales, which the
+   model never trained on (time-aware: their latest year's photos are the queries), from the global score fused
+   with keypoint inliers between each photo and its candidates' best photos (``--global-only``: the score alone);
 4. a time-aware open set of the survey's test whales (recovered from ``test_labels.csv``): the test photos before
    the test set's latest year are added to the catalogue, the photos of that year are identified, so a test
    whale first seen in that year is a new whale and one seen before is known;
 5. ``whaleid identify --evaluate``: the three-way decision per photo (match, review, new whale), BAKS, BAUS,
-   their geometric mean, AUROC and ECE beside the top-1 cosine baseline, into ``RUN/identify/metrics.json``
+   their geometric mean, AUROC and ECE beside the global score alone and the top-1 cosine baseline, and the share
+   of photos that could be decided without review at 1% and 5% wrong decisions, into ``RUN/identify/metrics.json``
    (``tools.report`` draws its reliability diagram and score distributions) and ``decisions.csv``.
 
 Then ``whaleid review --db RUN/identify/catalogue.sqlite --bundle RUN/identify/bundle.zip`` serves the review page.
@@ -34,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--labels", type=Path, help="its test_labels.csv (default: beside the test folder)")
     p.add_argument("--per-viewpoint", action="store_true", help="a new-whale threshold per viewpoint")
     p.add_argument("--workers", type=int, default=None, help="image loading processes")
+    p.add_argument("--global-only", action="store_true", help="calibrate and decide without the local evidence "
+                   "(keypoint matching), by the global score alone")
     args = p.parse_args(argv)
 
     from omegaconf import OmegaConf
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
         ("[2/5] the catalogue of the run's training whales", ["catalogue", "build", "--bundle", str(bundle), "--data",
                                                               str(train), "--db", str(db), "--batch", "training"]),
         ("[3/5] calibration on the run's validation whales", ["calibrate", "--db", str(db), "--run", str(run)]
-         + (["--per-viewpoint"] if args.per_viewpoint else [])),
+         + (["--per-viewpoint"] if args.per_viewpoint else []) + ([] if args.global_only else ["--local"])),
         (f"[4/5] the test photos before {cut} join the catalogue", ["catalogue", "build", "--bundle", str(bundle),
                                                                      "--data", str(test), "--labels", str(labels),
                                                                      "--db", str(db), "--before", cut, "--batch", "test"]),
