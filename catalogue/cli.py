@@ -74,6 +74,7 @@ def build(args) -> int:
     if todo.empty:
         if cat is not None:
             add_photo_root(cat, args.data)
+            cat.close()
         return 0
     emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers)
     for i in np.flatnonzero(~ok):
@@ -85,6 +86,7 @@ def build(args) -> int:
     rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")]
     added = cat.add_photos(rows, emb[ok], args.batch or args.data.name) if rows else 0
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")
+    cat.close()
     if args.keypoints and rows:
         from catalogue.local import Evidence, keypoint_dir
 
@@ -96,7 +98,11 @@ def build(args) -> int:
 def export(args) -> int:
     from catalogue.store import Catalogue
 
-    print(Catalogue.open(args.db).export(args.out))
+    cat = Catalogue.open(args.db)
+    try:
+        print(cat.export(args.out))
+    finally:
+        cat.close()
     return 0
 
 
@@ -117,6 +123,7 @@ def apply(args) -> int:
     if added and keypoint_dir(args.db).is_dir():
         table, _ = cat.photos()
         Evidence(args.db).extract(list(table["path"].tail(added)))
+    cat.close()
     return 0
 
 
@@ -144,6 +151,7 @@ def calibrate(args) -> int:
                       match_probability=args.match_probability, source=str(args.run), evidence=evidence)
     with cat._write():
         cat.set_meta("calibration", cal.to_json())
+    cat.close()
     f = cal.fitted_on
     print(f"{args.run}: {f['queries']} held-out photos from {f['cut']} on ({f['known']} of known whales, {f['new']} of "
           f"new ones), {f['pairs']} candidate pairs")
@@ -161,16 +169,25 @@ def calibrate(args) -> int:
 
 
 def identify(args) -> int:
+    from catalogue.embed import bundle_hash
+    from catalogue.store import Catalogue
+
+    cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
+    try:
+        return identify_with(args, cat)
+    finally:
+        cat.close()
+
+
+def identify_with(args, cat) -> int:
     import pandas as pd
 
     from catalogue import openset
     from catalogue.calibrate import NEW
-    from catalogue.embed import bundle_hash, embed_files
+    from catalogue.embed import embed_files
     from catalogue.match import pool_encounter, rank_whales
     from catalogue.photos import add_photo_root
-    from catalogue.store import Catalogue
 
-    cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
     stored = cat.meta.get("calibration")
     cal = openset.Calibration.from_json(stored) if stored else None
     if cal is None:
