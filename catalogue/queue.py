@@ -83,7 +83,7 @@ def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
                                "filename": Path(str(path or "")).name})
             w = c["whale_id"]
             shown.append({"whale_id": w, "current": alias.get(w, w), "score": c.get("score"),
-                          "probability": c.get("probability"), "photos": photos,
+                          "probability": c.get("probability"), "inliers": c.get("inliers"), "photos": photos,
                           "accepted": identity is not None and alias.get(identity, identity) == alias.get(w, w),
                           "rejected": w in rejected})
         last = state["last"].get(image_id)

@@ -10,7 +10,8 @@ identity and last standing decision, the reviewer's own standing decisions), ``P
 ``POST /api/undo`` (JSON; 409 with the reason when another reviewer decided the photo since the page looked, a
 new whale's id exists, or the decision is undone already), ``GET /photo/{image_id}``, and with ``--bundle``
 ``GET /heatmap/{query}/{photo}`` (the pair heatmap of the query and a candidate's photo, as ``tools.explain``
-draws it). Every decision is validated and appended to the catalogue's log (``catalogue.store``) with who, when,
+draws it), and ``GET /matches/{query}/{photo}`` (the two photos side by side with a line between each keypoint
+pair that RANSAC kept, ``catalogue.local``). Every decision is validated and appended to the catalogue's log (``catalogue.store``) with who, when,
 the model hash and the scores shown; nothing is kept in the server, so decisions survive a restart and two
 servers on one catalogue see each other's.
 
@@ -177,6 +178,35 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
                             status_code=422)
         return Response(png, media_type="image/png")
 
+    def local_evidence(cat: Catalogue):
+        from catalogue.local import Evidence
+        from catalogue.openset import Calibration
+
+        stored = cat.meta.get("calibration")
+        local = Calibration.from_json(stored).local if stored else {}
+        return Evidence(db, local.get("options"))
+
+    def view_of(cat: Catalogue, image_id: str) -> str:
+        row = cat.conn.execute("SELECT viewpoint FROM photos WHERE image_id = ? UNION ALL "
+                               "SELECT viewpoint FROM proposals WHERE image_id = ?", (image_id, image_id)).fetchone()
+        return row[0] if row else "unknown"
+
+    async def matches(request: Request):
+        from catalogue.local import match_picture
+
+        ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
+
+        def work(cat):
+            return [path_of(cat, i) for i in ids], [view_of(cat, i) for i in ids], local_evidence(cat)
+        paths, views, evidence = await run_in_threadpool(with_catalogue, work)
+        if None in paths:
+            return Response("no such photo in this catalogue", status_code=404)
+        try:
+            png, n = await run_in_threadpool(match_picture, evidence, paths[0], views[0], paths[1], views[1])
+        except Exception as exc:  # an unreadable photo, or OpenCV missing: say so, the server goes on
+            return Response(f"cannot match {ids[0]} and {ids[1]}: {type(exc).__name__}: {exc}"[:400], status_code=422)
+        return Response(png, media_type="image/png", headers={"X-Inliers": str(n)})
+
     async def decide(request: Request):
         body = await json_object(request, DECIDE_KEYS)
         if isinstance(body, Response):
@@ -210,6 +240,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
     return Starlette(routes=[
         Route("/", guarded(page)), Route("/favicon.ico", favicon), Route("/api/state", guarded(state)),
         Route("/photo/{image_id}", guarded(photo)), Route("/heatmap/{query}/{photo}", guarded(heatmap)),
+        Route("/matches/{query}/{photo}", guarded(matches)),
         Route("/api/decide", guarded(decide, write=True), methods=["POST"]),
         Route("/api/undo", guarded(undo, write=True), methods=["POST"])])
 

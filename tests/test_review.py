@@ -244,6 +244,11 @@ def test_the_review_page_in_headless_chromium(server, tmp_path):
         ana.click("#merge-form button.primary")
         ana.wait_for_function("document.getElementById('message').textContent.includes('merge')")
 
+        # the matched keypoints of the query and the picked whale's best photo
+        ana.click("#match-btn")
+        ana.wait_for_function("(() => { const i = document.getElementById('match-img'); "
+                              "return i && i.complete && i.naturalWidth > 0; })()")
+
         # synced zoom by buttons: every photo on the page alike
         ana.click("#zoom-in")
         ana.click("#zoom-in")

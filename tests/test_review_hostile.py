@@ -110,7 +110,7 @@ requests = st.one_of(
     st.tuples(st.just("GET"), st.sampled_from(["/api/state", "/api/state?undecided=1&limit=2&offset=1",
                                                "/api/state?decision=%00", "/api/state?limit=-1", "/api/state?who=" + "z" * 300,
                                                "/photo/p1", "/photo/outside", "/photo/..%2F..%2Fetc%2Fpasswd",
-                                               "/photo/" + "x" * 400, "/heatmap/q0/p0", "/", "/photo/%ED%A0%80",
+                                               "/photo/" + "x" * 400, "/heatmap/q0/p0", "/", "/photo/%ED%A0%80", "/matches/q0/p1",
                                                "/api/state?offset=99999999999", "/api/state?who=%ED%A0%80",
                                                "/api/state?decision=review&viewpoint=lateral"]), st.just(b"")))
 headers = st.fixed_dictionaries({}, optional={
@@ -401,3 +401,13 @@ def test_photos_catalogued_before_folders_were_recorded_are_served_only_as_photo
     fresh = Catalogue.create(tmp_path / "f.sqlite", "a" * 64, "m", 4)
     add_photo_root(fresh, tmp_path / "new")  # recorded before any photo: only that folder
     assert servable(str(old_photo), photo_roots(fresh)) == "outside the survey folders it was catalogued from"
+
+
+def test_the_matched_keypoints_of_a_pair_are_drawn(catalogue_file):
+    pytest.importorskip("cv2")
+    with client(catalogue_file) as c:
+        r = c.get("/matches/q0/p0", headers={"host": HOST})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and int(r.headers["x-inliers"]) >= 0
+        assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert c.get("/matches/q0/outside", headers={"host": HOST}).status_code == 404  # never opened
+        assert c.get("/matches/q0/nope", headers={"host": HOST}).status_code == 404

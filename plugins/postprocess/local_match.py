@@ -144,9 +144,14 @@ class LocalMatch:
 
     def inliers(self, a, b) -> int:
         """RANSAC inliers of a similarity transform between two photos' ratio-test matches."""
+        src, dst = self.matches(a, b)
+        return ransac_similarity(src, dst, self.ransac_px, self.ransac_iters) if len(src) >= 3 else 0
+
+    def matches(self, a, b) -> tuple[np.ndarray, np.ndarray]:
+        """(points in a, their matches in b): float32 [m, 2] each, the pairs that pass the ratio test."""
         (xa, da), (xb, db) = a, b
         if len(da) < 2 or len(db) < 2:
-            return 0
+            return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
         # squared distances by one matrix product (Hamming = squared L2 on unpacked bits)
         d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * da @ db.T
         two = np.argpartition(d2, 1, axis=1)[:, :2]
@@ -155,10 +160,7 @@ class LocalMatch:
         nearest = np.where(swap, two[:, 1], two[:, 0])
         lo, hi = np.sqrt(np.maximum(np.minimum(first, second), 0)), np.sqrt(np.maximum(np.maximum(first, second), 0))
         keep = lo < self.ratio * hi
-        src, dst = xa[keep], xb[nearest[keep]]
-        if len(src) < 3:
-            return 0
-        return ransac_similarity(src, dst, self.ransac_px, self.ransac_iters)
+        return xa[keep], xb[nearest[keep]]
 
     def pair_flips(self, qv, dv) -> tuple:
         """Which orientations of the query to match against a candidate, by their viewpoints."""
@@ -244,10 +246,12 @@ class LocalMatch:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
-def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, seed: int = 0) -> int:
+def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, seed: int = 0, mask: bool = False):
     """The largest number of matches within ``px`` of one similarity transform ``dst = s R src + t``, over
     ``iters`` transforms each through two matches drawn with a fixed seed (points as complex numbers:
-    ``w = alpha z + beta``)."""
+    ``w = alpha z + beta``); with ``mask``, the bool [m] of those matches instead."""
+    if len(src) < 2:
+        return np.zeros(len(src), bool) if mask else 0
     z = src[:, 0].astype(np.float64) + 1j * src[:, 1]
     w = dst[:, 0].astype(np.float64) + 1j * dst[:, 1]
     m = len(z)
@@ -257,11 +261,12 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, s
     dz = z[j] - z[i]
     ok = np.abs(dz) > 1e-6
     if not ok.any():
-        return 0
+        return np.zeros(m, bool) if mask else 0
     alpha = (w[j][ok] - w[i][ok]) / dz[ok]
     beta = w[i][ok] - alpha * z[i][ok]
-    err = np.abs(alpha[:, None] * z[None, :] + beta[:, None] - w[None, :])
-    return int((err <= px).sum(1).max())
+    within = np.abs(alpha[:, None] * z[None, :] + beta[:, None] - w[None, :]) <= px
+    counts = within.sum(1)
+    return within[int(np.argmax(counts))] if mask else int(counts.max())
 
 
 def fit_fusion(g, n, same, iters: int = 50) -> dict:
