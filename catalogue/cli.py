@@ -366,7 +366,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--match-probability", type=float, default=0.9, help="P(same) from which a photo is matched")
     c.add_argument("--local", action="store_true", help="also fit the fusion of the score with keypoint inliers "
                    "between the photo and each candidate's best photos (identify then decides by the fused P)")
-    c.add_argument("--detector", choices=("sift", "orb", "akaze"), default="sift", help="with --local: keypoints")
+    c.add_argument("--detector", choices=("sift", "orb"), default="sift", help="with --local: keypoints")
     c.add_argument("--max-side", type=int, default=512, help="with --local: the photo's longer side for keypoints")
     c.set_defaults(func=calibrate)
     i = sub.add_parser("identify", help="rank the catalogue's whales for new photos; match, review or new whale")

@@ -61,7 +61,7 @@ def ctx_for(query: str, db: list[str], photos, scores=None, views=None):
 def test_the_same_photo_moved_has_many_inliers_another_whale_few(photos):
     step = LocalMatch()
     q = step.features(photos["a"])
-    assert len(q[0]) > 100 and q[1].shape == (len(q[0]), 128)
+    assert len(q[0]) > 100 and q[1].shape == (len(q[0]), 128) and q[1].dtype == np.uint8
     same, other = step.inliers(q, step.features(photos["a_moved"])), step.inliers(q, step.features(photos["b"]))
     assert same > 50 and other < 15, (same, other)
     assert ransac_similarity(np.zeros((5, 2), np.float32), np.zeros((5, 2), np.float32), 8, 64) == 0  # degenerate
@@ -207,3 +207,12 @@ def test_the_runner_fits_local_match_on_its_validation_whales(smoke_run, tiny_su
     assert [s["name"] for s in chain] == ["knn", "local_match"] and set(chain[1]["fusion"]) == {"a", "b", "c"}
     report = json.loads((out / "postprocess_fit.json").read_text())
     assert report["steps"][0]["options"]["fusion"] == chain[1]["fusion"] and report["validation_before"]["mAP"] > 0
+
+
+@pytest.mark.parametrize("detector", ["orb"])
+def test_the_binary_detectors_match_by_hamming_distance(photos, detector):
+    step = LocalMatch(detector=detector)
+    q = step.features(photos["a"])
+    assert q[1].dtype == np.uint8 and len(q[0]) > 50
+    same, other = step.inliers(q, step.features(photos["a_moved"])), step.inliers(q, step.features(photos["b"]))
+    assert same > 3 * max(other, 5), (same, other)

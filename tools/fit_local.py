@@ -39,7 +39,7 @@ def main(argv=None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder with split.csv and oof.npz")
     p.add_argument("--shortlist", type=int, default=50, help="candidates matched per query")
-    p.add_argument("--detector", choices=("sift", "orb", "akaze"), default="sift")
+    p.add_argument("--detector", choices=("sift", "orb"), default="sift")
     p.add_argument("--max-keypoints", type=int, default=500)
     p.add_argument("--max-side", type=int, default=512, help="the photo's longer side in px for keypoints")
     p.add_argument("--ratio", type=float, default=0.8, help="Lowe's ratio test")

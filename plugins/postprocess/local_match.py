@@ -3,7 +3,7 @@
 A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortlist``). For each query the first
 ``shortlist`` candidates of the global ranking are matched:
 
-- **keypoints** (OpenCV: ``sift`` by default, ``orb`` or ``akaze``; at most ``max_keypoints``) on the photo
+- **keypoints** (OpenCV: ``sift`` by default, or ``orb``; at most ``max_keypoints``) on the photo
   file itself, converted to grey and resized so that its longer side is ``max_side`` px, not on the model's
   squashed input; computed once per file and kept for the run (``self.cache``, keyed by the file's path, size
   and modification time and by the options, so a changed photo or option is computed again), and on disk
@@ -42,9 +42,9 @@ import numpy as np
 from core.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
-DETECTORS = ("sift", "orb", "akaze")
+DETECTORS = ("sift", "orb")  # AKAZE left OpenCV's main package in 5.0
 MIRROR = ("opposite", "never", "always")
-EMPTY = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+EMPTY = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
 
 
 def _cv2():
@@ -84,11 +84,12 @@ class LocalMatch:
     # ---- keypoints ----------------------------------------------------------------------------------------
 
     def options_key(self) -> str:
-        return f"{self.detector}-{self.max_keypoints}-{self.max_side}"
+        return f"{self.detector}-{self.max_keypoints}-{self.max_side}-u8"
 
     def features(self, path: str | None, flip: bool = False):
-        """(keypoints float32 [n, 2] in px at ``max_side``, descriptors [n, d]) of a photo file; none when the
-        file is missing or unreadable."""
+        """(keypoints float32 [n, 2] in px at ``max_side``, descriptors uint8 [n, d]: SIFT's 128 values, or the
+        binary detectors' packed bits) of a photo file; none when the file is missing or unreadable. About 68 KB
+        a photo for 500 SIFT keypoints."""
         if not path:
             return EMPTY
         try:
@@ -127,18 +128,14 @@ class LocalMatch:
             img = np.ascontiguousarray(img[:, ::-1])
         if self.detector == "sift":
             det = cv2.SIFT_create(nfeatures=self.max_keypoints)
-        elif self.detector == "orb":
-            det = cv2.ORB_create(nfeatures=self.max_keypoints)
         else:
-            det = cv2.AKAZE_create()
+            det = cv2.ORB_create(nfeatures=self.max_keypoints)
         kps, desc = det.detectAndCompute(img, None)
         if desc is None or not kps:
             return EMPTY
-        if len(kps) > self.max_keypoints:  # AKAZE has no count: its strongest
-            keep = np.argsort([-k.response for k in kps], kind="stable")[: self.max_keypoints]
-            kps, desc = [kps[i] for i in keep], desc[keep]
         xy = np.array([k.pt for k in kps], np.float32)
-        return xy, (desc.astype(np.float32) if self.detector == "sift" else np.unpackbits(desc, axis=1).astype(np.float32))
+        # stored as bytes: OpenCV's SIFT descriptors are whole numbers 0-255 in float32, the binary ones packed bits
+        return xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8)
 
     # ---- one pair -----------------------------------------------------------------------------------------
 
@@ -152,6 +149,7 @@ class LocalMatch:
         (xa, da), (xb, db) = a, b
         if len(da) < 2 or len(db) < 2:
             return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        da, db = self.as_vectors(da), self.as_vectors(db)
         # squared distances by one matrix product (Hamming = squared L2 on unpacked bits)
         d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * da @ db.T
         two = np.argpartition(d2, 1, axis=1)[:, :2]
@@ -161,6 +159,11 @@ class LocalMatch:
         lo, hi = np.sqrt(np.maximum(np.minimum(first, second), 0)), np.sqrt(np.maximum(np.maximum(first, second), 0))
         keep = lo < self.ratio * hi
         return xa[keep], xb[nearest[keep]]
+
+    def as_vectors(self, desc: np.ndarray) -> np.ndarray:
+        """Stored descriptors as float32 vectors whose squared L2 distance is the detector's distance (for the
+        binary ones, the bits unpacked: squared L2 of bits is the Hamming distance)."""
+        return (desc if self.detector == "sift" else np.unpackbits(desc, axis=1)).astype(np.float32)
 
     def pair_flips(self, qv, dv) -> tuple:
         """Which orientations of the query to match against a candidate, by their viewpoints."""
