@@ -29,7 +29,11 @@ loss
 postprocess
     ``factory(**options) -> step`` where ``step(ctx: core.retrieval.RetrievalContext) -> ctx``.
     The config lists steps, applied in order; a ranking step fills ``ctx.ranked`` (per query:
-    database image ids and scores in [0, 1], best first), later steps may re-rank it.
+    database image ids and scores in [0, 1], best first), later steps may re-rank it. ``ctx.query_files``
+    and ``ctx.db_files`` name the photo files where the caller knows them (validation, ``main.py``), for
+    steps that read the photos themselves. A step fitted on validation whales has ``fit(records, truth)``
+    returning its fitted options, ``record`` (a list it fills while ranking), ``needs_top_k`` and
+    ``fitted_keys``; the runner fits it after training (``core.training.fit``).
 """
 
 import pluggy

@@ -150,6 +150,14 @@ def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_t
     assert np.all(np.diff(p, axis=0) >= 0) and np.all(np.diff(p, axis=1) >= 0)
     backwards = fit_fusion(g, np.where(same, 0, 30), same)  # more inliers on the wrong pairs: no weight
     assert backwards["b"] == 0 and backwards["a"] > 0
+    mean = fit_fusion(g, n, same, kind="mean")  # WildFusion's: each calibrated alone, averaged
+    assert mean["kind"] == "mean" and mean["g"]["a"] > 0 and mean["n"]["a"] > 0
+    p = LocalMatch(fusion=mean).probability(grid_g, grid_n)
+    assert np.all(np.diff(p, axis=0) >= 0) and np.all(np.diff(p, axis=1) >= 0) and 0 < p.min() <= p.max() < 1
+    for bad in ({"a": 1.0, "b": -1.0, "c": 0.0}, {"kind": "mean", "g": {"a": -1, "c": 0}, "n": {"a": 1, "c": 0}},
+                {"a": 1.0}, {"a": float("nan"), "b": 1.0, "c": 0.0}):
+        with pytest.raises(ValueError):
+            LocalMatch(fusion=bad)
 
 
 def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(smoke_run, tmp_path, capsys):

@@ -44,11 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, default=512, help="the photo's longer side in px for keypoints")
     p.add_argument("--ratio", type=float, default=0.8, help="Lowe's ratio test")
     p.add_argument("--mirror", choices=("opposite", "never", "always"), default="opposite")
+    p.add_argument("--fit-kind", choices=("logistic", "mean"), default="logistic",
+                   help="one logistic on both scores, or each calibrated alone and averaged (WildFusion's)")
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 
     options = {"shortlist": args.shortlist, "detector": args.detector, "max_keypoints": args.max_keypoints,
-               "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror}
+               "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror, "fit_kind": args.fit_kind}
     config = args.run / "config.yaml"
     try:
         chain = local_chain(args.run, options)
@@ -62,10 +64,16 @@ def main(argv=None) -> int:
         backup.write_text(before)
     step = report["steps"][0]
     f = step["options"]["fusion"]
+    if f.get("kind") == "mean":
+        f = {"a": f["g"]["a"], "b": f["n"]["a"], "c": (f["g"]["c"], f["n"]["c"])}
     print(f"{args.run}: {step['pairs']} validation pairs ({step['true_pairs']} of one whale) from the top "
           f"{args.shortlist} of {report['queries']} queries; ranked and matched in {report['rank_seconds']} s "
           f"({1000 * report['rank_seconds'] / max(step['pairs'], 1):.1f} ms a pair, keypoints included)")
-    print(f"fusion: P = sigmoid({f['a']:.3f} * global + {f['b']:.3f} * log(1 + inliers) + {f['c']:.3f})")
+    if isinstance(f["c"], tuple):
+        print(f"fusion: P = (sigmoid({f['a']:.3f} * global + {f['c'][0]:.3f}) + sigmoid({f['b']:.3f} * "
+              f"log(1 + inliers) + {f['c'][1]:.3f})) / 2")
+    else:
+        print(f"fusion: P = sigmoid({f['a']:.3f} * global + {f['b']:.3f} * log(1 + inliers) + {f['c']:.3f})")
     print(f"validation mAP: global {report['validation_before']['mAP']:.4f}, fused "
           f"{report['validation_after_in_sample']['mAP']:.4f} (in sample); {config} ranks with it "
           f"(the old one: {backup.name})")

@@ -21,7 +21,8 @@ A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortl
 
 The local score is the inlier count ``n``. The fused score is ``P = sigmoid(a * g + b * log(1 + n) + c)`` with
 ``g`` the global score the ranking step gave, ``a, b >= 0`` (so P rises with both), fitted on validation whales
-(``fit``; ``fusion: {a, b, c}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
+(``fit``; ``fusion: {a, b, c}``); or, with ``fit_kind: mean``, WildFusion's mean of the two scores each
+calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
 candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
 after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the global
 ranking through (cut to ``top_k``): it only ever ranks by what validation fitted. The runner fits it on the
@@ -58,8 +59,8 @@ def _cv2():
 class LocalMatch:
     def __init__(self, shortlist: int = 50, top_k: int = 20, detector: str = "sift", max_keypoints: int = 500,
                  max_side: int = 512, ratio: float = 0.8, ransac_px: float = 8.0, ransac_iters: int = 256,
-                 mirror: str = "opposite", fusion: dict | None = None, cache_dir: str | None = None,
-                 workers: int | None = None):
+                 mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "logistic",
+                 cache_dir: str | None = None, workers: int | None = None):
         if detector not in DETECTORS:
             raise ValueError(f"postprocess 'local_match' detector must be one of {DETECTORS}, got {detector!r}")
         if mirror not in MIRROR:
@@ -69,12 +70,10 @@ class LocalMatch:
         self.shortlist, self.top_k = int(shortlist), int(top_k)
         self.detector, self.max_keypoints, self.max_side = detector, int(max_keypoints), int(max_side)
         self.ratio, self.ransac_px, self.ransac_iters, self.mirror = float(ratio), float(ransac_px), int(ransac_iters), mirror
-        self.fusion = None
-        if fusion:
-            a, b, c = (float(fusion[k]) for k in ("a", "b", "c"))
-            if a < 0 or b < 0 or not np.isfinite([a, b, c]).all():
-                raise ValueError(f"postprocess 'local_match' fusion needs finite a, b >= 0 and c, got {dict(fusion)}")
-            self.fusion = {"a": a, "b": b, "c": c}
+        if fit_kind not in FUSIONS:
+            raise ValueError(f"postprocess 'local_match' fit_kind must be one of {FUSIONS}, got {fit_kind!r}")
+        self.fit_kind = fit_kind
+        self.fusion = check_fusion(fusion) if fusion else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.workers = int(workers) if workers else max(1, min(8, os.cpu_count() or 1))
         self.cache: dict = {}
@@ -241,12 +240,39 @@ class LocalMatch:
                              "fusion needs both kinds")
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)),
                           "photos": len(self.cache), "photos_with_keypoints": sum(1 for v in self.cache.values() if len(v[0]))}
-        return {"fusion": fit_fusion(g, n, same)}
+        return {"fusion": fit_fusion(g, n, same, self.fit_kind)}
 
     def probability(self, g, n) -> np.ndarray:
-        f = self.fusion
-        z = f["a"] * np.asarray(g, np.float64) + f["b"] * np.log1p(np.asarray(n, np.float64)) + f["c"]
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        f, g, n = self.fusion, np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
+        if f.get("kind") == "mean":  # WildFusion's: each score calibrated alone, the probabilities averaged
+            return (_sigmoid(f["g"]["a"] * g + f["g"]["c"]) + _sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
+        return _sigmoid(f["a"] * g + f["b"] * n + f["c"])
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+FUSIONS = ("logistic", "mean")
+
+
+def check_fusion(fusion) -> dict:
+    """A fitted fusion as given in a config: ``{a, b, c}`` (one logistic on both scores) or ``{kind: mean, g: {a,
+    c}, n: {a, c}}`` (each calibrated alone, averaged); every weight on a score finite and non-negative."""
+    fusion = {k: (dict(v) if hasattr(v, "items") else v) for k, v in dict(fusion).items()}
+    try:
+        if fusion.get("kind", "logistic") == "mean":
+            parts = [(fusion[k]["a"], fusion[k]["c"]) for k in ("g", "n")]
+            weights, values = [a for a, _ in parts], [x for p in parts for x in p]
+        else:
+            weights, values = [fusion["a"], fusion["b"]], [fusion["a"], fusion["b"], fusion["c"]]
+        values = [float(v) for v in values]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"postprocess 'local_match' fusion must be {{a, b, c}} or {{kind: mean, g: {{a, c}}, "
+                         f"n: {{a, c}}}}, got {fusion}") from None
+    if min(float(w) for w in weights) < 0 or not np.isfinite(values).all():
+        raise ValueError(f"postprocess 'local_match' fusion needs finite weights a, b >= 0, got {fusion}")
+    return fusion
 
 
 def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, seed: int = 0, mask: bool = False):
@@ -272,10 +298,14 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, s
     return within[int(np.argmax(counts))] if mask else int(counts.max())
 
 
-def fit_fusion(g, n, same, iters: int = 50) -> dict:
-    """``{a, b, c}`` of the logistic P(same) = sigmoid(a g + b log(1 + n) + c) by Newton's method (a small
-    ridge keeps it finite on separable data), with ``a, b >= 0``: a feature whose weight comes out negative is
-    dropped and the rest refitted, so P never falls as a score rises."""
+def fit_fusion(g, n, same, kind: str = "logistic", iters: int = 50) -> dict:
+    """``kind`` logistic: ``{a, b, c}`` of P(same) = sigmoid(a g + b log(1 + n) + c); ``kind`` mean (WildFusion's
+    "mean of calibrated scores"): each score's own logistic, ``{kind: mean, g: {a, c}, n: {a, c}}``. Fitted by
+    Newton's method (a small ridge keeps it finite on separable data) with every weight on a score ``>= 0``: a
+    feature whose weight comes out negative is dropped and the rest refitted, so P never falls as a score rises."""
+    if kind == "mean":
+        one = [fit_fusion(g, np.zeros(len(g)), same), fit_fusion(np.zeros(len(n)), n, same)]
+        return {"kind": "mean", "g": {"a": one[0]["a"], "c": one[0]["c"]}, "n": {"a": one[1]["b"], "c": one[1]["c"]}}
     g, n, y = (np.asarray(v, np.float64) for v in (g, n, same))
     x_all = np.stack([g, np.log1p(n), np.ones_like(g)], 1)
     use = [0, 1]
