@@ -1,8 +1,9 @@
 """Local evidence in the catalogue: keypoints matched between a photo and each candidate whale's best photos,
 fused with the whale's global score (``plugins/postprocess/local_match.py`` does the matching and the fusion).
 
-A whale's local score for a query is the most RANSAC inliers between the query photo and any of the whale's
-supporting photos (its best ``per_whale`` by cosine). ``fuse`` replaces each candidate's score by the fused
+The step comes from the plugin registry (``postprocess: local_match``), as a run's chain gets it. A whale's
+local score for a query is the most RANSAC inliers between the query photo and any of the whale's supporting
+photos (its best ``per_whale`` by cosine). ``fuse`` replaces each candidate's score by the fused
 P(same whale) and re-sorts, so everything downstream (the new-whale threshold, encounter pooling, the open-set
 scores) works on the fused probability as it did on the cosine. Keypoints are stored beside the catalogue
 (``<catalogue>.keypoints/``, one file per photo and option set): ``catalogue build`` extracts them for the
@@ -23,6 +24,22 @@ log = logging.getLogger("whaleid")
 DEFAULTS = {"detector": "sift", "max_keypoints": 500, "max_side": 512, "ratio": 0.8, "mirror": "opposite"}
 
 
+def local_step(**options):
+    """The registered ``local_match`` postprocess step with ``options``."""
+    from core.plugins import build_registries
+
+    return build_registries()["postprocess"].build(dict(options, name="local_match"))
+
+
+def fit_whale_fusion(ranked, counts, truth) -> dict:
+    """The step's fusion fitted on whale-level pairs: every candidate whale of every query, its score, its
+    inliers, and whether it is the query's whale (``truth``, per query)."""
+    step = local_step()
+    records = [(str(q), [c.whale_id for c in cands], [c.score for c in cands], list(n))
+               for q, (cands, n) in enumerate(zip(ranked, counts))]
+    return step.fit(records, {(str(q), w) for q, w in enumerate(truth)})["fusion"]
+
+
 def keypoint_dir(db: Path) -> Path:
     db = Path(db)
     return db.with_name(db.name + ".keypoints")
@@ -30,10 +47,8 @@ def keypoint_dir(db: Path) -> Path:
 
 class Evidence:
     def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3):
-        from plugins.postprocess.local_match import LocalMatch
-
         self.options = dict(DEFAULTS, **(options or {}))
-        self.step = LocalMatch(cache_dir=str(keypoint_dir(db)), **self.options)
+        self.step = local_step(cache_dir=str(keypoint_dir(db)), **self.options)
         self.per_whale = int(per_whale)
 
     def extract(self, files: Sequence[str], desc: str = "keypoints") -> int:
@@ -64,9 +79,7 @@ class Evidence:
 
 def fuse(ranked: list[list[Candidate]], inliers: list[list[int]], fusion: dict) -> list[list[Candidate]]:
     """The candidates with the fused P(same whale) as their score, best first (inliers kept on each)."""
-    from plugins.postprocess.local_match import LocalMatch
-
-    model = LocalMatch(fusion=fusion)
+    model = local_step(fusion=fusion)
     out = []
     for cands, counts in zip(ranked, inliers):
         p = model.probability([c.score for c in cands], counts) if cands else []
@@ -110,15 +123,12 @@ def match_picture(evidence: Evidence, query_file: str, query_view, photo_file: s
     pair, the inlier count). The query is drawn mirrored when it was matched mirrored (opposite lateral sides)."""
     import cv2
 
-    from plugins.postprocess.local_match import ransac_similarity
-
     step = evidence.step
     target = step.features(photo_file)
     best = None
     for flip in step.pair_flips(query_view, photo_view):
         src, dst = step.matches(step.features(query_file, flip), target)
-        keep = ransac_similarity(src, dst, step.ransac_px, step.ransac_iters, mask=True) if len(src) >= 3 else \
-            np.zeros(len(src), bool)
+        keep = step.inlier_mask(src, dst)
         if best is None or keep.sum() > best[3].sum():
             best = (flip, src, dst, keep)
     flip, src, dst, keep = best

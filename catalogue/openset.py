@@ -136,16 +136,14 @@ def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "
     calibration = Calibration(method, match_probability=match_probability,
                               **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted))
     if evidence is not None:
-        from catalogue.local import evidence_for, fuse
-        from plugins.postprocess.local_match import fit_fusion
+        from catalogue.local import evidence_for, fit_whale_fusion, fuse
 
         path_of = dict(zip(table["image_id"].astype(str), table["path"]))
         counts = evidence_for(evidence, split["ranked"], [path_of.get(i) for i in split["image_ids"]], split["views"],
                               table)
-        g = [c.score for cands in split["ranked"] for c in cands]
         n = [k for ks in counts for k in ks]
         _, same = labelled_pairs(split["ranked"], truth)
-        fusion = fit_fusion(g, n, same)
+        fusion = fit_whale_fusion(split["ranked"], counts, truth)
         fused = _fit_scores(split, fuse(split["ranked"], counts, fusion), per_viewpoint, min_per_side,
                             dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
                                  inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))))

@@ -224,3 +224,13 @@ def test_the_binary_detectors_match_by_hamming_distance(photos, detector):
     assert q[1].dtype == np.uint8 and len(q[0]) > 50
     same, other = step.inliers(q, step.features(photos["a_moved"])), step.inliers(q, step.features(photos["b"]))
     assert same > 3 * max(other, 5), (same, other)
+
+
+def test_many_threads_extracting_one_photo_into_the_disk_cache(photos, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    steps = [LocalMatch(cache_dir=str(tmp_path / "cache")) for _ in range(8)]  # separate memory caches, one disk
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda s: s.features(photos["a"]), steps))
+    assert all(np.array_equal(g[0], got[0][0]) for g in got)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1 and not list((tmp_path / "cache").glob("*.tmp.npz"))

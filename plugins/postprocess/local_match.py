@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,7 +110,8 @@ class LocalMatch:
             hit = self.extract(path, flip)
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_suffix(".tmp.npz")
+                # a file of its own per writer: two threads may extract one photo at once (the last rename wins)
+                tmp = disk.with_name(f"{disk.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
                 np.savez(tmp, xy=hit[0], desc=hit[1])
                 os.replace(tmp, disk)
         self.cache[key] = hit
@@ -142,6 +144,12 @@ class LocalMatch:
         """RANSAC inliers of a similarity transform between two photos' ratio-test matches."""
         src, dst = self.matches(a, b)
         return ransac_similarity(src, dst, self.ransac_px, self.ransac_iters) if len(src) >= 3 else 0
+
+    def inlier_mask(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """bool [m]: which of the matches ``src`` -> ``dst`` RANSAC keeps (what ``inliers`` counts)."""
+        if len(src) < 3:
+            return np.zeros(len(src), bool)
+        return ransac_similarity(src, dst, self.ransac_px, self.ransac_iters, mask=True)
 
     def matches(self, a, b) -> tuple[np.ndarray, np.ndarray]:
         """(points in a, their matches in b): float32 [m, 2] each, the pairs that pass the ratio test."""
