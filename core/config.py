@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "backbone": {"name": "timm", "model": "efficientnet_lite0", "pretrained": False},
     "neck": {"name": "gem_bn", "embedding_size": 512},
     "loss": {"name": "arcface_focal"},
-    "postprocess": [{"name": "expand", "db_k": 1, "query_k": 0}, {"name": "knn", "top_k": 20}],
+    "postprocess": [{"name": "expand", "db_k": 1, "query_k": 0}, {"name": "knn", "top_k": 50},
+                    {"name": "local_match", "shortlist": 50, "top_k": 20}],
     "train": {
         "epochs": 6,
         "batch_size": 32,

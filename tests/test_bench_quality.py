@@ -36,3 +36,21 @@ def test_bench_quality_end_to_end_on_tiny(tmp_path, capsys):
     bench_quality.main(["--preset", "tiny", "--config", "configs/smoke.yaml", "--variants", "base", "--epochs", "2",
                         "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1"])
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_bench_quality_scores_the_global_ranking_beside_a_config_that_fuses(tmp_path, capsys):
+    """A config naming local_match (the default's chain) is fitted by the runner; the bench scores the same
+    weights without it beside it, so its two columns keep their meaning."""
+    out = tmp_path / "bench"
+    chain = "postprocess=[{name: knn, top_k: 25}, {name: local_match, shortlist: 25, top_k: 20, max_side: 256}]"
+    bench_quality.main(["--preset", "tiny", "--config", "configs/smoke.yaml", "--variants", "base", "--epochs", "2",
+                        "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1", "--no-bare",
+                        "--label", "fused", "--set", chain])
+    ours = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()][0]
+    assert 0 <= ours["mAP"] <= 1 and 0 <= ours["fused_mAP"] <= 1
+    run = out / "runs" / "fused-base-s0"
+    assert (run / "postprocess_fit.json").is_file() and (run / "submission_global.zip").is_file()
+    import zipfile
+
+    manifest = json.loads(zipfile.ZipFile(run / "submission_global.zip").read("manifest.json"))
+    assert [s["name"] for s in manifest["postprocess"]] == ["knn"] and manifest["postprocess"][0]["top_k"] == 20

@@ -15,9 +15,10 @@ to ``--data-dir`` on first use) and seed it
    the same test set with the same metric: from scratch (resnet18) and from the same ImageNet
    EfficientNet-Lite0 weights the default starts from (``--bare scratch pretrained``).
 
-3. unless ``--fused 0``: fits ``local_match`` on the run's validation whales (``tools.fit_local``: the same
-   weights, keypoint matching of each query's top 50 fused with the global score) and scores that bundle on
-   the same test whales.
+3. the same weights with and without ``local_match`` (keypoint matching of each query's top 50 fused with the
+   global score, fitted on the run's validation whales): a config that names it (the default) was fitted by the
+   runner, and the global ranking is scored beside it; for one that does not, ``--fused SHORTLIST`` (50; 0:
+   not) fits it afterwards (``tools.fit_local``). Both bundles are scored on the same test whales.
 
 Prints a table (variant x {ours, ours fused, both bare loops, random}, mean and spread over seeds) with ours / bare,
 how many seeds ours beat the pretrained bare loop, and keeps every result in ``OUT/results.jsonl``: an interrupted benchmark picks up
@@ -88,7 +89,12 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
         raise RuntimeError(f"submission check of {run_dir} failed: {checked['problems']}")
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    local = run_fused(survey, run_dir, fused) if fused else {}
+    local = {}
+    if (run_dir / "postprocess_fit.json").exists():  # the config fused already: score the global ranking beside it
+        local = {"fused_mAP": checked["mAP"], "fused_scenarios": checked["scenarios"]}
+        checked = run_global(survey, run_dir)
+    elif fused:
+        local = run_fused(survey, run_dir, fused)
     return {**local, "mAP": checked["mAP"], "random_mAP": checked["random_mAP"], "scenarios": checked["scenarios"],
             "train_seconds": round(train_seconds, 1), "val_mAP": metrics["mAP"], "best_epoch": metrics["epoch"],
             "warnings": [w["code"] for w in metrics.get("warnings", [])],
@@ -114,6 +120,36 @@ def run_fused(survey: Path, run_dir: Path, shortlist: int) -> dict:
             "fused_val_global": report["validation_before"]["mAP"],
             "fused_val_in_sample": report["validation_after_in_sample"]["mAP"],
             "fused_seconds": round(time.time() - started, 1)}
+
+
+def run_global(survey: Path, run_dir: Path) -> dict:
+    """The same weights ranked without ``local_match`` (its ranking step cut back to the step's rows), checked on
+    the test whales: the global column when the config itself fused."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from submission.check import check
+
+    plain = run_dir / "global"
+    if plain.exists():
+        shutil.rmtree(plain)
+    shutil.copytree(run_dir, plain, ignore=shutil.ignore_patterns("checkpoint", "*.zip", "global"))
+    cfg = OmegaConf.load(plain / "config.yaml")
+    chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
+    rows = next(int(s.get("top_k", 20)) for s in chain if s["name"] == "local_match")
+    chain = [s for s in chain if s["name"] != "local_match"]
+    for s in chain:
+        if "top_k" in s:
+            s["top_k"] = rows
+    cfg.postprocess = chain
+    OmegaConf.save(cfg, plain / "config.yaml")
+    zip_path = run_dir / "submission_global.zip"
+    _run([sys.executable, "-m", "submission.build", "--run", str(plain), "--out", str(zip_path)], run_dir / "build_global.log")
+    checked = check(zip_path, survey / "test", survey / "test_labels.csv")
+    if checked["problems"]:
+        raise RuntimeError(f"submission check of {zip_path} failed: {checked['problems']}")
+    return checked
 
 
 def _run(cmd: list[str], log_path: Path) -> None:
