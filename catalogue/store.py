@@ -272,7 +272,8 @@ class Catalogue:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (now(), d["who"], d["action"], d["query"], d["whale_id"], d["other_whale"], d["undoes"],
                  self.meta["model_hash"], shown))
-            self._sync_reviewed(self.state(), d["query"])
+            if self.conn.execute("SELECT 1 FROM photos WHERE image_id = ? AND reviewed = 1", (d["query"],)).fetchone():
+                self._sync_reviewed(self.state(), d["query"])  # replayed again only for a photo apply made searchable
         return int(cur.lastrowid)
 
     def decisions(self) -> list[dict]:

@@ -80,13 +80,7 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
     started = time.time()
     _run(launch + [str(ROOT / "core" / "run.py")] + args + sets, run_dir / "train.log")
     train_seconds = time.time() - started
-    zip_path = run_dir / "submission.zip"
-    _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], run_dir / "build.log")
-    from submission.check import check
-
-    checked = check(zip_path, survey / "test", survey / "test_labels.csv")
-    if checked["problems"]:
-        raise RuntimeError(f"submission check of {run_dir} failed: {checked['problems']}")
+    checked = pack_and_check(survey, run_dir, run_dir / "submission.zip", run_dir / "build.log")
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     local = {}
@@ -105,16 +99,11 @@ def run_ours(survey: Path, run_dir: Path, config: str, seed: int, epochs: int | 
 def run_fused(survey: Path, run_dir: Path, shortlist: int) -> dict:
     """``local_match`` fitted on the run's validation whales, the fused bundle checked on the test whales."""
     from core.training.fit import fit_postprocess
-    from submission.check import check
     from tools.fit_local import local_chain
 
     started = time.time()
     report = fit_postprocess(run_dir, local_chain(run_dir, {"shortlist": shortlist}))
-    zip_path = run_dir / "submission_fused.zip"
-    _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], run_dir / "build_fused.log")
-    checked = check(zip_path, survey / "test", survey / "test_labels.csv")
-    if checked["problems"]:
-        raise RuntimeError(f"submission check of {zip_path} failed: {checked['problems']}")
+    checked = pack_and_check(survey, run_dir, run_dir / "submission_fused.zip", run_dir / "build_fused.log")
     return {"fused_mAP": checked["mAP"], "fused_scenarios": checked["scenarios"],
             "fusion": report["steps"][0]["options"]["fusion"], "shortlist": shortlist,
             "fused_val_global": report["validation_before"]["mAP"],
@@ -129,8 +118,6 @@ def run_global(survey: Path, run_dir: Path) -> dict:
 
     from omegaconf import OmegaConf
 
-    from submission.check import check
-
     plain = run_dir / "global"
     if plain.exists():
         shutil.rmtree(plain)
@@ -144,8 +131,14 @@ def run_global(survey: Path, run_dir: Path) -> dict:
             s["top_k"] = rows
     cfg.postprocess = chain
     OmegaConf.save(cfg, plain / "config.yaml")
-    zip_path = run_dir / "submission_global.zip"
-    _run([sys.executable, "-m", "submission.build", "--run", str(plain), "--out", str(zip_path)], run_dir / "build_global.log")
+    return pack_and_check(survey, plain, run_dir / "submission_global.zip", run_dir / "build_global.log")
+
+
+def pack_and_check(survey: Path, run_dir: Path, zip_path: Path, log_path: Path) -> dict:
+    """``run_dir`` packed into ``zip_path`` and checked on the survey's test whales (its problems raise)."""
+    from submission.check import check
+
+    _run([sys.executable, "-m", "submission.build", "--run", str(run_dir), "--out", str(zip_path)], log_path)
     checked = check(zip_path, survey / "test", survey / "test_labels.csv")
     if checked["problems"]:
         raise RuntimeError(f"submission check of {zip_path} failed: {checked['problems']}")
