@@ -47,7 +47,7 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
         from catalogue.openset import identities_from_labels
 
         meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
-    for col in ("encounter_id", "date", "whale_id"):
+    for col in ("encounter_id", "date", "whale_id", "latitude", "longitude"):
         if col not in meta.columns:
             meta[col] = None
     meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1
@@ -96,11 +96,14 @@ def build(args) -> int:
 
 
 def export(args) -> int:
+    from catalogue.exporting import write
     from catalogue.store import Catalogue
 
+    fmt = args.format or ("json" if args.out.suffix == ".json" else "csv")
     cat = Catalogue.open(args.db)
     try:
-        print(cat.export(args.out))
+        print(write(cat, args.out, fmt, args.period, args.media, args.genus, args.species, args.location_id,
+                    args.submitter))
     finally:
         cat.close()
     return 0
@@ -247,7 +250,8 @@ def identify_with(args, cat) -> int:
         out.append({"image_id": queries["image_id"][i], "decision": decision, "whale_id": top.whale_id if top else "",
                     "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
                     "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
-                    "encounter_id": queries["encounter_id"][i]})
+                    "encounter_id": queries["encounter_id"][i], "latitude": queries["latitude"][i],
+                    "longitude": queries["longitude"][i]})
     frame = pd.DataFrame(out)
     add_photo_root(cat, args.data)
     cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
@@ -353,9 +357,20 @@ def parser() -> argparse.ArgumentParser:
                        "against decisions; exit 1 when something is wrong")
     k.add_argument("--db", type=Path, required=True)
     k.set_defaults(func=check)
-    e = cat.add_parser("export", help="the photos and identities (and, to .json, the decisions) as a file")
+    e = cat.add_parser("export", help="the photos and identities as CSV or JSON (with the decisions), a Wildbook "
+                       "bulk-import sheet, or capture histories for mark-recapture")
     e.add_argument("--db", type=Path, required=True)
-    e.add_argument("--out", type=Path, required=True, help="a .csv or .json file")
+    e.add_argument("--out", type=Path, required=True, help="the file to write (capture-history to .inp: Program MARK)")
+    e.add_argument("--format", choices=("csv", "json", "wildbook", "capture-history"),
+                   help="default: json for a .json file, else csv")
+    e.add_argument("--period", default="year", choices=("year", "month", "week", "day"),
+                   help="capture-history: one sampling occasion per period with photos")
+    e.add_argument("--media", choices=("name", "path"), default="name",
+                   help="wildbook: the photos' file names (matched to the photos uploaded with the sheet) or full paths")
+    e.add_argument("--genus", default="Delphinapterus", help="wildbook: Encounter.genus")
+    e.add_argument("--species", default="leucas", help="wildbook: Encounter.specificEpithet")
+    e.add_argument("--location-id", default="", help="wildbook: Encounter.locationID (one of the Wildbook's own)")
+    e.add_argument("--submitter", default="", help="wildbook: Encounter.submitterID (a Wildbook user name)")
     e.set_defaults(func=export)
     c = sub.add_parser("calibrate", help="fit P(same whale) and the new-whale threshold on RUN's validation whales")
     c.add_argument("--db", type=Path, required=True, help="a catalogue built from RUN's training data")
@@ -402,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--who", default=None, help="the reviewer's name in the log (default: $USER; ?who= in the URL wins)")
     r.add_argument("--bundle", type=Path, help="the catalogue's bundle: pair heatmaps on the page")
     r.set_defaults(func=review)
+    from catalogue.importing import add_parser as add_import
+
+    add_import(sub)
     return p
 
 

@@ -35,8 +35,9 @@ import numpy as np
 from catalogue.decisions import (ACTIONS, ANY, CatalogueError, Conflict, clean_scores, describe,  # noqa: F401
                                  replay, validate)
 
-SCHEMA_VERSION = 3
-PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path")
+SCHEMA_VERSION = 4
+PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path", "latitude", "longitude")
+NUMERIC = ("latitude", "longitude")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,8 +97,15 @@ SCHEMA_3 = """
 ALTER TABLE photos ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
 UPDATE photos SET reviewed = 1 WHERE image_id IN (SELECT image_id FROM proposals);
 """
-INSERT_PHOTO = ("INSERT INTO photos (image_id, whale_id, encounter_id, viewpoint, date, path, embedding, batch, added_at, "
-                "reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# schema 4: where a photo was taken, carried from import to export (decimal degrees; NULL when unknown)
+SCHEMA_4 = """
+ALTER TABLE photos ADD COLUMN latitude REAL;
+ALTER TABLE photos ADD COLUMN longitude REAL;
+ALTER TABLE proposals ADD COLUMN latitude REAL;
+ALTER TABLE proposals ADD COLUMN longitude REAL;
+"""
+INSERT_PHOTO = ("INSERT INTO photos (image_id, whale_id, encounter_id, viewpoint, date, path, latitude, longitude, "
+                "embedding, batch, added_at, reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 
@@ -139,7 +147,7 @@ class Catalogue:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(path)
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(SCHEMA + SCHEMA_2 + SCHEMA_3):  # not executescript: it would commit before the marker below
+        for statement in _statements(SCHEMA + SCHEMA_2 + SCHEMA_3 + SCHEMA_4):  # not executescript: it would commit before the marker below
             conn.execute(statement)
         for key, value in (("model_hash", model_hash), ("model_name", model_name), ("dim", str(int(dim))),
                            ("created", now())):
@@ -163,11 +171,11 @@ class Catalogue:
         if version < 1:
             conn.close()
             raise CatalogueError(f"{path}: not a whaleid catalogue (schema version {version})")
-        if version < SCHEMA_VERSION:  # 1 -> 2: the proposals table; 2 -> 3: photos.reviewed; one transaction
+        if version < SCHEMA_VERSION:  # 1 -> 2: proposals; 2 -> 3: photos.reviewed; 3 -> 4: locations; one transaction
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have upgraded it
-                for script in (SCHEMA_2, SCHEMA_3)[version - 1:]:
+                for script in (SCHEMA_2, SCHEMA_3, SCHEMA_4)[version - 1:]:
                     for statement in _statements(script):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -210,7 +218,7 @@ class Catalogue:
             for row, emb in zip(rows, embeddings):
                 if row["image_id"] in known:
                     continue
-                self.conn.execute(INSERT_PHOTO, tuple(_text(row.get(c)) for c in PHOTO_COLUMNS)
+                self.conn.execute(INSERT_PHOTO, tuple((_number if c in NUMERIC else _text)(row.get(c)) for c in PHOTO_COLUMNS)
                                   + (emb.tobytes(), batch, stamp, 0))
                 known.add(row["image_id"])
                 added += 1
@@ -235,20 +243,21 @@ class Catalogue:
     def add_proposals(self, rows: Sequence[dict], embeddings: Optional[np.ndarray], batch: str) -> int:
         """Store identify's proposal per photo (a photo identified again gets its new proposal; its decisions stay)."""
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",
-                "candidates")
+                "candidates", "latitude", "longitude")
         stamp = now()
         with self._write():
             for i, row in enumerate(rows):
                 emb = None if embeddings is None else np.asarray(embeddings[i], np.float32).tobytes()
                 self.conn.execute(f"INSERT OR REPLACE INTO proposals ({', '.join(cols)}, embedding, batch, added_at) "
                                   f"VALUES ({', '.join('?' * (len(cols) + 3))})",
-                                  tuple(row.get(c) if c in ("score", "probability") else _text(row.get(c)) for c in cols)
+                                  tuple(row.get(c) if c in ("score", "probability") else _number(row.get(c)) if c in NUMERIC
+                                        else _text(row.get(c)) for c in cols)
                                   + (emb, batch, stamp))
         return len(rows)
 
     def proposals(self) -> list[dict]:
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",
-                "candidates", "batch", "added_at")
+                "candidates", "batch", "added_at", "latitude", "longitude")
         out = [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM proposals ORDER BY rowid")]
         for row in out:
             row["candidates"] = json.loads(row["candidates"])
@@ -314,13 +323,12 @@ class Catalogue:
             known = self.known_ids()
             stamp, added = now(), 0
             dim = int(self.meta["dim"])
-            for row in self.conn.execute("SELECT image_id, encounter_id, viewpoint, date, path, embedding FROM proposals "
-                                         "ORDER BY rowid").fetchall():
-                query = row[0]
-                if query in known or query not in state["identity"] or row[5] is None or len(row[5]) != 4 * dim:
+            for row in self.conn.execute("SELECT image_id, encounter_id, viewpoint, date, path, latitude, longitude, "
+                                         "embedding FROM proposals ORDER BY rowid").fetchall():
+                query, emb = row[0], row[-1]
+                if query in known or query not in state["identity"] or emb is None or len(emb) != 4 * dim:
                     continue
-                self.conn.execute(INSERT_PHOTO, (query, state["identity"][query], row[1], row[2], row[3], row[4], row[5],
-                                                 batch, stamp, 1))
+                self.conn.execute(INSERT_PHOTO, (query, state["identity"][query], *row[1:-1], emb, batch, stamp, 1))
                 added += 1
         return added
 
@@ -331,8 +339,9 @@ class Catalogue:
 
     # ---- export -----------------------------------------------------------------------------------------
 
-    def export(self, path) -> Path:
-        """The photos and identities (no embeddings) as CSV, or JSON when ``path`` ends in .json."""
+    def identities(self):
+        """The photos with their identity now (no embeddings): the searchable photos and the reviewed photos not
+        applied yet, ``current_whale`` following merges."""
         import pandas as pd
 
         table, _ = self.photos()
@@ -340,10 +349,15 @@ class Catalogue:
         table["current_whale"] = [state["alias"].get(w, w) for w in table["whale_id"]]
         decided = pd.DataFrame([{"image_id": q, "whale_id": None, "encounter_id": p["encounter_id"],
                                  "viewpoint": p["viewpoint"], "date": p["date"], "path": p["path"], "batch": p["batch"],
+                                 "latitude": p["latitude"], "longitude": p["longitude"],
                                  "current_whale": state["assigned"][q]}
                                 for p in self.proposals() for q in [p["image_id"]]
                                 if q in state["assigned"] and q not in known])
-        table = pd.concat([table, decided], ignore_index=True) if len(decided) else table
+        return pd.concat([table, decided], ignore_index=True) if len(decided) else table
+
+    def export(self, path) -> Path:
+        """The photos and identities (no embeddings) as CSV, or JSON when ``path`` ends in .json."""
+        table = self.identities()
         path = Path(path)
         if path.suffix == ".json":
             path.write_text(json.dumps({"meta": self.meta, "photos": table.to_dict(orient="records"),
@@ -357,6 +371,14 @@ def _text(value) -> Optional[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return str(value)
+
+
+def _number(value) -> Optional[float]:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
 
 
 def _statements(script: str) -> Iterable[str]:

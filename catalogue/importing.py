@@ -1,0 +1,338 @@
+"""Photo-ID data in: a survey folder this project trains and catalogues from, written from someone else's records.
+
+``whaleid import coco`` (``catalogue.coco``) and ``whaleid import csv`` turn each record (one annotation: a photo,
+optionally a bounding box, an individual, a viewpoint, a date, an encounter, a location) into a ``Record`` and
+``write_survey`` writes them out:
+
+- ``SURVEY/metadata.csv`` and ``SURVEY/images/``: the records with a known individual, one row each, the photo
+  cropped to its box widened by ``margin`` of the box's width and height on each side (clipped to the photo);
+- ``SURVEY/unidentified/``: the records of unknown individuals, in the same layout (a survey of its own, for
+  ``whaleid identify --data SURVEY/unidentified``);
+- ``SURVEY/skipped.csv``: every record not written, with its source row and the reason.
+
+Viewpoints are free labels (``viewpoint_label`` keeps the original); ``viewpoint`` is the competition's top,
+left or right, by ``--viewpoint-map`` first and then by the label's words (up/top/dorsal: top; left; right). A
+label that maps to none of the three is skipped, named, unless ``--unmapped-viewpoint`` says where it goes. The
+folder is written beside SURVEY and renamed into place when complete: a crash leaves no half survey.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+VIEWS = ("top", "left", "right")
+UNKNOWN_NAMES = ("", "____", "unknown", "none", "nan", "na")
+COLUMNS = ("image_id", "path", "whale_id", "viewpoint", "viewpoint_label", "date", "timestamp", "encounter_id",
+           "latitude", "longitude", "source_image", "bbox", "source_row", "note")
+
+
+class SourceError(ValueError):
+    """The source cannot be imported at all (not one record): the message names the file."""
+
+
+@dataclass
+class Record:
+    row: str  # where it came from, e.g. "annotation 12 (id 345)" or "row 7"
+    image: str  # the photo's path, relative to the images folder
+    whale_id: Optional[str] = None
+    viewpoint: str = ""
+    date: str = ""
+    encounter_id: str = ""
+    latitude: object = None
+    longitude: object = None
+    bbox: object = None  # [x, y, width, height] in pixels, or None: the whole photo
+    image_id: str = ""
+    notes: list = field(default_factory=list)
+    problem: str = ""  # why the record cannot be imported, found while reading it
+
+
+def parse_map(text: Optional[str], what: str) -> dict:
+    """``a=b,c=d`` as a dict; a clear error naming ``what`` otherwise."""
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SourceError(f"{what}: {part!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def map_viewpoint(label, mapping: dict, unmapped: Optional[str]) -> Optional[str]:
+    """The competition viewpoint of a free label, or None when it maps to none of the three."""
+    text = str(label or "").strip().lower()
+    if text in mapping:
+        return mapping[text]
+    if text in VIEWS:
+        return text
+    words = set(re.findall(r"up|top|dorsal|above|left|right|port|starboard", text))
+    if words & {"up", "top", "dorsal", "above"}:
+        return "top"  # a drone's view from above, whichever side it leans to
+    if words & {"left", "port"} and not words & {"right", "starboard"}:
+        return "left"
+    if words & {"right", "starboard"} and not words & {"left", "port"}:
+        return "right"
+    return unmapped
+
+
+def clean_date(value) -> tuple[str, str]:
+    """(YYYY-MM-DD or "", the timestamp as given) of a date or date-time."""
+    text = str(value if value is not None else "").strip()
+    if text.upper() in ("", "NA", "NAN", "NONE", "NULL"):
+        return "", ""
+    m = re.match(r"(\d{4})[-/:](\d{1,2})[-/:](\d{1,2})", text)
+    if m:
+        return f"{int(m[1]):04d}-{int(m[2]):02d}-{int(m[3]):02d}", text
+    return "", text
+
+
+def clean_location(lat, lon) -> tuple[Optional[float], Optional[float], str]:
+    """(latitude, longitude, note): both finite and in range, else neither (Wild Me writes -1, -1 for none)."""
+    try:
+        la, lo = float(lat), float(lon)
+    except (TypeError, ValueError):
+        return None, None, "" if lat in (None, "") and lon in (None, "") else f"location {lat!r}, {lon!r} is not a number"
+    if la == -1 and lo == -1 or not (math.isfinite(la) and math.isfinite(lo)):
+        return None, None, ""
+    if not (-90 <= la <= 90 and -180 <= lo <= 180):
+        return None, None, f"location {la}, {lo} is out of range; left out"
+    return la, lo, ""
+
+
+def parse_bbox(value) -> Optional[list]:
+    """[x, y, w, h] floats from a list or a "x,y,w,h" / "x y w h" string; None for none; ValueError if malformed."""
+    if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value)):
+        return None
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"[,\s;]+", str(value).strip(" []()"))
+    nums = [float(p) for p in parts]
+    if len(nums) != 4 or not all(math.isfinite(n) for n in nums):
+        raise ValueError(f"bbox {value!r} is not four finite numbers x, y, width, height")
+    if nums[2] <= 0 or nums[3] <= 0:
+        raise ValueError(f"bbox {value!r} has no area")
+    return nums
+
+
+def crop_box(bbox, size, margin: float):
+    """The crop (left, top, right, bottom) of ``bbox`` widened by ``margin`` and clipped to the photo of ``size``;
+    None when the box lies wholly outside it."""
+    width, height = size
+    x, y, w, h = bbox
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return None
+    left, top = max(0, math.floor(x - margin * w)), max(0, math.floor(y - margin * h))
+    right, bottom = min(width, math.ceil(x + w + margin * w)), min(height, math.ceil(y + h + margin * h))
+    return (left, top, right, bottom) if right - left >= 2 and bottom - top >= 2 else None
+
+
+SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def unique_ids(records: list) -> None:
+    seen: dict = {}
+    for r in records:
+        base = SAFE_ID.sub("_", str(r.image_id or Path(r.image).stem)).strip("._") or "photo"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        r.image_id = base if n == 0 else f"{base}-{n + 1}"
+
+
+def inside(images: Path, rel: str) -> Optional[Path]:
+    """``images/rel`` when it resolves inside ``images`` (links followed), else None."""
+    if not rel or os.path.isabs(rel):
+        return None
+    path = (images / rel).resolve()
+    return path if path == images or images in path.parents else None
+
+
+def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, viewpoint_map: Optional[dict] = None,
+                 unmapped: Optional[str] = None, source: str = "", quality: int = 95) -> dict:
+    """Write ``records`` as a survey folder at ``out`` (see the module's doc); returns the counts and the skipped."""
+    import pandas as pd
+    from PIL import Image
+
+    from core.progress import progress
+
+    out, images = Path(out), Path(images).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SourceError(f"{out} exists and is not empty; choose a new folder (nothing was written)")
+    if not images.is_dir():
+        raise SourceError(f"--images {images}: no such folder")
+    mapping = {k.lower(): v for k, v in (viewpoint_map or {}).items()}
+    bad = {k: v for k, v in mapping.items() if v not in VIEWS}
+    if bad or (unmapped is not None and unmapped not in VIEWS):
+        raise SourceError(f"viewpoints map onto {VIEWS}; got {bad or unmapped}")
+    unique_ids(records)
+    tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "unidentified" / "images").mkdir(parents=True)
+    kept, loose, skipped = [], [], []
+
+    order = {id(r): i for i, r in enumerate(records)}
+
+    def skip(r, reason):
+        skipped.append({"order": order[id(r)], "source_row": r.row, "source_image": r.image, "reason": reason})
+
+    by_image: dict = {}
+    for r in records:
+        if r.problem:
+            skip(r, r.problem)
+        else:
+            by_image.setdefault(r.image, []).append(r)
+    try:
+        for rel, group in progress(by_image.items(), total=len(by_image), desc="import", unit="photo"):
+            path = inside(images, rel)
+            if path is None:
+                for r in group:
+                    skip(r, f"photo path {rel!r} is empty, absolute or leaves {images}")
+                continue
+            if not path.is_file():
+                for r in group:
+                    skip(r, f"image file not found: {path}")
+                continue
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    photo = img.convert("RGB")
+            except Exception as exc:  # any decoder error: the photo is named, the import goes on
+                for r in group:
+                    skip(r, f"cannot read image {path}: {exc}")
+                continue
+            for r in group:
+                view = map_viewpoint(r.viewpoint, mapping, unmapped)
+                if view is None:
+                    skip(r, f"viewpoint {r.viewpoint!r} maps to none of {VIEWS} (--viewpoint-map LABEL=VIEW or "
+                            "--unmapped-viewpoint)")
+                    continue
+                try:
+                    box = parse_bbox(r.bbox)
+                except (TypeError, ValueError) as exc:
+                    skip(r, str(exc))
+                    continue
+                crop = (0, 0) + photo.size if box is None else crop_box(box, photo.size, margin)
+                if crop is None:
+                    skip(r, f"bbox {box} lies outside the {photo.size[0]}x{photo.size[1]} photo")
+                    continue
+                notes = list(r.notes)
+                if box is not None and (box[0] < 0 or box[1] < 0 or box[0] + box[2] > photo.size[0]
+                                        or box[1] + box[3] > photo.size[1]):
+                    notes.append("bbox clipped to the photo")
+                known = r.whale_id is not None and str(r.whale_id).strip().lower() not in UNKNOWN_NAMES
+                folder = tmp if known else tmp / "unidentified"
+                name = f"images/{r.image_id}.jpg"
+                photo.crop(crop).save(folder / name, quality=quality)
+                date, stamp = clean_date(r.date)
+                la, lo, note = clean_location(r.latitude, r.longitude)
+                notes += [note] if note else []
+                row = {"image_id": r.image_id, "path": name, "whale_id": str(r.whale_id).strip() if known else "",
+                       "viewpoint": view, "viewpoint_label": str(r.viewpoint or ""), "date": date, "timestamp": stamp,
+                       "encounter_id": str(r.encounter_id or ""), "latitude": la, "longitude": lo, "source_image": rel,
+                       "bbox": "" if box is None else " ".join(f"{v:g}" for v in box), "source_row": r.row,
+                       "note": "; ".join(notes)}
+                (kept if known else loose).append(row)
+        for folder, rows in ((tmp, kept), (tmp / "unidentified", loose)):
+            table = pd.DataFrame(rows, columns=list(COLUMNS))
+            if table["encounter_id"].eq("").all():
+                table = table.drop(columns=["encounter_id"])  # read_metadata then groups a whale's photos by day
+            table.to_csv(folder / "metadata.csv", index=False)
+        skipped = [{k: v for k, v in s.items() if k != "order"} for s in sorted(skipped, key=lambda s: s["order"])]
+        pd.DataFrame(skipped, columns=["source_row", "source_image", "reason"]).to_csv(tmp / "skipped.csv", index=False)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    whales = len({r["whale_id"] for r in kept})
+    return {"source": source, "records": len(records), "imported": len(kept), "whales": whales,
+            "unidentified": len(loose), "skipped": skipped}
+
+
+def report(summary: dict, out: Path) -> str:
+    lines = [f"{summary['source']}: {summary['records']} records: {summary['imported']} photos of {summary['whales']} "
+             f"whales in {out}, {summary['unidentified']} of unknown individuals in {out / 'unidentified'}, "
+             f"{len(summary['skipped'])} skipped (listed in {out / 'skipped.csv'})"]
+    for s in summary["skipped"][:10]:
+        lines.append(f"  skipped {s['source_row']}" + (f" ({s['source_image']})" if s["source_image"] else "")
+                     + f": {s['reason']}")
+    if len(summary["skipped"]) > 10:
+        lines.append(f"  ... and {len(summary['skipped']) - 10} more in {out / 'skipped.csv'}")
+    return "\n".join(lines)
+
+
+# ---- a plain spreadsheet ---------------------------------------------------------------------------------------
+
+TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_id", "latitude", "longitude", "bbox")
+
+
+def read_table(table: Path, mapping: dict) -> list:
+    """Records from a CSV (or tab-separated) table; ``mapping`` names its column for each of TABLE_FIELDS
+    (default: the field's own name where the table has it)."""
+    import pandas as pd
+
+    table = Path(table)
+    if not table.is_file():
+        raise SourceError(f"{table}: no such file")
+    unknown = set(mapping) - set(TABLE_FIELDS)
+    if unknown:
+        raise SourceError(f"--map: unknown field(s) {sorted(unknown)}; fields are {TABLE_FIELDS}")
+    try:
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False, sep=None, engine="python")
+    except Exception as exc:
+        raise SourceError(f"{table}: cannot parse as CSV: {exc}") from exc
+    cols = {f: mapping.get(f, f) for f in TABLE_FIELDS}
+    missing = [f"{f}={c}" for f, c in cols.items() if f in mapping and c not in frame.columns]
+    if missing or cols["path"] not in frame.columns:
+        raise SourceError(f"{table}: no column for {missing or ['path=' + cols['path']]}; it has {list(frame.columns)}")
+    get = {f: (frame[c].tolist() if c in frame.columns else [None] * len(frame)) for f, c in cols.items()}
+    return [Record(row=f"row {i + 2}", image=get["path"][i], whale_id=get["whale_id"][i] or None,
+                   viewpoint=get["viewpoint"][i] or "", date=get["date"][i] or "", encounter_id=get["encounter_id"][i] or "",
+                   latitude=get["latitude"][i], longitude=get["longitude"][i], bbox=get["bbox"][i],
+                   image_id=get["image_id"][i] or "")
+            for i in range(len(frame))]
+
+
+def add_parser(sub) -> None:
+    """``whaleid import coco|csv``."""
+    from catalogue.coco import FIELDS, read_coco
+
+    def common(p):
+        p.add_argument("--images", type=Path, required=True, help="the folder the photo paths are relative to")
+        p.add_argument("--out", type=Path, required=True, help="the survey folder to write (new or empty)")
+        p.add_argument("--margin", type=float, default=0.1, help="crop margin on each side, as a share of the box's "
+                       "width and height (default 0.1)")
+        p.add_argument("--viewpoint-map", help="LABEL=top|left|right,... before the built-in word rules")
+        p.add_argument("--unmapped-viewpoint", choices=VIEWS, help="where a label mapping to none goes (default: "
+                       "the record is skipped and named)")
+
+    imp = sub.add_parser("import", help="write a survey folder from a Wild Me COCO export or a spreadsheet")
+    kinds = imp.add_subparsers(dest="kind", required=True)
+    c = kinds.add_parser("coco", help="a Wild Me COCO export (annotations with bbox, name, viewpoint)")
+    c.add_argument("annotations", type=Path, help="the COCO .json file")
+    c.add_argument("--field", help="FIELD=KEY,... where the export names fields otherwise; fields and defaults: "
+                   + ", ".join(f"{k}={v}" for k, v in FIELDS.items()))
+    common(c)
+    t = kinds.add_parser("csv", help="a plain table, one row per photo (or per box)")
+    t.add_argument("table", type=Path, help="a .csv or tab-separated file")
+    t.add_argument("--map", help="FIELD=COLUMN,... for " + ", ".join(TABLE_FIELDS) + " (default: same names); bbox is "
+                   "one column 'x y width height'")
+    common(t)
+
+    def run(args) -> int:
+        if args.kind == "coco":
+            records = read_coco(args.annotations, parse_map(args.field, "--field"))
+            src = args.annotations
+        else:
+            records = read_table(args.table, parse_map(args.map, "--map"))
+            src = args.table
+        summary = write_survey(records, args.images, args.out, args.margin, parse_map(args.viewpoint_map, "--viewpoint-map"),
+                               args.unmapped_viewpoint, str(src))
+        print(report(summary, args.out))
+        return 0 if summary["imported"] or summary["unidentified"] else 1
+
+    imp.set_defaults(func=run)
