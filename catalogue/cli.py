@@ -2,8 +2,11 @@
 
     whaleid catalogue build --bundle Z --data DIR --db C.sqlite [--before 2019-01-01] [--labels test_labels.csv]
     whaleid catalogue apply --db C.sqlite
-    whaleid catalogue export --db C.sqlite --out C.csv|C.json
+    whaleid catalogue export --db C.sqlite --out FILE [--format csv|json|wildbook|capture-history]
     whaleid catalogue check --db C.sqlite
+    whaleid catalogue reembed --db C.sqlite --bundle NEW.zip
+    whaleid import coco ANNOTATIONS.json --images DIR --out SURVEY
+    whaleid import csv TABLE --images DIR --out SURVEY --map path=...,whale_id=...
     whaleid calibrate --db C.sqlite --run RUN [--per-viewpoint]
     whaleid identify --bundle Z --db C.sqlite --data DIR [--from 2019-01-01] [--by encounter] [--evaluate]
     whaleid review --db C.sqlite [--port 8765]
@@ -19,6 +22,9 @@ least ``--match-probability``) or ``review``; the proposals go into the catalogu
 geometric mean, AUROC, ECE) beside the plain top-1 cosine baseline. ``review`` serves the review page on
 127.0.0.1; every decision made there is appended to the catalogue's decision log, and ``catalogue apply``
 adds the photos reviewers accepted or named to the searchable photos (merged whales count as one whale).
+``import`` writes a survey folder from a Wild Me COCO export or a spreadsheet (crops, every skipped record
+named); ``export --format wildbook|capture-history`` writes a Wildbook bulk-import sheet or capture histories for
+mark-recapture; ``reembed`` moves a catalogue to a new model, resumable, the switch atomic.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from catalogue.embed import DEVICE_HELP
+from catalogue.index import INDEX_ABOVE
 
 log = logging.getLogger("whaleid")
 
@@ -76,7 +85,7 @@ def build(args) -> int:
             add_photo_root(cat, args.data)
             cat.close()
         return 0
-    emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers)
+    emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers, getattr(args, "device", "auto"))
     for i in np.flatnonzero(~ok):
         print(f"warning: {todo['file'][i]} (row {todo['row'][i]} of {args.data / 'metadata.csv'}) cannot be read; "
               "not added", file=sys.stderr)
@@ -205,10 +214,17 @@ def identify_with(args, cat) -> int:
     if queries.empty:
         print(f"no photo of {args.data} to identify (all are in the catalogue, or none is dated from {args.since})")
         return 1
-    emb, ok = embed_files(args.bundle, list(queries["file"]), args.workers)
+    emb, ok = embed_files(args.bundle, list(queries["file"]), args.workers, getattr(args, "device", "auto"))
     views = list(queries["viewpoint"])
+    from catalogue.index import searcher
+
+    search = searcher(args.db, cat.meta["model_hash"], list(table["image_id"]), cat_emb,
+                      getattr(args, "index_above", INDEX_ABOVE))
     ranked = rank_whales(emb, views, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
-                         how=args.how, top_n=args.top)
+                         how=args.how, top_n=args.top, search=search)
+    if search is not None:
+        print(f"searched through the {search.describe}: recall of the exact shortlist on a sample of the photos "
+              f"{search.recall:.4f}")
     ranked = [r if ok[i] else [] for i, r in enumerate(ranked)]
     global_ranked, global_cal = ranked, cal
     if cal is not None and cal.local and not args.global_only:
@@ -346,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", type=Path, help="a competition test_labels.csv: whale ids recovered from its matches")
     b.add_argument("--batch", help="a name for this addition (default: DIR's name)")
     b.add_argument("--workers", type=int, default=None, help="image loading processes")
+    b.add_argument("--device", default="auto", help=DEVICE_HELP)
     b.add_argument("--no-keypoints", dest="keypoints", action="store_false",
                    help="do not store the photos' keypoints (calibrate --local and identify then extract them)")
     b.set_defaults(func=build)
@@ -357,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
                        "against decisions; exit 1 when something is wrong")
     k.add_argument("--db", type=Path, required=True)
     k.set_defaults(func=check)
+    from catalogue.reembed import add_parser as add_reembed
+
+    add_reembed(cat)
     e = cat.add_parser("export", help="the photos and identities as CSV or JSON (with the decisions), a Wildbook "
                        "bulk-import sheet, or capture histories for mark-recapture")
     e.add_argument("--db", type=Path, required=True)
@@ -402,7 +422,10 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, help="a CSV of decisions and candidates")
     i.add_argument("--evaluate", action="store_true", help="DIR's whale ids are known: print open-set scores")
     i.add_argument("--metrics", type=Path, help="with --evaluate: write the scores to this JSON file")
-    i.add_argument("--workers", type=int, default=None)
+    i.add_argument("--workers", type=int, default=None, help="image loading processes")
+    i.add_argument("--device", default="auto", help=DEVICE_HELP)
+    i.add_argument("--index-above", type=int, default=INDEX_ABOVE, help="search through the approximate index from "
+                   f"this many catalogue photos (default {INDEX_ABOVE:,}; -1: always exact)")
     i.add_argument("--global-only", action="store_true", help="decide by the global score even when the calibration "
                    "has local evidence")
     i.set_defaults(func=identify)
@@ -417,7 +440,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--who", default=None, help="the reviewer's name in the log (default: $USER; ?who= in the URL wins)")
     r.add_argument("--bundle", type=Path, help="the catalogue's bundle: pair heatmaps on the page")
     r.set_defaults(func=review)
-    from catalogue.importing import add_parser as add_import
+    from catalogue.import_cli import add_parser as add_import
 
     add_import(sub)
     return p

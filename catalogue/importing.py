@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 VIEWS = ("top", "left", "right")
 UNKNOWN_NAMES = ("", "____", "unknown", "none", "nan", "na")
@@ -251,88 +251,3 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
     whales = len({r["whale_id"] for r in kept})
     return {"source": source, "records": len(records), "imported": len(kept), "whales": whales,
             "unidentified": len(loose), "skipped": skipped}
-
-
-def report(summary: dict, out: Path) -> str:
-    lines = [f"{summary['source']}: {summary['records']} records: {summary['imported']} photos of {summary['whales']} "
-             f"whales in {out}, {summary['unidentified']} of unknown individuals in {out / 'unidentified'}, "
-             f"{len(summary['skipped'])} skipped (listed in {out / 'skipped.csv'})"]
-    for s in summary["skipped"][:10]:
-        lines.append(f"  skipped {s['source_row']}" + (f" ({s['source_image']})" if s["source_image"] else "")
-                     + f": {s['reason']}")
-    if len(summary["skipped"]) > 10:
-        lines.append(f"  ... and {len(summary['skipped']) - 10} more in {out / 'skipped.csv'}")
-    return "\n".join(lines)
-
-
-# ---- a plain spreadsheet ---------------------------------------------------------------------------------------
-
-TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_id", "latitude", "longitude", "bbox")
-
-
-def read_table(table: Path, mapping: dict) -> list:
-    """Records from a CSV (or tab-separated) table; ``mapping`` names its column for each of TABLE_FIELDS
-    (default: the field's own name where the table has it)."""
-    import pandas as pd
-
-    table = Path(table)
-    if not table.is_file():
-        raise SourceError(f"{table}: no such file")
-    unknown = set(mapping) - set(TABLE_FIELDS)
-    if unknown:
-        raise SourceError(f"--map: unknown field(s) {sorted(unknown)}; fields are {TABLE_FIELDS}")
-    try:
-        frame = pd.read_csv(table, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except Exception as exc:
-        raise SourceError(f"{table}: cannot parse as CSV: {exc}") from exc
-    cols = {f: mapping.get(f, f) for f in TABLE_FIELDS}
-    missing = [f"{f}={c}" for f, c in cols.items() if f in mapping and c not in frame.columns]
-    if missing or cols["path"] not in frame.columns:
-        raise SourceError(f"{table}: no column for {missing or ['path=' + cols['path']]}; it has {list(frame.columns)}")
-    get = {f: (frame[c].tolist() if c in frame.columns else [None] * len(frame)) for f, c in cols.items()}
-    return [Record(row=f"row {i + 2}", image=get["path"][i], whale_id=get["whale_id"][i] or None,
-                   viewpoint=get["viewpoint"][i] or "", date=get["date"][i] or "", encounter_id=get["encounter_id"][i] or "",
-                   latitude=get["latitude"][i], longitude=get["longitude"][i], bbox=get["bbox"][i],
-                   image_id=get["image_id"][i] or "")
-            for i in range(len(frame))]
-
-
-def add_parser(sub) -> None:
-    """``whaleid import coco|csv``."""
-    from catalogue.coco import FIELDS, read_coco
-
-    def common(p):
-        p.add_argument("--images", type=Path, required=True, help="the folder the photo paths are relative to")
-        p.add_argument("--out", type=Path, required=True, help="the survey folder to write (new or empty)")
-        p.add_argument("--margin", type=float, default=0.1, help="crop margin on each side, as a share of the box's "
-                       "width and height (default 0.1)")
-        p.add_argument("--viewpoint-map", help="LABEL=top|left|right,... before the built-in word rules")
-        p.add_argument("--unmapped-viewpoint", choices=VIEWS, help="where a label mapping to none goes (default: "
-                       "the record is skipped and named)")
-
-    imp = sub.add_parser("import", help="write a survey folder from a Wild Me COCO export or a spreadsheet")
-    kinds = imp.add_subparsers(dest="kind", required=True)
-    c = kinds.add_parser("coco", help="a Wild Me COCO export (annotations with bbox, name, viewpoint)")
-    c.add_argument("annotations", type=Path, help="the COCO .json file")
-    c.add_argument("--field", help="FIELD=KEY,... where the export names fields otherwise; fields and defaults: "
-                   + ", ".join(f"{k}={v}" for k, v in FIELDS.items()))
-    common(c)
-    t = kinds.add_parser("csv", help="a plain table, one row per photo (or per box)")
-    t.add_argument("table", type=Path, help="a .csv or tab-separated file")
-    t.add_argument("--map", help="FIELD=COLUMN,... for " + ", ".join(TABLE_FIELDS) + " (default: same names); bbox is "
-                   "one column 'x y width height'")
-    common(t)
-
-    def run(args) -> int:
-        if args.kind == "coco":
-            records = read_coco(args.annotations, parse_map(args.field, "--field"))
-            src = args.annotations
-        else:
-            records = read_table(args.table, parse_map(args.map, "--map"))
-            src = args.table
-        summary = write_survey(records, args.images, args.out, args.margin, parse_map(args.viewpoint_map, "--viewpoint-map"),
-                               args.unmapped_viewpoint, str(src))
-        print(report(summary, args.out))
-        return 0 if summary["imported"] or summary["unidentified"] else 1
-
-    imp.set_defaults(func=run)

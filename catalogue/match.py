@@ -35,23 +35,32 @@ class Candidate:
 
 def rank_whales(query_emb: np.ndarray, query_views: Sequence[str], cat_emb: np.ndarray, cat_whales: Sequence[str],
                 cat_ids: Sequence[str], cat_views: Sequence[str], how: str = "max", k: int = 3, top_n: int = 10,
-                shortlist: int = 200, exclude: Optional[Sequence[str]] = None) -> list[list[Candidate]]:
+                shortlist: int = 200, exclude: Optional[Sequence[str]] = None, search=None) -> list[list[Candidate]]:
     """Per query, up to ``top_n`` candidate whales, best first. ``exclude``: per query, a catalogue image id
-    never to use (the query's own photo when it is in the catalogue)."""
+    never to use (the query's own photo when it is in the catalogue). ``search``: ``(queries, k) -> (similarities,
+    positions)`` in place of exact search (``catalogue.index``; -1 positions are skipped)."""
     if how not in ("max", "mean_top"):
         raise ValueError(f"how must be max or mean_top, got {how!r}")
     if len(cat_emb) == 0:
         return [[] for _ in range(len(query_emb))]
+    import pandas as pd
+
     cat_whales, cat_ids = np.asarray(cat_whales, dtype=object), np.asarray(cat_ids, dtype=object)
-    views = np.asarray([view_class(v) for v in cat_views], dtype=object)
-    has_view = {}
-    for w, v in zip(cat_whales, views):
-        has_view.setdefault(w, set()).add(v)
+    text = pd.Series(list(cat_views), dtype=object).fillna("").astype(str).str.lower()  # view_class, vectorised
+    views = np.where(text == "top", "top", np.where(text.isin(["left", "right", "lateral"]), "lateral", "unknown"))
+    codes, _ = pd.factorize(pd.Series(cat_whales, dtype=object), use_na_sentinel=False)
+    has_view = {}  # view class -> per whale code: the whale has a photo of that class
+    for v in ("top", "lateral", "unknown"):
+        has_view[v] = np.zeros(codes.max() + 1, bool)
+        has_view[v][codes[views == v]] = True
     own = None
     if exclude is not None:
         where = {img: i for i, img in enumerate(cat_ids)}
         own = np.asarray([where.get(e, -1) for e in exclude], dtype=np.int64)
-    sims, rows = exact_topk(query_emb, cat_emb, min(shortlist, len(cat_emb)), own=own)
+    if search is not None and own is not None:
+        raise ValueError("rank_whales: exclude needs exact search")
+    k_short = min(shortlist, len(cat_emb))
+    sims, rows = search(query_emb, k_short) if search is not None else exact_topk(query_emb, cat_emb, k_short, own=own)
     out = []
     for qi in range(len(query_emb)):
         qv = view_class(query_views[qi]) if query_views is not None else "unknown"
@@ -60,7 +69,7 @@ def rank_whales(query_emb: np.ndarray, query_views: Sequence[str], cat_emb: np.n
             if r < 0:
                 continue
             w = cat_whales[r]
-            if qv != "unknown" and qv in has_view[w] and views[r] != qv:
+            if qv != "unknown" and has_view[qv][codes[r]] and views[r] != qv:
                 continue  # the whale has photos of the query's kind: compare like with like
             per.setdefault(w, []).append((str(cat_ids[r]), float(s)))
         cands = []

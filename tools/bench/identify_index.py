@@ -1,0 +1,93 @@
+"""identify at catalogue scale: whale ranking through exact search against the approximate index, side by side.
+
+    python -m tools.bench.identify_index [--photos 1000000] [--queries 500] [--dim 512] [--top 20]
+
+A synthetic catalogue shaped like ``tools.bench.search``'s (groups of similar whales, 8 photos a whale around
+its whale's direction, 512-d unit embeddings), ranked at whale level by ``catalogue.match.rank_whales`` for
+``--queries`` new photos of catalogue whales: once by exact search and once through ``catalogue.index`` (built
+in a temporary folder, its build timed apart: it is done once per catalogue; its first search, which reads the
+float file's pages and warms faiss up, timed apart too). Prints milliseconds per query for each (the timings
+include the whale ranking and, for the index, its recall check on a sample against exact search),
+their ratio, the index's build time, and recall@top of whales: the share of the exact ranking's top whales that
+the index's ranking also has (and how often the first whale is the same). One table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m tools.bench.identify_index", description=__doc__.split("\n\n")[0])
+    p.add_argument("--photos", type=int, default=1_000_000)
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--top", type=int, default=20, help="candidate whales per query")
+    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from catalogue.index import searcher
+    from catalogue.match import rank_whales
+    from tools.bench.search import directions
+
+    rng = np.random.default_rng(args.seed)
+    whales = max(1, args.photos // 8)
+    centres = directions(whales, args.dim, rng, directions(max(1, args.photos // 1000), args.dim, rng))
+
+    def photos(n):
+        who = rng.integers(0, whales, n)
+        out = np.empty((n, args.dim), np.float32)
+        for s in range(0, n, 65536):
+            x = centres[who[s:s + 65536]] + rng.standard_normal((len(who[s:s + 65536]), args.dim), dtype=np.float32) * (
+                0.85 / np.sqrt(args.dim))
+            out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out, who
+
+    cat, cat_who = photos(args.photos)
+    q, _ = photos(args.queries)
+    names = np.array([f"w{i}" for i in range(whales)], dtype=object)[cat_who]
+    ids = [str(i) for i in range(args.photos)]
+    views = ["top"] * args.photos
+    t = time.perf_counter()
+    exact = rank_whales(q, None, cat, names, ids, views, top_n=args.top)
+    exact_s = time.perf_counter() - t
+    folder = Path(tempfile.mkdtemp(prefix="whaleid_identify_index_")) / "c.sqlite"
+    t = time.perf_counter()
+    search = searcher(folder, "0" * 64, ids, cat, above=0, nprobe=args.nprobe)
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    approx = rank_whales(q, None, cat, names, ids, views, top_n=args.top, search=search)
+    first_s = time.perf_counter() - t  # the first search after the build: pages of the float file read, faiss warms up
+    t = time.perf_counter()
+    approx = rank_whales(q, None, cat, names, ids, views, top_n=args.top, search=search)
+    approx_s = time.perf_counter() - t
+    hits = sum(len({c.whale_id for c in a} & {c.whale_id for c in e}) for a, e in zip(approx, exact))
+    total = sum(len(e) for e in exact)
+    first = np.mean([bool(a) and bool(e) and a[0].whale_id == e[0].whale_id for a, e in zip(approx, exact)])
+    result = {"photos": args.photos, "whales": whales, "queries": args.queries, "dim": args.dim, "top": args.top,
+              "exact_ms_per_query": 1000 * exact_s / args.queries, "index_ms_per_query": 1000 * approx_s / args.queries,
+              "speedup": exact_s / approx_s, "index_build_s": build_s,
+              "index_first_call_ms_per_query": 1000 * first_s / args.queries, "whale_recall": hits / total,
+              "first_whale_same": float(first), "photo_recall_sample": search.recall, "nprobe": args.nprobe}
+    print(f"{args.queries} queries against {args.photos:,} photos of {whales:,} whales, {args.dim}-d, top {args.top} "
+          f"whales")
+    print("| search | ms per query | x exact | whale recall@%d | first whale same |" % args.top)
+    print("|---|---|---|---|---|")
+    print(f"| exact | {result['exact_ms_per_query']:.2f} | 1.00 | 1.0000 | 1.0000 |")
+    print(f"| index, first call after its build (built once in {build_s:.1f} s) | "
+          f"{result['index_first_call_ms_per_query']:.2f} | {first_s / exact_s:.3f} | | |")
+    print(f"| index (nprobe {args.nprobe}) | {result['index_ms_per_query']:.2f} | "
+          f"{approx_s / exact_s:.3f} | {result['whale_recall']:.4f} | {first:.4f} |")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
