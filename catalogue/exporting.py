@@ -36,30 +36,37 @@ def wildbook(table, media: str = "name", genus: str = "Delphinapterus", species:
     """The Wildbook bulk-import sheet of ``table`` (``Catalogue.identities``) as a DataFrame."""
     import pandas as pd
 
-    table = table[table["current_whale"].notna() & (table["current_whale"].astype(str) != "")].copy()
-    table["encounter"] = encounter_key(table)
-    rows = []
-    for (whale, enc), group in table.groupby(["current_whale", "encounter"], sort=True):
-        dates = sorted(d for d in group["date"].fillna("").astype(str) if len(d) >= 10)
-        y, m, d = (dates[0][:4], dates[0][5:7], dates[0][8:10]) if dates else ("", "", "")
-        lat = pd.to_numeric(group["latitude"], errors="coerce") if "latitude" in group else pd.Series(dtype=float)
-        lon = pd.to_numeric(group["longitude"], errors="coerce") if "longitude" in group else pd.Series(dtype=float)
-        where = lat.notna() & lon.notna()
-        row = {"MarkedIndividual.individualID": whale, "Encounter.year": y, "Encounter.month": m.lstrip("0"),
-               "Encounter.day": d.lstrip("0"),
-               "Encounter.decimalLatitude": round(float(lat[where].mean()), 6) if where.any() else "",
-               "Encounter.decimalLongitude": round(float(lon[where].mean()), 6) if where.any() else "",
-               "Encounter.locationID": location_id, "Encounter.genus": genus, "Encounter.specificEpithet": species,
-               "Encounter.occurrenceRemarks": f"whaleid encounter {enc}"}
-        if submitter:
-            row["Encounter.submitterID"] = submitter
-        for i, path in enumerate(group["path"].astype(str)):
-            row[f"Encounter.mediaAsset{i}"] = Path(path).name if media == "name" else path
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    media_cols = sorted((c for c in frame.columns if c.startswith("Encounter.mediaAsset")),
-                        key=lambda c: int(c[len("Encounter.mediaAsset"):]))
-    return frame[media_cols + [c for c in frame.columns if c not in media_cols]].fillna("")
+    t = table[table["current_whale"].notna() & (table["current_whale"].astype(str) != "")].copy()
+    t["current_whale"] = t["current_whale"].astype(str)
+    t["encounter"] = encounter_key(t)
+    lat = pd.to_numeric(t["latitude"], errors="coerce") if "latitude" in t else pd.Series(np.nan, index=t.index)
+    lon = pd.to_numeric(t["longitude"], errors="coerce") if "longitude" in t else pd.Series(np.nan, index=t.index)
+    located = lat.notna() & lon.notna()  # a photo's location counts only with both coordinates
+    t["lat"], t["lon"] = lat.where(located), lon.where(located)
+    day = t["date"].fillna("").astype(str).str[:10]
+    t["day"] = day.where(day.str.match(r"^\d{4}-\d{2}-\d{2}$"))
+    t["media"] = t["path"].astype(str).map(lambda p: Path(p).name) if media == "name" else t["path"].astype(str)
+    keys = ["current_whale", "encounter"]
+    t = t.sort_values(keys, kind="stable")
+    groups = t.groupby(keys, sort=True)
+    agg = groups.agg(day=("day", "min"), lat=("lat", "mean"), lon=("lon", "mean"))
+    t["n"] = groups.cumcount()
+    assets = t.pivot(index=keys, columns="n", values="media").reindex(agg.index)
+    assets.columns = [f"Encounter.mediaAsset{int(n)}" for n in assets.columns]
+    day = agg["day"].fillna("")
+    frame = pd.DataFrame({"MarkedIndividual.individualID": agg.index.get_level_values(0),
+                          "Encounter.year": day.str[:4].to_numpy(),
+                          "Encounter.month": day.str[5:7].str.lstrip("0").to_numpy(),
+                          "Encounter.day": day.str[8:10].str.lstrip("0").to_numpy(),
+                          "Encounter.decimalLatitude": agg["lat"].round(6).to_numpy(),
+                          "Encounter.decimalLongitude": agg["lon"].round(6).to_numpy(),
+                          "Encounter.locationID": location_id, "Encounter.genus": genus,
+                          "Encounter.specificEpithet": species,
+                          "Encounter.occurrenceRemarks": ("whaleid encounter " + agg.index.get_level_values(1)).to_numpy()})
+    if submitter:
+        frame["Encounter.submitterID"] = submitter
+    frame = pd.concat([assets.reset_index(drop=True), frame], axis=1)
+    return frame.astype(object).where(frame.notna(), "")
 
 
 def capture_history(table, period: str = "year"):

@@ -42,5 +42,7 @@ def test_gpu_check_dry_runs_every_stage(tmp_path):
     assert bundle["problems"] == [] and bundle["format"] == "valid" and len(bundle["embed_s_per_model"]) == 3
     assert bundle["rank_s"] is not None and bundle["queries"] == 60
     assert "multi_gpu" in data["skipped"]
+    cat = data["stages"]["catalogue"]
+    assert cat["cpu_photos_per_s"] > 0 and cat["cpu_all_read"] and cat["device"] == "cpu"
     table = (tmp_path / "gpu_check.md").read_text()
     assert "seed_3rd_place/convnext_large.yaml" in table and "dry run" in table

@@ -17,6 +17,8 @@ What it measures, stage by stage (each stage is skipped, and says so, when the t
    (``submission.check``) on a competition-shaped synthetic test set (3,400 photos, 4,419 queries in 10
    scenarios, as the real test set): wall time, embedding and ranking time, peak memory, faiss on the GPU
    when faiss has GPU support.
+5. ``catalogue``: the catalogue's embedding (``catalogue build``, ``identify``, ``reembed``) of the bundle stage's
+   photos with the same bundle, on the GPU in half precision and on the CPU: photos/s each and the ratio.
 
 Results go to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md`` after every stage, so a run stopped by its limit
 keeps what it measured. Without ``--dry`` and without CUDA it stops at once. ``--dry`` runs every stage on
@@ -243,6 +245,31 @@ def bundle_stage(work: Path, dry: bool) -> dict:
             and "cuda" in log}
 
 
+def catalogue_stage(work: Path, dry: bool, device) -> dict:
+    """The catalogue's embedding (``catalogue.embed.embed_files``, what ``catalogue build``, ``identify`` and
+    ``reembed`` run) of the bundle stage's photos with the seed's bundle: photos/s on ``device`` and on the CPU."""
+    import time
+
+    from catalogue.embed import embed_files
+
+    zip_path, photos = work / "seed.zip", sorted((work / "test" / "images").glob("*.jpg"))
+    if not zip_path.is_file() or not photos:
+        raise RuntimeError(f"{work}: the bundle stage's zip and photos are needed first")
+    out = {"bundle": "the seed's 3 backbones", "device": str(device)}
+    for name, dev, n in ((str(device), device, len(photos) if not dry else 16), ("cpu", "cpu", 16 if dry else 64)):
+        files = [str(p) for p in photos[:n]]
+        embed_files(zip_path, files[:2], 0, dev)  # warm-up: weights read, kernels chosen
+        t = time.perf_counter()
+        emb, ok = embed_files(zip_path, files, None, dev)
+        took = time.perf_counter() - t
+        out[f"{name}_photos"] = n
+        out[f"{name}_photos_per_s"] = round(n / took, 2)
+        out[f"{name}_all_read"] = bool(ok.all())
+    if str(device) != "cpu":
+        out["speedup_vs_cpu"] = round(out[f"{device}_photos_per_s"] / out["cpu_photos_per_s"], 1)
+    return out
+
+
 def multi_gpu_stage(work: Path) -> dict:
     """One evaluation of a short run in 1 and in 2 processes (``accelerate launch --multi_gpu``)."""
     from tools.synthesize import synthesize
@@ -294,7 +321,7 @@ def markdown(data: dict) -> str:
                   f"{r.get('projected_training_h')} |" if "error" not in r else f"| {r['config']} | error: {r['error']} |"
                   for r in recipes]
         lines.append("")
-    for stage in ("multi_gpu", "bundle"):
+    for stage in ("multi_gpu", "bundle", "catalogue"):
         if stage in data["stages"]:
             lines += [f"**{stage}**: `{json.dumps(data['stages'][stage])}`", ""]
     proj = projections(data)
@@ -316,8 +343,9 @@ def main(argv=None) -> int:
     p.add_argument("--dry", action="store_true", help="run every stage on the CPU at tiny sizes (the suite's check)")
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole check (default 600)")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per recipe (default 5; dry: 1)")
-    p.add_argument("--stages", nargs="+", default=["env", "recipes", "multi_gpu", "bundle"],
-                   choices=["env", "recipes", "multi_gpu", "bundle"], help="which stages to run (default: all)")
+    p.add_argument("--stages", nargs="+", default=["env", "recipes", "multi_gpu", "bundle", "catalogue"],
+                   choices=["env", "recipes", "multi_gpu", "bundle", "catalogue"],
+                   help="which stages to run (default: all; catalogue needs bundle's files)")
     args = p.parse_args(argv)
     import torch
 
@@ -361,6 +389,10 @@ def main(argv=None) -> int:
         if "bundle" in args.stages:
             check.need(30 if args.dry else 120, "bundle")
             check.data["stages"]["bundle"] = bundle_stage(work / "bundle", args.dry)
+            check.save()
+        if "catalogue" in args.stages:
+            check.need(20 if args.dry else 90, "catalogue")
+            check.data["stages"]["catalogue"] = catalogue_stage(work / "bundle", args.dry, device)
             check.save()
     except OutOfTime as exc:
         skipped["rest"] = str(exc)
