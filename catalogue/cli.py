@@ -30,7 +30,6 @@ mark-recapture; ``reembed`` moves a catalogue to a new model, resumable, the swi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -38,34 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from catalogue.embed import DEVICE_HELP
+from catalogue.photos import read_photos  # noqa: F401  (identify's and build's reader; tests import it here)
 from catalogue.index import INDEX_ABOVE
 
 log = logging.getLogger("whaleid")
-
-
-def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None,
-                labels: Path | None = None):
-    """DIR's metadata.csv rows (with ``file``, the photo's resolved path, which must lie inside DIR, and ``row``,
-    its line in metadata.csv), optionally dated before / since a day; with ``labels`` (a competition
-    test_labels.csv) the whale ids are recovered from it."""
-    from catalogue.photos import resolve_inside
-    from core.data import read_metadata
-
-    meta = read_metadata(data, require_identity=require_identity and labels is None)
-    if labels is not None:
-        from catalogue.openset import identities_from_labels
-
-        meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
-    for col in ("encounter_id", "date", "whale_id", "latitude", "longitude"):
-        if col not in meta.columns:
-            meta[col] = None
-    meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1
-    meta["file"] = resolve_inside(data, zip(meta["row"], meta["path"]), str(data / "metadata.csv"))
-    if before:
-        meta = meta[meta["date"].astype(str) < before]
-    if since:
-        meta = meta[meta["date"].astype(str) >= since]
-    return meta.reset_index(drop=True)
 
 
 def build(args) -> int:
@@ -186,160 +161,11 @@ def identify(args) -> int:
 
     cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
     try:
-        return identify_with(args, cat)
+        from catalogue.identify import identify as run_identify
+
+        return run_identify(args, cat)
     finally:
         cat.close()
-
-
-def identify_with(args, cat) -> int:
-    import pandas as pd
-
-    from catalogue import openset
-    from catalogue.calibrate import NEW
-    from catalogue.embed import embed_files
-    from catalogue.match import pool_encounter, rank_whales
-    from catalogue.photos import add_photo_root
-
-    stored = cat.meta.get("calibration")
-    cal = openset.Calibration.from_json(stored) if stored else None
-    if cal is None:
-        print(f"note: {args.db} is not calibrated (run `whaleid calibrate`): probabilities are the raw scores clipped "
-              f"to [0, 1] and the new-whale threshold is --new-below {args.new_below}", file=sys.stderr)
-    if args.match_probability is not None and cal is not None:
-        cal.match_probability = args.match_probability
-    table, cat_emb = cat.photos()
-    table["whale_id"] = cat.current_whales(table["whale_id"])  # reviewers' merges count
-    queries = read_photos(args.data, require_identity=args.evaluate, since=args.since, labels=args.labels)
-    queries = queries[~queries["image_id"].isin(set(table["image_id"]))].reset_index(drop=True)
-    if queries.empty:
-        print(f"no photo of {args.data} to identify (all are in the catalogue, or none is dated from {args.since})")
-        return 1
-    emb, ok = embed_files(args.bundle, list(queries["file"]), args.workers, getattr(args, "device", "auto"))
-    views = list(queries["viewpoint"])
-    from catalogue.index import searcher
-
-    search = searcher(args.db, cat.meta["model_hash"], list(table["image_id"]), cat_emb,
-                      getattr(args, "index_above", INDEX_ABOVE))
-    ranked = rank_whales(emb, views, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
-                         how=args.how, top_n=args.top, search=search)
-    if search is not None:
-        print(f"searched through the {search.describe}: recall of the exact shortlist on a sample of the photos "
-              f"{search.recall:.4f}")
-    ranked = [r if ok[i] else [] for i, r in enumerate(ranked)]
-    global_ranked, global_cal = ranked, cal
-    if cal is not None and cal.local and not args.global_only:
-        from catalogue.local import Evidence, evidence_for, fuse
-
-        evidence = Evidence(args.db, cal.local["options"])
-        evidence.extract(list(queries["file"]), desc="query keypoints")
-        ranked = fuse(ranked, evidence_for(evidence, ranked, list(queries["file"]), views, table), cal.local["fusion"])
-        cal = cal.fused()
-        print(f"local evidence: {len(queries)} photos matched with their candidates' best photos; deciding by the "
-              "fused P(same whale)")
-    if args.by == "encounter":
-        if queries["encounter_id"].isna().any():
-            row = int(np.flatnonzero(queries["encounter_id"].isna())[0])
-            raise ValueError(f"{args.data / 'metadata.csv'}: --by encounter needs encounter_id; photo "
-                             f"{queries['image_id'][row]} has none")
-        groups = queries.groupby("encounter_id", sort=False).indices
-        for idx in groups.values():
-            pooled = pool_encounter([ranked[i] for i in idx], top_n=args.top)
-            for i in idx:
-                ranked[i] = pooled
-
-    def probability(score):
-        return float(cal.probability([score])[0]) if cal else float(np.clip(score, 0, 1))
-
-    out = []
-    for i, cands in enumerate(ranked):
-        top = cands[0] if cands else None
-        score, prob = (top.score, probability(top.score)) if top else (-1.0, 0.0)
-        if not ok[i]:
-            decision = "unreadable"
-        elif cal is not None:
-            decision = cal.decide(score, prob, views[i])
-        else:
-            decision = "match" if score >= args.match_above else NEW if score < args.new_below else "review"
-        shown = [{"whale_id": c.whale_id, "score": round(c.score, 4), "probability": round(probability(c.score), 4),
-                  "photos": [[p, round(s, 4)] for p, s in c.photos], **({} if c.inliers is None else {"inliers": c.inliers})}
-                 for c in cands]
-        out.append({"image_id": queries["image_id"][i], "decision": decision, "whale_id": top.whale_id if top else "",
-                    "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
-                    "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
-                    "encounter_id": queries["encounter_id"][i], "latitude": queries["latitude"][i],
-                    "longitude": queries["longitude"][i]})
-    frame = pd.DataFrame(out)
-    add_photo_root(cat, args.data)
-    cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
-    if args.out:
-        frame.drop(columns=["path"]).to_csv(args.out, index=False)
-    counts = frame["decision"].value_counts().to_dict()
-    grouped = f" in {queries['encounter_id'].nunique()} encounters" if args.by == "encounter" else ""
-    print(f"{len(frame)} photos{grouped} against {table['whale_id'].nunique()} whales ({len(table)} photos): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; proposals stored in {args.db}")
-    if args.evaluate:
-        args.fused = global_cal is not cal
-        metrics = evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal)
-        if global_cal is not cal:  # the same photos decided without the local evidence, for comparison
-            from catalogue.local import workload
-
-            known = set(table["whale_id"])
-            truth = [w if w in known else NEW for w in queries["whale_id"]]
-            split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
-            alone = openset.evaluate(split, global_cal)
-            print(f"{'global score alone (calibrated)':42s} BAKS {alone['baks']:.4f}  BAUS {alone['baus']:.4f}  "
-                  f"geometric mean {alone['geometric_mean']:.4f}  AUROC {alone['auroc']:.4f}")
-            as_p = [[type(c)(c.whale_id, float(global_cal.probability([c.score])[0]), c.photos) for c in cands]
-                    for cands in global_ranked]
-            metrics["global_only"] = dict(alone, workload=workload(as_p, truth))
-            metrics["whaleid"]["workload"] = workload(ranked, truth)
-            print("decided without review at 1% / 5% wrong decisions: fused "
-                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["whaleid"]["workload"].values()) + ", global alone "
-                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["global_only"]["workload"].values()))
-        if args.metrics:
-            args.metrics.write_text(json.dumps(metrics, indent=1))
-    return 0
-
-
-def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict:
-    """Open-set scores of identify's decisions, and of the plain top-1 cosine baseline on the same photos."""
-    from catalogue import openset
-    from catalogue.calibrate import NEW
-    from catalogue.match import rank_whales
-
-    known = set(table["whale_id"])
-    real = list(queries["whale_id"])
-    split = {"ranked": ranked, "real": real, "truth": [w if w in known else NEW for w in real],
-             "views": list(queries["viewpoint"])}
-    if cal is not None:
-        ours = openset.evaluate(split, cal)
-        base_t = cal.fitted_on["baseline_threshold"]
-    else:
-        ours = openset.evaluate(split, None, args.new_below)
-        base_t = args.new_below
-    plain = rank_whales(emb, None, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
-                        how="max", top_n=args.top)
-    base = openset.evaluate(dict(split, ranked=plain), None, base_t)
-    print(f"known {ours['known']} photos, new {ours['new']}")
-    rows = [(("whaleid (calibrated, fused)" if getattr(args, "fused", False) else "whaleid (calibrated)") if cal
-             else "whaleid (--new-below)", ours), ("top-1 cosine, threshold from validation"
-                                                                                 if cal else "top-1 cosine", base)]
-    for name, s in rows:
-        print(f"{name:42s} BAKS {s['baks']:.4f}  BAUS {s['baus']:.4f}  geometric mean {s['geometric_mean']:.4f}  "
-              f"AUROC {s['auroc']:.4f}")
-    if cal is not None:
-        print(f"ECE over the candidates shown: raw score {ours['ece_raw']:.4f}  logistic {ours['ece_logistic']:.4f}  "
-              f"isotonic {ours['ece_isotonic']:.4f}  ({cal.method} is used)")
-    from catalogue.calibrate import reliability
-
-    scores, labels = openset.labelled_pairs(ranked, split["truth"])
-    bins = {"raw": reliability(np.clip(scores, 0, 1), labels)}
-    if cal is not None:
-        bins[cal.method] = reliability(cal.probability(scores), labels)
-    tops = {kind: [c[0].score for c, t in zip(ranked, split["truth"]) if c and (t == NEW) == (kind == "new")]
-            for kind in ("known", "new")}
-    return {"whaleid": ours, "baseline": base, "calibration": cal.fitted_on if cal else None,
-            "thresholds": cal.thresholds if cal else {"all": args.new_below}, "reliability": bins, "top_scores": tops}
 
 
 def review(args) -> int:

@@ -63,9 +63,7 @@ class Calibration:
         return float(self.thresholds.get(view_class(viewpoint), self.thresholds["all"]))
 
     def decide(self, score: float, probability: float, viewpoint) -> str:
-        if score < self.threshold(viewpoint):
-            return NEW
-        return "match" if probability >= self.match_probability else "review"
+        return decide(score, probability, self.threshold(viewpoint), self.match_probability)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -73,6 +71,13 @@ class Calibration:
     @classmethod
     def from_json(cls, text: str) -> "Calibration":
         return cls(**json.loads(text))
+
+
+def decide(score: float, probability: float, threshold: float, match_probability: float) -> str:
+    """The three-way decision: a new whale under the threshold, a match from ``match_probability``, else review."""
+    if score < threshold:
+        return NEW
+    return "match" if probability >= match_probability else "review"
 
 
 def last_year_cut(dates) -> str:

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 
@@ -82,3 +84,27 @@ def servable(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[st
     if not real.is_file():
         return "missing"
     return None
+
+
+def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None,
+                labels: Path | None = None):
+    """DIR's metadata.csv rows (with ``file``, the photo's resolved path, which must lie inside DIR, and ``row``,
+    its line in metadata.csv), optionally dated before / since a day; with ``labels`` (a competition
+    test_labels.csv) the whale ids are recovered from it."""
+    from core.data import read_metadata
+
+    meta = read_metadata(data, require_identity=require_identity and labels is None)
+    if labels is not None:
+        from catalogue.openset import identities_from_labels
+
+        meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
+    for col in ("encounter_id", "date", "whale_id", "latitude", "longitude"):
+        if col not in meta.columns:
+            meta[col] = None
+    meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1
+    meta["file"] = resolve_inside(data, zip(meta["row"], meta["path"]), str(data / "metadata.csv"))
+    if before:
+        meta = meta[meta["date"].astype(str) < before]
+    if since:
+        meta = meta[meta["date"].astype(str) >= since]
+    return meta.reset_index(drop=True)

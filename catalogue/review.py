@@ -23,6 +23,7 @@ touches it.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import secrets
@@ -52,30 +53,25 @@ class Heatmaps:
     """Pair heatmaps (``core.explain``) with the first model of the catalogue's own bundle, unpacked once."""
 
     def __init__(self, bundle: Path, model_hash: str):
-        import tempfile
+        import contextlib
         import threading
-        import zipfile
 
-        from catalogue.embed import bundle_hash
-        from core.inference import bundle_registries, load_bundle_model, load_manifest
-        from submission.check import unsafe_entries
+        from core.bundle import BundleError, bundle_hash, opened
 
         if bundle_hash(bundle) != model_hash:
             raise CatalogueError(f"{bundle} is not the bundle that embedded this catalogue ({model_hash[:12]}); "
                                  "its heatmaps would explain another model")
-        self.tmp = tempfile.TemporaryDirectory(prefix="whaleid_review_")
-        with zipfile.ZipFile(bundle) as zf:
-            bad = unsafe_entries(zf)
-            if bad:
-                raise CatalogueError(f"{bundle}: refused: {bad[0]}")
-            zf.extractall(self.tmp.name)
-        import sys
-
-        sys.path.insert(0, self.tmp.name)  # the bundle's own plugin modules
-        root = Path(self.tmp.name)
-        manifest = load_manifest(root)
-        self.model, self.cfg = load_bundle_model(root, manifest["models"][0], bundle_registries(manifest))
+        self.stack = contextlib.ExitStack()  # the unpacked bundle lives as long as the server (close() ends it)
+        try:
+            unpacked = self.stack.enter_context(opened(bundle, prefix="whaleid_review_"))
+            self.model, self.cfg = unpacked.model(0)
+        except BundleError as exc:
+            self.stack.close()
+            raise CatalogueError(str(exc)) from exc
         self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.stack.close()
 
     def png(self, path_a: str, path_b: str) -> bytes:
         import io
@@ -237,7 +233,15 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
     async def favicon(request: Request):
         return Response(status_code=204)
 
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:  # the unpacked bundle of the heatmaps goes with the server
+            if heatmaps is not None:
+                heatmaps.close()
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/", guarded(page)), Route("/favicon.ico", favicon), Route("/api/state", guarded(state)),
         Route("/photo/{image_id}", guarded(photo)), Route("/heatmap/{query}/{photo}", guarded(heatmap)),
         Route("/matches/{query}/{photo}", guarded(matches)),

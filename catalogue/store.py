@@ -28,85 +28,14 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from catalogue.decisions import (ACTIONS, ANY, CatalogueError, Conflict, clean_scores, describe,  # noqa: F401
                                  replay, validate)
-
-SCHEMA_VERSION = 4
-PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path", "latitude", "longitude")
-NUMERIC = ("latitude", "longitude")
-
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE photos (
-    image_id TEXT PRIMARY KEY,
-    whale_id TEXT,
-    encounter_id TEXT,
-    viewpoint TEXT,
-    date TEXT,
-    path TEXT,
-    embedding BLOB NOT NULL,
-    batch TEXT NOT NULL,
-    added_at TEXT NOT NULL
-);
-CREATE INDEX photos_whale ON photos (whale_id);
-CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    who TEXT NOT NULL,
-    action TEXT NOT NULL,
-    query TEXT NOT NULL,
-    whale_id TEXT,
-    other_whale TEXT,
-    undoes INTEGER REFERENCES decisions (id),
-    model_hash TEXT NOT NULL,
-    scores TEXT NOT NULL
-);
-CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions BEGIN
-    SELECT RAISE(ABORT, 'the decision log is append-only');
-END;
-CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions BEGIN
-    SELECT RAISE(ABORT, 'the decision log is append-only');
-END;
-"""
-
-# schema 2: what identify proposed for each new photo (SCHEMA_2 alone upgrades a schema 1 file)
-SCHEMA_2 = """
-CREATE TABLE proposals (
-    image_id TEXT PRIMARY KEY,
-    path TEXT,
-    viewpoint TEXT,
-    date TEXT,
-    encounter_id TEXT,
-    decision TEXT NOT NULL,
-    whale_id TEXT,
-    score REAL,
-    probability REAL,
-    candidates TEXT NOT NULL,
-    embedding BLOB,
-    batch TEXT NOT NULL,
-    added_at TEXT NOT NULL
-);
-"""
-
-# schema 3: which searchable photos came from review
-SCHEMA_3 = """
-ALTER TABLE photos ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
-UPDATE photos SET reviewed = 1 WHERE image_id IN (SELECT image_id FROM proposals);
-"""
-# schema 4: where a photo was taken, carried from import to export (decimal degrees; NULL when unknown)
-SCHEMA_4 = """
-ALTER TABLE photos ADD COLUMN latitude REAL;
-ALTER TABLE photos ADD COLUMN longitude REAL;
-ALTER TABLE proposals ADD COLUMN latitude REAL;
-ALTER TABLE proposals ADD COLUMN longitude REAL;
-"""
-INSERT_PHOTO = ("INSERT INTO photos (image_id, whale_id, encounter_id, viewpoint, date, path, latitude, longitude, "
-                "embedding, batch, added_at, reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
+from catalogue.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_2, SCHEMA_3, SCHEMA_4,  # noqa: F401
+                              SCHEMA_VERSION, _statements)
 
 
 def now() -> str:
@@ -340,20 +269,10 @@ class Catalogue:
     # ---- export -----------------------------------------------------------------------------------------
 
     def identities(self):
-        """The photos with their identity now (no embeddings): the searchable photos and the reviewed photos not
-        applied yet, ``current_whale`` following merges."""
-        import pandas as pd
+        """Every photo with its identity now (``catalogue.exporting.identities``)."""
+        from catalogue.exporting import identities
 
-        table, _ = self.photos()
-        state, known = self.state(), set(table["image_id"])
-        table["current_whale"] = [state["alias"].get(w, w) for w in table["whale_id"]]
-        decided = pd.DataFrame([{"image_id": q, "whale_id": None, "encounter_id": p["encounter_id"],
-                                 "viewpoint": p["viewpoint"], "date": p["date"], "path": p["path"], "batch": p["batch"],
-                                 "latitude": p["latitude"], "longitude": p["longitude"],
-                                 "current_whale": state["assigned"][q]}
-                                for p in self.proposals() for q in [p["image_id"]]
-                                if q in state["assigned"] and q not in known])
-        return pd.concat([table, decided], ignore_index=True) if len(decided) else table
+        return identities(self)
 
     def export(self, path) -> Path:
         """The photos and identities (no embeddings) as CSV, or JSON when ``path`` ends in .json."""
@@ -379,15 +298,3 @@ def _number(value) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return x if np.isfinite(x) else None
-
-
-def _statements(script: str) -> Iterable[str]:
-    """The statements of SCHEMA, triggers kept whole (their bodies hold semicolons)."""
-    out, buf = [], []
-    for line in script.strip().splitlines():
-        buf.append(line)
-        text = "\n".join(buf).strip()
-        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER") or text.upper().endswith("END;")):
-            out.append(text)
-            buf = []
-    return out

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 
+from core.bundle import BundleError, problems, unpack
 from submission.runtime import MODULES as RUNTIME_MODULES  # what the 2022 runtime offered, by top-level module
 
 # Runs main.py while recording every top-level module that a file inside the bundle imports.
@@ -82,28 +82,6 @@ def lift_report(mAP: float, random_mAP: float) -> dict:
     return {"lift": lift, "warnings": warnings}
 
 
-def unsafe_entries(zf: zipfile.ZipFile) -> list[str]:
-    """Entries that could write outside the extraction folder or point elsewhere: absolute paths, ``..``
-    parts, drive letters, backslashes, and symbolic links (a zip from someone else is not trusted)."""
-    import stat
-
-    bad = []
-    for info in zf.infolist():
-        n = info.filename
-        if n.startswith(("/", "\\")) or ".." in Path(n.replace("\\", "/")).parts or ":" in n or "\\" in n:
-            bad.append(f"unsafe path in zip: {n}")
-        elif stat.S_ISLNK(info.external_attr >> 16):
-            bad.append(f"symbolic link in zip: {n}")
-    return bad
-
-
-def zip_problems(zf: zipfile.ZipFile) -> list[str]:
-    problems = []
-    if "main.py" not in zf.namelist():
-        problems.append("main.py is not at the zip's root")
-    return problems + unsafe_entries(zf)
-
-
 class RuntimeUnavailable(RuntimeError):
     pass
 
@@ -126,7 +104,7 @@ def interpreter(runtime: str) -> tuple[str, str]:
 
 def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int = 3600, keep: bool = False,
           runtime: str = "auto", save_embeddings: Path | None = None) -> dict:
-    from core.training.evaluate import random_baseline, score_scenarios
+    from core.metric import random_baseline, score_scenarios
     from core.metric import SubmissionFormatError, validate_predictions
     from core.scenarios import read_scenarios
 
@@ -138,12 +116,12 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
     with tempfile.TemporaryDirectory(prefix="code_execution_") as tmp:
         root = Path(tmp) / "code_execution"
         (root / "submission").mkdir(parents=True)
-        with zipfile.ZipFile(zip_path) as zf:
-            result["problems"] += zip_problems(zf)
-            if unsafe_entries(zf):  # refused: nothing is extracted or run
-                result["refused"] = True
-                return result
-            zf.extractall(root)
+        try:
+            result["problems"] += unpack(zip_path, root)
+        except BundleError as exc:  # refused: nothing is extracted or run
+            result["problems"] += problems(zip_path) or [str(exc)]
+            result["refused"] = True
+            return result
         (root / "data").symlink_to(data, target_is_directory=True)
         out_csv = root / "submission" / "submission.csv"
         import_log = Path(tmp) / "imports.json"

@@ -229,7 +229,7 @@ def run_here(zip_path: Path, survey: Path) -> dict:
 
     import pandas as pd
 
-    from core.training.evaluate import score_scenarios
+    from core.metric import score_scenarios
     from core.inference import run
     from core.scenarios import read_scenarios
 

@@ -55,9 +55,14 @@ ALLOWED = {
     "plugins": {"core", "plugins"},
     "training": {"core", "training"},
     "submission": {"core", "plugins", "training", "submission"},
-    "catalogue": {"core", "training", "submission", "catalogue"},
+    "catalogue": {"core", "training", "catalogue"},
     "tools": {"core", "plugins", "training", "submission", "catalogue", "tools"},
 }
+# of training code, submission/ and tools/ read run folders only (core.training.runs); scoring is the inference
+# core's (core.metric). The exceptions run training code on purpose: the benches of the training step and the
+# GPU check time it, and fit_local and the quality bench run the step core/run.py runs after training.
+TRAINING_USERS = {"tools.bench.train_step": {"core.training.loop"}, "tools.bench.gpu_check": {"core.training.loop"},
+                  "tools.fit_local": {"core.training.fit"}, "tools.bench.quality": {"core.training.fit"}}
 
 
 def test_imports_run_only_downwards():
@@ -101,8 +106,26 @@ def test_no_import_cycles():
             visit(m, [])
 
 
-def test_no_core_file_is_long_and_the_runner_is_short():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "core").rglob("*.py")
+def test_submission_and_tools_read_run_folders_only_of_training_code():
+    bad = [f"{m} imports {t}" for m, targets in graph().items() if layer(m) in ("submission", "tools")
+           for t in targets if layer(t) == "training" and t != "core.training.runs"
+           and t not in TRAINING_USERS.get(m, ())]
+    assert not bad, bad
+
+
+def test_only_core_bundle_and_the_builder_open_bundle_zips():
+    """Reading a bundle lives in core/bundle.py (safety check, unpacking, sys.path, manifest, embedding); only
+    submission/build.py writes one."""
+    openers = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                     if "zipfile" in {n.name.split(".")[0] for node in ast.walk(ast.parse(p.read_text()))
+                                      if isinstance(node, (ast.Import, ast.ImportFrom))
+                                      for n in (node.names if isinstance(node, ast.Import)
+                                                else [ast.alias(node.module or "")])})
+    assert openers == ["core/bundle.py", "submission/build.py"], openers
+
+
+def test_no_core_or_catalogue_file_is_long_and_the_runner_is_short():
+    long = {str(p.relative_to(ROOT)): n for pkg in ("core", "catalogue") for p in (ROOT / pkg).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 300}
     assert not long, long
     assert len((ROOT / "core" / "run.py").read_text().splitlines()) < 260

@@ -74,7 +74,7 @@ def load_members(members: list[Path]) -> tuple[list[Fold], list]:
 
 def score(folds: list[Fold], steps, weights) -> dict:
     """OOF mAP (overall and per scenario) of the members combined with ``weights``."""
-    from core.training.evaluate import score_scenarios
+    from core.metric import score_scenarios
     from core.retrieval import combine_embeddings, predict
 
     used = [k for k, w in enumerate(weights) if w > 0]

@@ -137,7 +137,7 @@ def rank_gallery(scenarios, emb: np.ndarray, index: dict, steps, truth: dict | N
     """Per scenario, the worst queries by AP and then random ones (random ones only without ``truth``): the
     query, its top k as (database id, score, hit: True / False / None unknown) and, when no hit is in the top
     k, the rank of the first true match by cosine over the whole database. ``truth``: query id -> true ids."""
-    from core.training.evaluate import score_scenarios
+    from core.metric import score_scenarios
     from core.retrieval import predict
 
     preds = predict(scenarios, emb, index, steps)
@@ -300,15 +300,9 @@ def build_zip_report(zip_path: Path, data: Path, out: Path, labels: Path | None 
                      top_k: int = 6, workers: int = 0) -> dict:
     """Galleries of a submission zip on a test folder (competition layout), embedded once through the
     submission's own inference code; frames green/red when ``labels`` (query_id, database_image_id) are given."""
-    import tempfile
-    import zipfile
-
-    import torch
-
-    from core.inference import bundle_registries, embed_with_bundle, image_files, image_viewpoints, load_manifest
-    from core.retrieval import build_steps
+    from core.bundle import BundleError, opened
+    from core.inference import image_files, image_viewpoints
     from core.scenarios import read_scenarios
-    from submission.check import unsafe_entries
 
     started = time.time()
     scenarios = read_scenarios(data, skip_broken=True)
@@ -318,23 +312,15 @@ def build_zip_report(zip_path: Path, data: Path, out: Path, labels: Path | None 
     if labels is not None:
         lab = pd.read_csv(labels, dtype=str)
         truth = lab.groupby("query_id")["database_image_id"].agg(set).to_dict()
-    with tempfile.TemporaryDirectory(prefix="whaleid_report_") as tmp, zipfile.ZipFile(zip_path) as zf:
-        bad = unsafe_entries(zf)
-        if bad:
-            raise RunError(f"{zip_path}: refused: {bad[0]}")
-        zf.extractall(tmp)
-        bundle = Path(tmp)
-        sys.path.insert(0, str(bundle))  # the bundle's own plugin modules
-        try:
-            manifest = load_manifest(bundle)
-            registries = bundle_registries(manifest)
+    try:
+        with opened(zip_path, prefix="whaleid_report_") as bundle:
             needed = sorted({i for sc in scenarios for i in sc.queries["query_image_id"]}
                             | {i for sc in scenarios for i in sc.database["database_image_id"]})
             files = image_files(data, needed)
-            emb, ok = embed_with_bundle(bundle, manifest, files, torch.device("cpu"), workers, registries)
-            steps = build_steps(manifest["postprocess"], registries["postprocess"])
-        finally:
-            sys.path.remove(str(bundle))
+            emb, ok = bundle.embed(files, "cpu", workers)
+            steps, manifest = bundle.steps(), bundle.manifest
+    except BundleError as exc:
+        raise RunError(str(exc)) from exc
     index = {img: i for i, img in enumerate(needed) if ok[i]}
     rows = rank_gallery(scenarios, emb, index, steps, truth, queries, top_k)
     file_of = dict(zip(needed, files))
@@ -342,7 +328,7 @@ def build_zip_report(zip_path: Path, data: Path, out: Path, labels: Path | None 
     views = image_viewpoints(data)
     scored = ""
     if truth is not None:
-        from core.training.evaluate import score_scenarios
+        from core.metric import score_scenarios
         from core.retrieval import predict
 
         preds = predict(scenarios, emb, index, steps, views)

@@ -39,7 +39,7 @@ def fit_postprocess(run: Path, chain: list | None = None) -> dict | None:
     from core.data import read_metadata
     from core.plugins import build_registries
     from core.retrieval import build_steps, predict
-    from core.training.evaluate import score_scenarios
+    from core.metric import score_scenarios
     from core.training.runs import fold_scenarios, read_oof, write_json
 
     run = Path(run)

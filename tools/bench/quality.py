@@ -164,7 +164,7 @@ def bare_inputs(survey: Path, run_dir: Path) -> tuple[list[str], list[int]]:
 
 def run_bare(survey: Path, run_dir: Path, seed: int, epochs: int, batch_size: int, steps_per_epoch: int,
              image_size, threads: int, pretrained: bool = False) -> dict:
-    from core.training.evaluate import score_scenarios
+    from core.metric import score_scenarios
     from core.scenarios import distinct, read_scenarios
     from tools.bench import bare_loop
 
