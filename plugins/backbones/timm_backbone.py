@@ -18,6 +18,8 @@ class TimmBackbone(nn.Module):
     """``mode`` = "map": [B, C, h, w] from ``forward_features``; "pooled": [B, C] from timm's own
     pooling/head pre-logits; "stages": a list of [B, C_i, h_i, w_i] for ``out_indices``."""
 
+    contract_options = {"model": "resnet18", "pretrained": False}  # what core.contracts builds it with
+
     def __init__(self, model: str, pretrained=False, weights=None, mode="map", out_indices=None,
                  drop_rate=0.0, drop_path_rate=None, in_chans=3):
         super().__init__()

@@ -15,37 +15,27 @@ The head runs in float32 even under mixed precision: the margin's trigonometry u
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from core.compat import autocast_off
 from core.hookspecs import hookimpl
+from plugins.losses.margins import arc_logits, cosine
 
 
 class ArcMarginProduct(nn.Module):
-    """Cosine logits with an additive angular margin; [B, E] embeddings -> [B, num_classes] logits."""
+    """Cosine logits with an additive angular margin (``margins.arc_logits``, shared by the ArcFace losses);
+    [B, E] embeddings -> [B, num_classes] logits."""
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 20.0, m: float = 0.30, easy_margin=False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.xavier_uniform_(self.weight)
         self.s, self.m, self.easy_margin = s, m, easy_margin
-        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
-        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight)).clamp(-1.0, 1.0)
-        sine = torch.sqrt((1.0 - cosine.pow(2)).clamp(min=1e-12))
-        phi = cosine * self.cos_m - sine * self.sin_m  # cos(theta + m)
-        if self.easy_margin:
-            phi = torch.where(cosine > 0, phi, cosine)
-        else:
-            phi = torch.where(cosine > self.th, phi, cosine - self.mm)
-        one_hot = F.one_hot(labels, cosine.shape[1]).to(cosine.dtype)
-        return self.s * (one_hot * phi + (1.0 - one_hot) * cosine)
+        return arc_logits(cosine(embeddings, self.weight), labels, self.m, self.s, self.easy_margin)
 
 
 class ArcFaceFocalLoss(nn.Module):
