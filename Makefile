@@ -11,22 +11,28 @@ DEMO_RUN := runs/demo
 # headless Chromium from Debian's package, for the tests that drive the review page and render the report
 CHROMIUM := command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: Debian's chromium could not be installed; the browser tests will be skipped"
 
-.PHONY: venv runtime-twin gpu-check demo identify-demo review train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
+.PHONY: constraints venv runtime-twin gpu-check demo identify-demo review train-demo cv-demo seeds-demo ablation report report-check pack test-submission test data-tiny data-small data-full sheet clean bench bench-quality help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # what training, the demo and the bundle need; the suite's and the report's extras come with $(DEV)
-$(STAMP): pyproject.toml
+# every package at the version the suite last passed with (constraints.txt; `make constraints` refreshes it)
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review]'
 	touch $@
 
 $(DEV): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,dev]'
 	touch $@
+
+constraints: $(DEV)  ## after `make test` passed: write constraints.txt from what .venv holds, for the next install
+	{ echo "# The versions whaleid's suite last passed with (pip constraints: pip install -c constraints.txt ...)."; \
+	  echo "# Refreshed by make constraints, from .venv, after make test passed."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i -e '^whaleid' -e '^pyflakes'; } > constraints.txt
 
 venv: $(DEV)  ## create .venv with pinned torch, the project and its development extras
 

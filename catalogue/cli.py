@@ -169,7 +169,11 @@ def identify(args) -> int:
 
 
 def review(args) -> int:
-    from catalogue.review import serve
+    try:
+        from catalogue.review import serve
+    except ImportError as exc:
+        raise ValueError(f"the review page needs its server ({exc.name} is not installed): pip install "
+                         "'whaleid[review]'") from exc
 
     serve(args.db, host=args.host, port=args.port, who=args.who, bundle=args.bundle, token=args.token)
     return 0

@@ -31,6 +31,11 @@ def open_index(db: Path, model_hash: str, ids: list, emb: np.ndarray):
     opened, appended to, or (re)built."""
     from core.ann import AnnIndexError, ApproxIndex
 
+    try:
+        import faiss  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"the catalogue holds {len(ids)} photos, over --index-above: its index needs faiss, not "
+                         "installed here (pip install 'whaleid[cpu]', or [gpu] on CUDA; or --index-above -1)") from exc
     folder = index_folder(db, model_hash)
     try:
         index = ApproxIndex.open(folder)

@@ -5,4 +5,4 @@ which no bundle carries.
 `core` owns no model; every swappable part is a plugin (see `plugins/`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
