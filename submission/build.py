@@ -27,15 +27,23 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from core.imports import ImportReadError, core_modules, read_imports, training_imports
+
 ROOT = Path(__file__).resolve().parent.parent
-# training-only code, which must never reach the zip (core/ modules come in by what inference imports)
-FORBIDDEN_IMPORT = re.compile(r"^\s*(import|from)\s+(accelerate|core\.run|core\.training)\b", re.M)
 # standard-library modules of today's Python that Python 3.9 (the runtime's) lacks
 NEWER_STDLIB = {"tomllib", "_tokenize"}
 
 
 class BuildError(ValueError):
     pass
+
+
+def imports(source: str, arc: str) -> list:
+    """``core.imports.read_imports``, a file that cannot be parsed being a build error that names it."""
+    try:
+        return read_imports(source, arc)
+    except ImportReadError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 def git_commit() -> str:
@@ -133,25 +141,12 @@ def plugin_files(name: str) -> dict[str, Path]:
             if arc in out:
                 continue
             out[arc] = src
-            todo += [m for m in imported_modules(arc, src.read_text()) if m.startswith("plugins.")]
+            todo += [i.module for i in imports(src.read_text(), arc) if i.module.startswith("plugins.")]
         return out
     if not hasattr(top_module, "__path__"):
         arc, src = module_file(name)
         return {arc: src}
     return package_files(top)
-
-
-def imported_modules(arc: str, source: str) -> list[str]:
-    """Dotted names of the absolute ``import x.y`` / ``from x.y import z`` statements of a file."""
-    import ast
-
-    names = []
-    for node in ast.walk(ast.parse(source, filename=arc)):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
-    return names
 
 
 def declared_requirements(name: str) -> tuple[list[str], str]:
@@ -198,23 +193,6 @@ def runtime_misfits(reqs: list[str], where: str) -> list[str]:
     return misfits
 
 
-def imported_tops(arc: str, source: str) -> list[tuple[str, int]]:
-    """(top-level module, line) of every absolute import in a Python file."""
-    import ast
-
-    try:
-        tree = ast.parse(source, filename=arc)
-    except SyntaxError as exc:
-        raise BuildError(f"{arc}: cannot parse: {exc}") from exc
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(a.name.split(".")[0], node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.module.split(".")[0], node.lineno))
-    return found
-
-
 def check_plugin_dependencies(modules: list[str], files: dict[str, bytes]) -> None:
     """Fail the build when a plugin declares a distribution the runtime lacks, or when bundled code
     imports a module that is neither in the bundle, the standard library nor the runtime set."""
@@ -233,7 +211,7 @@ def check_plugin_dependencies(modules: list[str], files: dict[str, bytes]) -> No
     for arc, data in sorted(files.items()):
         if not arc.endswith(".py") or arc.startswith("core/") or arc == "main.py":
             continue
-        for top, line in imported_tops(arc, data.decode()):
+        for top, line in ((i.top, i.line) for i in imports(data.decode(), arc)):
             if (top in sys.stdlib_module_names and top not in NEWER_STDLIB) or top in bundled or top in RUNTIME_MODULES or top == "__future__":
                 continue
             raise BuildError(f"{arc} line {line} imports {top}, which is neither bundled, in the standard library "
@@ -249,29 +227,12 @@ def core_files(files: dict[str, bytes]) -> dict[str, Path]:
     todo = [(arc, data.decode()) for arc, data in files.items() if arc.endswith(".py")]
     while todo:
         arc, source = todo.pop()
-        for name in core_imports(arc, source):
+        for name in core_modules(source, arc):
             target = f"core/{name}.py"
             if target not in out and (core / f"{name}.py").is_file():
                 out[target] = core / f"{name}.py"
                 todo.append((target, out[target].read_text()))
     return out
-
-
-def core_imports(arc: str, source: str) -> set[str]:
-    """Names of the ``core`` modules a file imports (``import core.x``, ``from core.x import ...``,
-    ``from core import x``), at any depth of the file."""
-    import ast
-
-    found = set()
-    for node in ast.walk(ast.parse(source, filename=arc)):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("core.")}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "core":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("core."):
-                found.add(node.module.split(".")[1])
-    return found
 
 
 PY39_CHECK = r"""
@@ -430,8 +391,10 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     check_python_version(files)
     check_plugin_dependencies(sorted(modules), files)
     for arc, data in files.items():
-        if arc.endswith(".py") and FORBIDDEN_IMPORT.search(data.decode()):
-            raise BuildError(f"{arc} imports training-only code (accelerate, core.run or core.training); it cannot go in the bundle")
+        found = training_imports(data.decode(), arc) if arc.endswith(".py") else []
+        if found:
+            raise BuildError(f"{arc} line {found[0].line} imports training-only code ({found[0].module}: accelerate, "
+                             "core.run or core.training); it cannot go in the bundle")
     from core import __version__
 
     manifest = {
