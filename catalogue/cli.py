@@ -117,7 +117,7 @@ def apply(args) -> int:
 def calibrate(args) -> int:
     import pandas as pd
 
-    from catalogue import openset
+    from catalogue import calibration
     from catalogue.store import Catalogue
 
     split = args.run / "split.csv"
@@ -134,7 +134,7 @@ def calibrate(args) -> int:
         from catalogue.local import Evidence
 
         evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
-    cal = openset.fit(table, emb, held_out, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
+    cal = calibration.fit(table, emb, held_out, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
                       match_probability=args.match_probability, source=str(args.run), evidence=evidence)
     with cat._write():
         cat.set_meta("calibration", cal.to_json())

@@ -1,7 +1,7 @@
 """``whaleid identify``'s work: rank the catalogue's whales for new photos, pool encounters, decide, store the
 proposals, and (``--evaluate``) score the decisions as an open-set task. ``catalogue.cli`` parses and prints.
 
-One decision policy: a ``Calibration`` (``catalogue.openset``) when the catalogue is calibrated, else
+One decision policy: a ``Calibration`` (``catalogue.calibration``) when the catalogue is calibrated, else
 ``ScoreRule``, the same rule on the raw score (P = the score clipped to [0, 1], the new-whale threshold
 ``--new-below``, a match from ``--match-above``).
 """
@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from catalogue.openset import decide
+from catalogue.calibration import decide
 
 
 class ScoreRule:
@@ -35,15 +35,15 @@ class ScoreRule:
 def identify(args, cat) -> int:
     import pandas as pd
 
-    from catalogue import openset
-    from catalogue.calibrate import NEW
+    from catalogue import calibration
+    from catalogue.scores import NEW
     from catalogue.photos import read_photos
     from catalogue.embed import embed_files
     from catalogue.match import pool_encounter, rank_whales
     from catalogue.photos import add_photo_root
 
     stored = cat.meta.get("calibration")
-    cal = openset.Calibration.from_json(stored) if stored else None
+    cal = calibration.Calibration.from_json(stored) if stored else None
     if cal is None:
         print(f"note: {args.db} is not calibrated (run `whaleid calibrate`): probabilities are the raw scores clipped "
               f"to [0, 1] and the new-whale threshold is --new-below {args.new_below}", file=sys.stderr)
@@ -125,7 +125,7 @@ def identify(args, cat) -> int:
             known = set(table["whale_id"])
             truth = [w if w in known else NEW for w in queries["whale_id"]]
             split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
-            alone = openset.evaluate(split, global_cal)
+            alone = calibration.evaluate(split, global_cal)
             print(f"{'global score alone (calibrated)':42s} BAKS {alone['baks']:.4f}  BAUS {alone['baus']:.4f}  "
                   f"geometric mean {alone['geometric_mean']:.4f}  AUROC {alone['auroc']:.4f}")
             as_p = [[type(c)(c.whale_id, float(global_cal.probability([c.score])[0]), c.photos) for c in cands]
@@ -142,8 +142,8 @@ def identify(args, cat) -> int:
 
 def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict:
     """Open-set scores of identify's decisions, and of the plain top-1 cosine baseline on the same photos."""
-    from catalogue import openset
-    from catalogue.calibrate import NEW
+    from catalogue import calibration
+    from catalogue.scores import NEW
     from catalogue.match import rank_whales
 
     known = set(table["whale_id"])
@@ -151,14 +151,14 @@ def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict
     split = {"ranked": ranked, "real": real, "truth": [w if w in known else NEW for w in real],
              "views": list(queries["viewpoint"])}
     if cal is not None:
-        ours = openset.evaluate(split, cal)
+        ours = calibration.evaluate(split, cal)
         base_t = cal.fitted_on["baseline_threshold"]
     else:
-        ours = openset.evaluate(split, None, args.new_below)
+        ours = calibration.evaluate(split, None, args.new_below)
         base_t = args.new_below
     plain = rank_whales(emb, None, cat_emb, list(table["whale_id"]), list(table["image_id"]), list(table["viewpoint"]),
                         how="max", top_n=args.top)
-    base = openset.evaluate(dict(split, ranked=plain), None, base_t)
+    base = calibration.evaluate(dict(split, ranked=plain), None, base_t)
     print(f"known {ours['known']} photos, new {ours['new']}")
     rows = [(("whaleid (calibrated, fused)" if getattr(args, "fused", False) else "whaleid (calibrated)") if cal
              else "whaleid (--new-below)", ours), ("top-1 cosine, threshold from validation"
@@ -169,9 +169,9 @@ def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict
     if cal is not None:
         print(f"ECE over the candidates shown: raw score {ours['ece_raw']:.4f}  logistic {ours['ece_logistic']:.4f}  "
               f"isotonic {ours['ece_isotonic']:.4f}  ({cal.method} is used)")
-    from catalogue.calibrate import reliability
+    from catalogue.scores import reliability
 
-    scores, labels = openset.labelled_pairs(ranked, split["truth"])
+    scores, labels = calibration.labelled_pairs(ranked, split["truth"])
     bins = {"raw": reliability(np.clip(scores, 0, 1), labels)}
     if cal is not None:
         bins[cal.method] = reliability(cal.probability(scores), labels)

@@ -104,7 +104,7 @@ def workload(ranked, truth, rates=(0.01, 0.05)) -> dict:
     decided as its top whale when P(top) >= 0.5, else as new, the most confident first (confidence
     ``max(P, 1 - P)``); the largest share whose wrong decisions stay within the rate. Computed on labelled
     photos: how well the scores sort right from wrong, not a threshold to deploy."""
-    from catalogue.calibrate import NEW
+    from catalogue.scores import NEW
 
     p = np.asarray([min(max(c[0].score, 0.0), 1.0) if c else 0.0 for c in ranked], np.float64)
     said = [c[0].whale_id if c and pi >= 0.5 else NEW for c, pi in zip(ranked, p)]

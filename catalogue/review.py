@@ -176,7 +176,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
 
     def local_evidence(cat: Catalogue):
         from catalogue.local import Evidence
-        from catalogue.openset import Calibration
+        from catalogue.calibration import Calibration
 
         stored = cat.meta.get("calibration")
         local = Calibration.from_json(stored).local if stored else {}

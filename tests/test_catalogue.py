@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from catalogue.calibrate import (NEW, Isotonic, Logistic, auroc, baks, baus, choose_threshold, ece, open_set_scores,
+from catalogue.scores import (NEW, Isotonic, Logistic, auroc, baks, baus, choose_threshold, ece, open_set_scores,
                                  reliability)
 from catalogue.match import pool_encounter, rank_whales
 from catalogue.store import Catalogue, CatalogueError
@@ -261,7 +261,7 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     BAKS, BAUS, AUROC and ECE beside the top-1 cosine baseline; the heatmaps need the catalogue's own bundle."""
     import pandas as pd
 
-    from catalogue import openset
+    from catalogue import calibration
     from catalogue.cli import main
     from catalogue.review import Heatmaps
     from submission.build import build
@@ -274,10 +274,10 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     capsys.readouterr()
     assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--per-viewpoint"]) == 0
     printed = capsys.readouterr().out
-    cal = openset.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    cal = calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"])
     split = pd.read_csv(smoke_run / "split.csv", dtype=str)
     val = split[split.role == "val"]
-    cut = openset.last_year_cut(val.date)
+    cut = calibration.last_year_cut(val.date)
     assert cal.fitted_on["queries"] == int((val.date >= cut).sum()) and f"from {cut} on" in printed
     assert cal.fitted_on["known"] > 0 and cal.fitted_on["new"] > 0 and "all" in cal.thresholds
     p = cal.probability([-1.0, 0.0, 0.5, 1.0])
@@ -329,7 +329,7 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     assert len(list(keypoint_dir(db).glob("*.npz"))) == len(Catalogue.open(db).known_ids())  # stored at build
     assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--local", "--max-side", "256"]) == 0
     assert "local evidence: P = sigmoid(" in capsys.readouterr().out
-    local = openset.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    local = calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"])
     fused = local.fused()
     assert local.local["fusion"]["a"] >= 0 and local.local["fusion"]["b"] >= 0 and "all" in fused.thresholds
     Catalogue.open(db2).set_meta("calibration", local.to_json())
@@ -356,7 +356,7 @@ def test_identities_from_competition_labels(tiny_survey):
     two whales (checked against the synthetic survey's own identities)."""
     import pandas as pd
 
-    from catalogue.openset import identities_from_labels
+    from catalogue.calibration import identities_from_labels
 
     ids = identities_from_labels(tiny_survey / "test", tiny_survey / "test_labels.csv")
     labels = pd.read_csv(tiny_survey / "test_labels.csv", dtype=str)

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
 
     from omegaconf import OmegaConf
 
-    from catalogue import cli, openset
+    from catalogue import calibration, cli
     from catalogue.embed import bundle_hash
     from catalogue.store import Catalogue
     from submission.build import BuildError, build
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         db.rename(aside)
         print(f"      the catalogue was embedded by earlier weights: kept as {aside}, a new one is built")
     workers = [] if args.workers is None else ["--workers", str(args.workers)]
-    cut = openset.last_year_cut(cli.read_photos(test, require_identity=False)["date"])
+    cut = calibration.last_year_cut(cli.read_photos(test, require_identity=False)["date"])
     steps = [
         ("[2/5] the catalogue of the run's training whales", ["catalogue", "build", "--bundle", str(bundle), "--data",
                                                               str(train), "--db", str(db), "--batch", "training"]),

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from catalogue.calibrate import NEW, Isotonic, Logistic, choose_threshold, ece, open_set_scores
+from catalogue.scores import NEW, Isotonic, Logistic, choose_threshold, ece, open_set_scores
 from catalogue.match import rank_whales, view_class
 
 METHODS = ("logistic", "isotonic")

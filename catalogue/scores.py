@@ -10,6 +10,12 @@
   accuracy on unknown ones: the share of each new whale's queries called "new", averaged over whales), their
   geometric mean, and ``auroc`` of a "new" score separating unknown from known queries.
 - ``choose_threshold``: the top-score threshold below which a query is "new", maximising that geometric mean.
+
+The fitters, ``auroc`` and ``reliability`` are scikit-learn's ``IsotonicRegression``, unpenalised
+``LogisticRegression``, ``roc_auc_score`` and ``calibration_curve`` computed by hand, and tested equal to them
+(tests/test_scores.py). They stay by hand: the logistic fit has a monotone guard scikit-learn lacks, the
+isotonic fit predicts its steps rather than interpolating between them, and the catalogue need not carry
+scikit-learn and SciPy for 150 lines.
 """
 
 from __future__ import annotations
