@@ -6,7 +6,8 @@ https://github.com/WildlifeDatasets/wildlife-datasets): ``images`` with ``id``, 
 ("NA" when unknown) and ``gps_lat_captured`` / ``gps_lon_captured`` (-1 when unknown); ``annotations`` with
 ``image_id``, ``bbox`` ([x, y, width, height] in pixels), ``viewpoint`` (a free label such as "up", "left",
 "frontright"), ``name`` (the individual; "____" for an unknown one) and often ``uuid``. Exports differ: every
-field is looked up in the annotation first and then in its image, under the key ``--field`` gives.
+field is looked up in the annotation first and then in its image, under the key ``--field`` gives. An annotation
+with no ``bbox`` but a polygon ``segmentation`` is cropped to the polygon's bounding box.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from catalogue.importing import Record, SourceError
 FIELDS = {"individual": "name", "viewpoint": "viewpoint", "bbox": "bbox", "file_name": "file_name",
           "date": "date_captured", "encounter": "encounter_id", "latitude": "gps_lat_captured",
           "longitude": "gps_lon_captured", "id": "uuid"}
+
+
+def polygon_box(segmentation):
+    """[x, y, width, height] around a COCO polygon segmentation ([[x1, y1, x2, y2, ...], ...]); None otherwise."""
+    try:
+        points = [float(v) for poly in segmentation for v in poly]
+    except (TypeError, ValueError):
+        return None
+    xs, ys = points[0::2], points[1::2]
+    if not xs or len(xs) != len(ys):
+        return None
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 
 def read_coco(path: Path, fields: dict | None = None) -> list:
@@ -63,10 +76,13 @@ def read_coco(path: Path, fields: dict | None = None) -> list:
         if name is None and isinstance(ann.get("individual_ids"), list) and len(ann["individual_ids"]) == 1:
             name = ann["individual_ids"][0]
         ident = get("id")
+        box = ann.get(key["bbox"])
+        if box is None:  # some exports carry only the polygon: its bounding box, as wildlife-datasets takes it
+            box = polygon_box(ann.get("segmentation"))
         records.append(Record(row=row, image=str(img.get(key["file_name"], "") or ""),
                               whale_id=None if name is None else str(name), viewpoint=str(get("viewpoint", "") or ""),
                               date=get("date", ""), encounter_id=str(get("encounter", "") or ""),
-                              latitude=get("latitude"), longitude=get("longitude"), bbox=ann.get(key["bbox"]),
+                              latitude=get("latitude"), longitude=get("longitude"), bbox=box,
                               image_id=str(ident) if ident else f"{Path(str(img.get(key['file_name'], 'photo'))).stem}"
                                                                 f"-a{ann.get('id', i)}"))
     return records

@@ -108,7 +108,15 @@ def reembed(db: Path, bundle: Path, chunk: int = 2048, workers=None, device: str
             if dim is None:
                 row = cat.conn.execute("SELECT embedding FROM reembed LIMIT 1").fetchone()
                 dim = len(row[0]) // 4 if row else int(cat.meta["dim"])
+            old = cat.meta["model_hash"]
             if switch(cat, digest, name, dim):
+                from catalogue.index import index_folder
+
+                stale = index_folder(db, old)  # the old model's search index serves no query any more
+                if stale.is_dir():
+                    import shutil
+
+                    shutil.rmtree(stale, ignore_errors=True)
                 print(f"{db} now holds {name}'s embeddings ({dim}-d); decisions, identities and proposals kept"
                       + ("; the calibration was fitted to the old model: run `whaleid calibrate` again"
                          if "calibration_previous" in cat.meta else ""))

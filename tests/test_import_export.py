@@ -39,6 +39,8 @@ def wildme_coco(train: Path, out: Path) -> pd.DataFrame:
         {"id": 9005, "image_id": 4, "bbox": [-10, -10, 40, 40], "name": meta.whale_id[3], "viewpoint": "upleft",
          "uuid": "clipped-1"},
         {"id": 9006, "image_id": 999999, "bbox": [0, 0, 5, 5], "name": "whale0004", "viewpoint": "up"},
+        {"id": 9007, "image_id": 5, "segmentation": [[3, 4, 23, 4, 23, 34, 3, 34]], "name": meta.whale_id[4],
+         "viewpoint": "left", "uuid": "polygon-1"},  # no bbox: the polygon's box
     ]
     out.write_text(json.dumps({"info": {}, "images": images, "annotations": anns,
                                "categories": [{"id": 0, "name": "beluga_whale"}]}))
@@ -71,7 +73,8 @@ def test_viewpoints_are_free_labels_mapped_onto_the_competitions_three():
 def test_a_wild_me_export_imports_with_crops_and_every_skipped_row_named(imported, tiny_survey, capsys):
     survey, meta = imported
     table = pd.read_csv(survey / "metadata.csv", dtype=str, keep_default_na=False)
-    assert len(table) == len(meta) + 1 and set(table.viewpoint) <= {"top", "left", "right"}
+    assert len(table) == len(meta) + 2 and set(table.viewpoint) <= {"top", "left", "right"}
+    assert table.set_index("image_id").loc["polygon-1", "bbox"] == "3 4 20 30"
     first = table.set_index("image_id").loc["ann-0"]
     assert (first.whale_id, first.viewpoint_label, first.date) == (meta.whale_id[0], "up", meta.date[0])
     assert float(first.latitude) == pytest.approx(60.5) and table.set_index("image_id").loc["ann-1", "latitude"] == ""
@@ -92,7 +95,7 @@ def test_a_wild_me_export_imports_with_crops_and_every_skipped_row_named(importe
     assert "'front'" in reasons[f"annotation {n + 3} (id 9004)"]
     assert "999999" in reasons[f"annotation {n + 5} (id 9006)"]
     # every annotation is accounted for: imported, unidentified or skipped
-    assert len(table) + len(unknown) + len(skipped) == n + 6
+    assert len(table) + len(unknown) + len(skipped) == n + 7
 
 
 def test_the_imported_survey_trains_catalogues_and_exports_to_wildbook_and_capture_histories(

@@ -67,7 +67,11 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
     for bundle, path in ((a, db), (b, fresh)):
         assert main(["catalogue", "build", "--bundle", str(bundle), "--data", str(train), "--db", str(path),
                      "--before", "2019-01-01", "--workers", "0", "--no-keypoints", "--device", "cpu"]) == 0
-    identify(main, a, db, train, tmp_path / "a.csv")  # proposals with embeddings of model a
+    identify(main, a, db, train, tmp_path / "a.csv", "--index-above", "1")  # proposals of model a; its index
+    from catalogue.index import index_folder
+
+    old_index = index_folder(db, bundle_hash(a))
+    assert old_index.is_dir()
     cat = Catalogue.open(db)
     first = cat.proposals()[0]
     cat.decide("ana", "accept", first["image_id"], first["candidates"][0]["whale_id"], expect_last=None)
@@ -96,7 +100,7 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
     cat = Catalogue.open(db, model_hash=bundle_hash(a))
     assert cat.decisions() == decisions
     cat.close()
-    assert main(["catalogue", "check", "--db", str(db)]) == 0
+    assert main(["catalogue", "check", "--db", str(db)]) == 0 and old_index.is_dir()
     capsys.readouterr()
 
     assert main(["catalogue", "reembed", "--db", str(db), "--bundle", str(b), "--workers", "0", "--device", "cpu"]) == 0
@@ -105,6 +109,7 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
     cat = Catalogue.open(db, model_hash=bundle_hash(b))
     assert cat.decisions() == decisions and cat.state()["identity"] == state["identity"]
     assert "reembed" not in {r[0] for r in cat.conn.execute("SELECT name FROM sqlite_master")}
+    assert not old_index.exists()  # the old model's index went with it
     emb = {r[0]: np.frombuffer(r[1], np.float32) for r in cat.conn.execute("SELECT image_id, embedding FROM proposals")}
     cat.close()
     from catalogue.embed import embed_files
