@@ -131,7 +131,7 @@ def add_parser(cat_sub) -> None:
 
     r = cat_sub.add_parser("reembed", help="move the catalogue to a new model: every embedding recomputed, decisions "
                            "kept; resumable, the switch atomic")
-    r.add_argument("--db", type=Path, required=True)
+    r.add_argument("--db", type=Path, required=True, help="the catalogue file (SQLite); it stays usable throughout")
     r.add_argument("--bundle", type=Path, required=True, help="the new model's submission zip")
     r.add_argument("--chunk", type=int, default=2048, help="photos embedded and committed at a time")
     r.add_argument("--workers", type=int, default=None, help="image loading processes")
