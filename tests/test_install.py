@@ -2,10 +2,16 @@
 source, extras that never put two faiss wheels side by side, and a Python requirement that training meets."""
 
 import re
-import tomllib
 from importlib import metadata
 
+import pytest
+
 from tests.conftest import ROOT
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    tomllib = pytest.importorskip("tomli")
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
