@@ -10,8 +10,9 @@ from __future__ import annotations
 from core.bundle import bundle_hash, opened  # noqa: F401  (bundle_hash: a catalogue's model identity)
 
 
-DEVICE_HELP = ("where to embed: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N; on CUDA in half "
-               "precision, as the bundle's main.py")
+DEVICE_HELP = ("where to embed: auto (every CUDA GPU torch sees, else the CPU), cpu, cuda (every GPU), cuda:N, or a list "
+               "such as cuda:0,cuda:2; on CUDA in half precision, as the bundle's main.py; several devices each embed "
+               "a contiguous share of the photos at once")
 
 
 def resolve_device(name: str = "auto"):
@@ -35,10 +36,33 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def resolve_devices(name: str = "auto") -> list:
+    """The devices ``--device`` names: ``auto`` every CUDA GPU torch sees (else the CPU), ``cuda`` every GPU, a
+    comma-separated list each of its entries (``resolve_device``), anything else the one device."""
+    import torch
+
+    name = str(name or "auto")
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    return [resolve_device(part.strip()) for part in name.split(",") if part.strip()] or [resolve_device("auto")]
+
+
 def embed_files(zip_path, files: list[str], workers: int | None = None, device="cpu"):
     """(unit embeddings float32 [N, D], ok bool [N]: the file could be read) of ``files`` with the bundle's models,
-    on ``device`` (a name for ``resolve_device``, or a torch.device); on CUDA in half precision under autocast, as
-    the bundle's ``main.py`` embeds."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    on ``device`` (a name for ``resolve_devices``, or a torch.device); on CUDA in half precision under autocast, as
+    the bundle's ``main.py`` embeds. With several devices each embeds a contiguous share of ``files`` in a thread
+    of its own (its own copy of the models; CUDA work releases the interpreter lock), and the shares are joined in
+    order."""
+    devices = resolve_devices(device) if isinstance(device, str) else [device]
     with opened(zip_path) as bundle:
-        return bundle.embed(files, device, workers)
+        if len(devices) == 1 or len(files) < 2 * len(devices):
+            return bundle.embed(files, devices[0], workers)
+        import numpy as np
+        from concurrent.futures import ThreadPoolExecutor
+
+        bounds = np.linspace(0, len(files), len(devices) + 1).astype(int)
+        shares = [files[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        bundle.registries  # built once, before the threads share them
+        with ThreadPoolExecutor(len(devices)) as pool:
+            parts = list(pool.map(lambda job: bundle.embed(job[0], job[1], workers), zip(shares, devices)))
+        return np.concatenate([e for e, _ in parts]), np.concatenate([ok for _, ok in parts])

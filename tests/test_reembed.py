@@ -152,11 +152,23 @@ def test_identify_through_the_index_ranks_whales_as_exact_search(two_bundles, ti
     assert json.loads((folder / "meta.json").read_text())["rows"] == more > photos
 
 
+def test_several_devices_each_embed_a_share_and_the_shares_join_in_order(two_bundles, tiny_survey):
+    """Several devices (GPUs on a CUDA machine; here two CPU entries, the same code path) give what one gives."""
+    from catalogue.embed import embed_files
+
+    meta = pd.read_csv(tiny_survey / "train" / "metadata.csv", dtype=str).head(21)
+    files = [str(tiny_survey / "train" / p) for p in meta.path]
+    one, ok1 = embed_files(two_bundles[0], files, 0, "cpu")
+    two, ok2 = embed_files(two_bundles[0], files, 0, "cpu,cpu")
+    assert ok1.all() and ok2.all() and one.shape == two.shape and np.allclose(one, two, atol=1e-5)
+
+
 def test_embedding_refuses_a_device_that_is_not_there(capsys):
     import torch
 
-    from catalogue.embed import resolve_device
+    from catalogue.embed import resolve_device, resolve_devices
 
+    assert [d.type for d in resolve_devices("cpu,cpu")] == ["cpu", "cpu"]
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     for bad in ("tpu", "gpu0"):

@@ -267,6 +267,14 @@ def catalogue_stage(work: Path, dry: bool, device) -> dict:
         out[f"{name}_all_read"] = bool(ok.all())
     if str(device) != "cpu":
         out["speedup_vs_cpu"] = round(out[f"{device}_photos_per_s"] / out["cpu_photos_per_s"], 1)
+    import torch
+
+    if not dry and torch.cuda.device_count() > 1:  # every GPU, each a share of the photos
+        files = [str(p) for p in photos]
+        t = time.perf_counter()
+        embed_files(zip_path, files, None, "cuda")
+        out["all_gpus"] = torch.cuda.device_count()
+        out["all_gpus_photos_per_s"] = round(len(files) / (time.perf_counter() - t), 2)
     return out
 
 
