@@ -48,21 +48,26 @@ def resolve_devices(name: str = "auto") -> list:
 
 
 def embed_files(zip_path, files: list[str], workers: int | None = None, device="cpu"):
-    """(unit embeddings float32 [N, D], ok bool [N]: the file could be read) of ``files`` with the bundle's models,
-    on ``device`` (a name for ``resolve_devices``, or a torch.device); on CUDA in half precision under autocast, as
-    the bundle's ``main.py`` embeds. With several devices each embeds a contiguous share of ``files`` in a thread
-    of its own (its own copy of the models; CUDA work releases the interpreter lock), and the shares are joined in
-    order."""
-    devices = resolve_devices(device) if isinstance(device, str) else [device]
+    """(unit embeddings float32 [N, D], ok bool [N]: the file could be read) of ``files`` with the models of the
+    bundle at ``zip_path`` (``embed_opened`` on it, unpacked for this call)."""
     with opened(zip_path) as bundle:
-        if len(devices) == 1 or len(files) < 2 * len(devices):
-            return bundle.embed(files, devices[0], workers)
-        import numpy as np
-        from concurrent.futures import ThreadPoolExecutor
+        return embed_opened(bundle, files, workers, device)
 
-        bounds = np.linspace(0, len(files), len(devices) + 1).astype(int)
-        shares = [files[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        bundle.registries  # built once, before the threads share them
-        with ThreadPoolExecutor(len(devices)) as pool:
-            parts = list(pool.map(lambda job: bundle.embed(job[0], job[1], workers), zip(shares, devices)))
-        return np.concatenate([e for e, _ in parts]), np.concatenate([ok for _, ok in parts])
+
+def embed_opened(bundle, files: list[str], workers: int | None = None, device="cpu"):
+    """``files`` embedded by an opened ``core.bundle.Bundle`` on ``device`` (a name for ``resolve_devices``, or a
+    torch.device); on CUDA in half precision under autocast, as the bundle's ``main.py`` embeds. With several
+    devices each embeds a contiguous share of ``files`` in a thread of its own (its own copy of the models; CUDA
+    work releases the interpreter lock), and the shares are joined in order."""
+    devices = resolve_devices(device) if isinstance(device, str) else [device]
+    if len(devices) == 1 or len(files) < 2 * len(devices):
+        return bundle.embed(files, devices[0], workers)
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, len(files), len(devices) + 1).astype(int)
+    shares = [files[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    bundle.registries  # built once, before the threads share them
+    with ThreadPoolExecutor(len(devices)) as pool:
+        parts = list(pool.map(lambda job: bundle.embed(job[0], job[1], workers), zip(shares, devices)))
+    return np.concatenate([e for e, _ in parts]), np.concatenate([ok for _, ok in parts])

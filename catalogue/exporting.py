@@ -111,9 +111,7 @@ def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", g
     """Export ``cat`` to ``out`` in ``fmt``; returns the line to print."""
     out = Path(out)
     if fmt in ("csv", "json"):
-        if out.suffix != f".{fmt}":
-            out = out.with_suffix(f".{fmt}") if out.suffix in (".csv", ".json") else out
-        return str(cat.export(out))
+        return str(cat.export(out, fmt))
     table = cat.identities()
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "wildbook":

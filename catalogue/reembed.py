@@ -14,6 +14,7 @@ named, with nothing changed: restore it and run again.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -73,57 +74,65 @@ def switch(cat, digest: str, name: str, dim: int) -> bool:
 
 
 def reembed(db: Path, bundle: Path, chunk: int = 2048, workers=None, device: str = "auto") -> int:
-    from catalogue.embed import bundle_hash, embed_files
+    from catalogue.embed import bundle_hash
     from catalogue.store import Catalogue
-    from core.progress import progress
+    from core.bundle import opened
 
     digest, name = bundle_hash(bundle), Path(bundle).name
     cat = Catalogue.open(db)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(cat.close)
         if cat.meta["model_hash"] == digest:
             print(f"{db} is embedded by {name} already; nothing to do")
             return 0
-        resumed = stage(cat, digest, name)
-        dim = None
-        for attempt in range(3):
-            work = todo(cat)
-            total = len(work) + int(cat.conn.execute("SELECT COUNT(*) FROM reembed").fetchone()[0])
-            print(f"{db}: {total} embeddings to move to {name}; {total - len(work)} done"
-                  + (f" (resumed: {resumed} from an earlier run)" if resumed and attempt == 0 else ""), flush=True)
-            unreadable = []
-            for start in progress(range(0, len(work), chunk), total=(len(work) + chunk - 1) // chunk, desc="reembed",
-                                  unit="chunk"):
-                part = work[start:start + chunk]
-                emb, ok = embed_files(bundle, [p for _, _, p in part], workers, device)
-                dim = emb.shape[1]
-                unreadable += [part[i] for i in np.flatnonzero(~ok)]
-                with cat._write():  # one chunk, one commit: a crash loses at most this chunk
-                    cat.conn.executemany("INSERT OR REPLACE INTO reembed VALUES (?, ?, ?)",
-                                         [(k, i, np.asarray(e, np.float32).tobytes())
-                                          for (k, i, _), e, good in zip(part, emb, ok) if good])
-            if unreadable:
-                listed = "; ".join(f"{k} {i} ({p})" for k, i, p in unreadable[:10])
-                raise ValueError(f"{len(unreadable)} photo(s) cannot be read, so the catalogue stays on its old model "
-                                 f"(what was embedded is kept for the next run): {listed}")
-            if dim is None:
-                row = cat.conn.execute("SELECT embedding FROM reembed LIMIT 1").fetchone()
-                dim = len(row[0]) // 4 if row else int(cat.meta["dim"])
-            old = cat.meta["model_hash"]
-            if switch(cat, digest, name, dim):
-                from catalogue.index import index_folder
+        unpacked = stack.enter_context(opened(bundle))  # unpacked once for every chunk
+        return _move(cat, db, unpacked, digest, name, chunk, workers, device)
 
-                stale = index_folder(db, old)  # the old model's search index serves no query any more
-                if stale.is_dir():
-                    import shutil
 
-                    shutil.rmtree(stale, ignore_errors=True)
-                print(f"{db} now holds {name}'s embeddings ({dim}-d); decisions, identities and proposals kept"
-                      + ("; the calibration was fitted to the old model: run `whaleid calibrate` again"
-                         if "calibration_previous" in cat.meta else ""))
-                return 0
-        raise ValueError(f"{db}: photos keep being added while re-embedding; run reembed again when they stop")
-    finally:
-        cat.close()
+def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, device) -> int:
+    """Stage every embedding not staged yet with the opened bundle ``unpacked``, then switch (see the module)."""
+    from catalogue.embed import embed_opened
+    from core.progress import progress
+
+    resumed = stage(cat, digest, name)
+    dim = None
+    for attempt in range(3):
+        work = todo(cat)
+        total = len(work) + int(cat.conn.execute("SELECT COUNT(*) FROM reembed").fetchone()[0])
+        print(f"{db}: {total} embeddings to move to {name}; {total - len(work)} done"
+              + (f" (resumed: {resumed} from an earlier run)" if resumed and attempt == 0 else ""), flush=True)
+        unreadable = []
+        for start in progress(range(0, len(work), chunk), total=(len(work) + chunk - 1) // chunk, desc="reembed",
+                              unit="chunk"):
+            part = work[start:start + chunk]
+            emb, ok = embed_opened(unpacked, [p for _, _, p in part], workers, device)
+            dim = emb.shape[1]
+            unreadable += [part[i] for i in np.flatnonzero(~ok)]
+            with cat._write():  # one chunk, one commit: a crash loses at most this chunk
+                cat.conn.executemany("INSERT OR REPLACE INTO reembed VALUES (?, ?, ?)",
+                                     [(k, i, np.asarray(e, np.float32).tobytes())
+                                      for (k, i, _), e, good in zip(part, emb, ok) if good])
+        if unreadable:
+            listed = "; ".join(f"{k} {i} ({p})" for k, i, p in unreadable[:10])
+            raise ValueError(f"{len(unreadable)} photo(s) cannot be read, so the catalogue stays on its old model "
+                             f"(what was embedded is kept for the next run): {listed}")
+        if dim is None:
+            row = cat.conn.execute("SELECT embedding FROM reembed LIMIT 1").fetchone()
+            dim = len(row[0]) // 4 if row else int(cat.meta["dim"])
+        old = cat.meta["model_hash"]
+        if switch(cat, digest, name, dim):
+            from catalogue.index import index_folder
+
+            stale = index_folder(db, old)  # the old model's search index serves no query any more
+            if stale.is_dir():
+                import shutil
+
+                shutil.rmtree(stale, ignore_errors=True)
+            print(f"{db} now holds {name}'s embeddings ({dim}-d); decisions, identities and proposals kept"
+                  + ("; the calibration was fitted to the old model: run `whaleid calibrate` again"
+                     if "calibration_previous" in cat.meta else ""))
+            return 0
+    raise ValueError(f"{db}: photos keep being added while re-embedding; run reembed again when they stop")
 
 
 def add_parser(cat_sub) -> None:

@@ -274,11 +274,11 @@ class Catalogue:
 
         return identities(self)
 
-    def export(self, path) -> Path:
-        """The photos and identities (no embeddings) as CSV, or JSON when ``path`` ends in .json."""
+    def export(self, path, fmt: Optional[str] = None) -> Path:
+        """The photos and identities (no embeddings) as ``fmt``: csv or json (default: json for a .json ``path``)."""
         table = self.identities()
         path = Path(path)
-        if path.suffix == ".json":
+        if (fmt or ("json" if path.suffix == ".json" else "csv")) == "json":
             path.write_text(json.dumps({"meta": self.meta, "photos": table.to_dict(orient="records"),
                                         "decisions": self.decisions()}, indent=1, default=str))
         else:

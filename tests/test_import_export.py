@@ -145,6 +145,9 @@ def test_the_imported_survey_trains_catalogues_and_exports_to_wildbook_and_captu
         assert row.ch == "".join("1" if y in seen else "0" for y in years)
         assert row.captures == len(seen)
     assert set(hist.whale_id) == set(table.whale_id)
+    as_json = tmp_path / "photos.txt"  # --format wins over the file's suffix
+    assert main(["catalogue", "export", "--db", str(db), "--out", str(as_json), "--format", "json"]) == 0
+    assert len(json.loads(as_json.read_text())["photos"]) == len(table)
     inp = tmp_path / "ch.inp"
     assert main(["catalogue", "export", "--db", str(db), "--out", str(inp), "--format", "capture-history",
                  "--period", "month"]) == 0
