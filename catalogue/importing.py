@@ -141,20 +141,13 @@ def unique_ids(records: list) -> None:
         r.image_id = base if n == 0 else f"{base}-{n + 1}"
 
 
-def inside(images: Path, rel: str) -> Optional[Path]:
-    """``images/rel`` when it resolves inside ``images`` (links followed), else None."""
-    if not rel or os.path.isabs(rel):
-        return None
-    path = (images / rel).resolve()
-    return path if path == images or images in path.parents else None
-
-
 def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, viewpoint_map: Optional[dict] = None,
                  unmapped: Optional[str] = None, source: str = "", quality: int = 95) -> dict:
     """Write ``records`` as a survey folder at ``out`` (see the module's doc); returns the counts and the skipped."""
     import pandas as pd
     from PIL import Image
 
+    from catalogue.photos import resolved_inside
     from core.progress import progress
 
     out, images = Path(out), Path(images).resolve()
@@ -186,7 +179,7 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
             by_image.setdefault(r.image, []).append(r)
     try:
         for rel, group in progress(by_image.items(), total=len(by_image), desc="import", unit="photo"):
-            path = inside(images, rel)
+            path = resolved_inside(images, rel)
             if path is None:
                 for r in group:
                     skip(r, f"photo path {rel!r} is empty, absolute or leaves {images}")

@@ -24,16 +24,25 @@ def resolve_inside(root: Path, rows, source: str) -> list[str]:
     root = Path(root).resolve()
     out, bad = [], []
     for row, path in rows:
-        text = str(path)
-        target = (root / text).resolve()
-        if Path(text).is_absolute() or not _inside(target, root):
-            bad.append(f"row {row} ({text!r})")
+        target = resolved_inside(root, path)
+        if target is None:
+            bad.append(f"row {row} ({str(path)!r})")
         out.append(str(target))
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise ValueError(f"{source}: photo paths must be relative and stay inside {root} (links resolved): "
                          f"{', '.join(bad[:10])}{more}; nothing was catalogued")
     return out
+
+
+def resolved_inside(root: Path, rel) -> Optional[Path]:
+    """``root/rel`` resolved (links followed) when ``rel`` is a non-empty relative path that stays inside ``root``
+    (already resolved), else None."""
+    text = str(rel)
+    if not text or Path(text).is_absolute():
+        return None
+    target = (root / text).resolve()
+    return target if _inside(target, root) else None
 
 
 def _inside(path: Path, root: Path) -> bool:
