@@ -53,7 +53,6 @@ class Heatmaps:
     """Pair heatmaps (``core.explain``) with the first model of the catalogue's own bundle, unpacked once."""
 
     def __init__(self, bundle: Path, model_hash: str):
-        import contextlib
         import threading
 
         from core.bundle import BundleError, bundle_hash, opened
@@ -61,17 +60,15 @@ class Heatmaps:
         if bundle_hash(bundle) != model_hash:
             raise CatalogueError(f"{bundle} is not the bundle that embedded this catalogue ({model_hash[:12]}); "
                                  "its heatmaps would explain another model")
-        self.stack = contextlib.ExitStack()  # the unpacked bundle lives as long as the server (close() ends it)
-        try:
-            unpacked = self.stack.enter_context(opened(bundle, prefix="whaleid_review_"))
-            self.model, self.cfg = unpacked.model(0)
+        try:  # the model is built inside the block; the unpacked copy and its modules go with it
+            with opened(bundle, prefix="whaleid_review_") as unpacked:
+                self.model, self.cfg = unpacked.model(0)
         except BundleError as exc:
-            self.stack.close()
             raise CatalogueError(str(exc)) from exc
         self.lock = threading.Lock()
 
     def close(self) -> None:
-        self.stack.close()
+        self.model = None
 
     def png(self, path_a: str, path_b: str) -> bytes:
         import io

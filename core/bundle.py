@@ -3,14 +3,15 @@
 ``unsafe_entries`` / ``problems``: what the runtime would refuse (a zip from someone else is not trusted:
 absolute paths, ``..`` parts, drive letters, backslashes, symbolic links; no ``main.py`` at its root).
 ``unpack``: extract into a folder, refusing an unsafe zip before anything is written. ``opened``: a temporary
-unpacked copy whose folder is on ``sys.path`` inside the block (so the bundle's own plugin modules that the
-working tree does not have are importable) and off it afterwards, as a ``Bundle``: its manifest, registries
+unpacked copy whose plugin modules are the bundle's own inside the block (``own_modules``: the process's copies
+of those packages are set aside and come back afterwards, nothing stays bound to the deleted folder), as a
+``Bundle``: its manifest, registries
 built from the bundle's plugin modules, its models, and ``embed`` (``core.inference``'s embedding, what
 ``main.py`` runs). ``bundle_hash``: the zip's SHA-256, a bundle's identity (a catalogue records it).
 
 Not shipped in the bundle: ``main.py`` never imports it (the bundle is already unpacked where it runs).
-A module the working tree has under the same name as the bundle's (``core.*``, ``plugins.*``) is the working
-tree's in this process; ``submission.check`` runs the bundle's own copy in a clean process.
+``core`` is the process's own (the same code the bundle carries for ``main.py``); ``submission.check`` runs the
+bundle's own copy of everything in a clean process.
 """
 
 from __future__ import annotations
@@ -98,16 +99,11 @@ class Bundle:
 
             self._registries = bundle_registries(self.manifest)
             self.foreign = self.foreign_modules()
-            if self.foreign:
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "%s: plugin module(s) %s were already imported from elsewhere (the working tree); this process "
-                    "uses those, not the bundle's copies", self.zip_path or self.folder, self.foreign)
         return self._registries
 
     def foreign_modules(self) -> list:
-        """The manifest's plugin modules this process imported from outside the bundle's folder."""
+        """The manifest's plugin modules this process holds from outside the bundle's folder (none inside
+        ``opened``; a ``Bundle`` made on a folder without it may have some)."""
         root, out = self.folder.resolve(), []
         for name in self.manifest.get("plugins", []):
             mod = sys.modules.get(name)
@@ -139,14 +135,49 @@ class Bundle:
         return np.asarray(emb, np.float32), np.asarray(ok, bool)
 
 
+def _tops(manifest: dict) -> set:
+    """The top-level names of the bundle's plugin modules, less ``core`` (the process's own, the same code)."""
+    return {name.split(".")[0] for name in manifest.get("plugins", [])} - {"core"}
+
+
+@contextlib.contextmanager
+def own_modules(folder: Path, tops: set):
+    """Inside the block, the packages and modules named ``tops`` are imported from ``folder`` alone, whatever the
+    process imported first; afterwards every module loaded from ``folder`` is forgotten and the process's own are
+    back, so no module stays bound to a folder that is about to be deleted. Not for two bundles at once."""
+    import importlib
+
+    from core.plugins import builtin_plugins
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in tops
+
+    saved = {name: mod for name, mod in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    where = str(folder)
+    sys.path.insert(0, where)
+    importlib.invalidate_caches()
+    builtin_plugins.cache_clear()  # a walk of ``plugins`` inside the block sees the bundle's copy
+    try:
+        yield
+    finally:
+        if where in sys.path:
+            sys.path.remove(where)
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        importlib.invalidate_caches()
+        builtin_plugins.cache_clear()
+
+
 @contextlib.contextmanager
 def opened(zip_path, prefix: str = "whaleid_bundle_"):
-    """A ``Bundle`` unpacked to a temporary folder that is on ``sys.path`` inside the block only."""
+    """A ``Bundle`` unpacked to a temporary folder whose plugin modules are the ones imported inside the block
+    (``own_modules``): the bundle's own copies, whether or not the process imported the working tree's first.
+    Keep the block as short as the work: while it is open, ``plugins`` is the bundle's (its used plugins only)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         unpack(zip_path, tmp)
-        sys.path.insert(0, tmp)
-        try:
-            yield Bundle(Path(tmp), zip_path)
-        finally:
-            if tmp in sys.path:
-                sys.path.remove(tmp)
+        bundle = Bundle(Path(tmp), zip_path)
+        with own_modules(Path(tmp), _tops(bundle.manifest)):
+            yield bundle
