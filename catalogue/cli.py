@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     setup_logging()
     try:
         return args.func(args)
-    except (CatalogueError, DataError, ValueError) as exc:
+    except (CatalogueError, DataError, ValueError, OSError) as exc:  # OSError: a file named that is missing or unreadable
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -296,3 +296,30 @@ def assert_metrics_recomputed(run: Path) -> dict:
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
     assert metrics["mAP"] == max(h["mAP"] for h in history) and metrics["epoch"] in [h["epoch"] for h in history]
     return metrics
+
+
+@pytest.fixture(scope="session")
+def fused_run(smoke_run, tiny_survey, tmp_path_factory) -> Path:
+    """The smoke run's weights with the default recipe's chain (knn, then local_match fitted on the validation
+    whales), as ``core/run.py`` fits it: the shape of ``make demo``'s run at smoke size."""
+    root = tmp_path_factory.mktemp("fused")
+    config = root / "fused.yaml"
+    config.write_text(f"extends: {ROOT / 'configs' / 'smoke.yaml'}\npostprocess:\n  - {{name: knn, top_k: 25}}\n"
+                      "  - {name: local_match, shortlist: 25, max_side: 256}\n")
+    out = root / "run"
+    run_core(["--config", str(config), f"data.root={tiny_survey / 'train'}", f"output_dir={out}", "eval_only=true",
+              f"weights={smoke_run / 'best.safetensors'}"])
+    shutil.copy(smoke_run / "best.safetensors", out / "best.safetensors")
+    return out
+
+
+@pytest.fixture(scope="session")
+def command_bundles(smoke_run, fused_run, tmp_path_factory) -> dict:
+    """{"fused": the default recipe's kind of bundle (local_match in its chain), "global": a global-only one}."""
+    from submission.build import build
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {"fused": root / "fused.zip", "global": root / "global.zip"}
+    build([fused_run], out["fused"])
+    build([smoke_run], out["global"])
+    return out
