@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from catalogue.embed import DEVICE_HELP
-from catalogue.photos import read_photos  # noqa: F401  (identify's and build's reader; tests import it here)
+from catalogue.photos import read_photos, refuse_lookalikes  # read_photos: tests import it here too
 from catalogue.index import INDEX_ABOVE
 
 log = logging.getLogger("whaleid")
@@ -49,15 +49,18 @@ def build(args) -> int:
     from catalogue.store import Catalogue
 
     meta = read_photos(args.data, require_identity=True, before=args.before, labels=args.labels)
+    linked = meta.attrs.get("linked_folders", [])
     digest = bundle_hash(args.bundle)
     cat = Catalogue.open(args.db, model_hash=digest) if args.db.exists() else None
     known = cat.known_ids() if cat else set()
+    if cat is not None:
+        refuse_lookalikes(meta, set(cat.state()["whales"]), str(args.data / "metadata.csv"))
     todo = meta[~meta["image_id"].isin(known)].reset_index(drop=True)
     print(f"{args.data}: {len(meta)} photos of {meta['whale_id'].nunique()} whales; {len(meta) - len(todo)} already "
           f"in {args.db}, {len(todo)} to embed", flush=True)
     if todo.empty:
         if cat is not None:
-            add_photo_root(cat, args.data)
+            add_photo_root(cat, args.data, linked)
             cat.close()
         return 0
     emb, ok = embed_files(args.bundle, list(todo["file"]), args.workers, getattr(args, "device", "auto"))
@@ -66,7 +69,7 @@ def build(args) -> int:
               "not added", file=sys.stderr)
     if cat is None:
         cat = Catalogue.create(args.db, digest, args.bundle.name, emb.shape[1])
-    add_photo_root(cat, args.data)
+    add_photo_root(cat, args.data, linked)
     rows = [dict(r, path=r["file"]) for r in todo[ok].to_dict(orient="records")]
     added = cat.add_photos(rows, emb[ok], args.batch or args.data.name) if rows else 0
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")

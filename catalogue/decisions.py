@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from catalogue.identity import IdError, normal, same_as
+
 ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
 MAX_ID = 200  # characters of a photo or whale id
 MAX_WHO = 100  # characters of a reviewer's name
@@ -33,21 +35,12 @@ class Conflict(CatalogueError):
 
 
 def clean_text(value: Any, what: str, limit: int = MAX_ID) -> str:
-    """``value`` as a stripped, non-empty string of at most ``limit`` characters without control characters."""
-    if not isinstance(value, str):
-        raise CatalogueError(f"{what} must be a string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise CatalogueError(f"{what} must not be empty")
-    if len(text) > limit:
-        raise CatalogueError(f"{what} is {len(text)} characters long; at most {limit} are allowed")
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
-        raise CatalogueError(f"{what} holds a control character")
+    """``value`` in the normal form of ``catalogue.identity`` (NFKC, trimmed, non-empty, at most ``limit``
+    characters, no control, invisible format or direction-override character, letters of one script)."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise CatalogueError(f"{what} is not valid Unicode (a lone surrogate)") from None
-    return text
+        return normal(value, what, limit)
+    except IdError as exc:
+        raise CatalogueError(str(exc)) from None
 
 
 def clean_scores(scores: Any) -> dict:
@@ -134,18 +127,28 @@ def validate(state: dict, proposed: bool, who, action, query, whale_id=None, oth
     if action == "new_whale":
         if whale_id in whales:
             raise Conflict(f"whale id {whale_id!r} exists already: accept or merge instead of creating it twice")
+        twin = same_as(whale_id, whales)
+        if twin is not None:
+            raise Conflict(f"whale id {whale_id!r} is a look-alike of the existing whale {twin!r} (same letters after "
+                           "normalising case, digits and look-alike characters): accept or merge into it instead")
     elif whale_id not in whales:
         raise CatalogueError(f"whale {whale_id!r} is not in the catalogue")
     return dict(who=who, action=action, query=query, whale_id=whale_id, other_whale=None, undoes=None)
 
 
-def replay(log: list, catalogue_whales: set) -> dict:
+def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, training: Optional[set] = None) -> dict:
     """The log (rows in id order) replayed over the whales of the catalogue's photos:
 
     ``standing`` (id -> decision neither undone nor an undo), ``last`` (photo -> its last standing decision),
     ``identity`` (photo -> whale it was accepted as or named), ``assigned`` (the same, merges followed),
     ``rejected`` (photo -> whales rejected for it and not accepted since), ``alias`` (merged whale -> the whale
     it joined, followed to the end), ``whales`` (every whale id known), ``skipped`` (rows not applied, with why).
+
+    The rules of ``validate`` hold at replay too, so a row an earlier whaleid or a hand edit wrote is skipped
+    rather than trusted: ids must be in normal form; with ``proposals`` (identify's photo ids) a decision must be
+    about one of them, and with ``training`` (the catalogue's own photos) never about one of those; an accept,
+    reject or merge names whales that exist at that point of the log; a new whale names none that exists, nor a
+    look-alike of one.
     """
     skipped, by_id, undone = [], {d["id"]: d for d in log}, {}
     for d in log:
@@ -173,7 +176,7 @@ def replay(log: list, catalogue_whales: set) -> dict:
     for d in log:
         if d["action"] == "undo" or d["id"] in undone:
             continue
-        why = _unusable(d)
+        why = _unusable(d) or _against_state(d, whales, proposals, training)
         if why is None and d["action"] == "merge" and root(d["other_whale"]) == root(d["whale_id"]):
             why = "the two whales are one already"
         if why:
@@ -199,8 +202,28 @@ def replay(log: list, catalogue_whales: set) -> dict:
             "whales": whales, "skipped": sorted(skipped, key=lambda s: s["id"])}
 
 
+def _against_state(d: dict, whales: set, proposals: Optional[set], training: Optional[set]) -> Optional[str]:
+    """Why a well-formed logged decision does not fit the state at its point of the log, or None."""
+    q, w = d["query"], d["whale_id"]
+    if proposals is not None and q not in proposals:
+        return f"photo {q!r} is not among identify's proposals"
+    if training is not None and q in training:
+        return f"photo {q!r} is one of the catalogue's own photos, not a proposal"
+    if d["action"] == "new_whale":
+        if w in whales:
+            return f"whale {w!r} exists already"
+        twin = same_as(w, whales)
+        if twin is not None:
+            return f"whale {w!r} is a look-alike of the existing whale {twin!r}"
+        return None
+    for name in (w, d["other_whale"]) if d["action"] == "merge" else (w,):
+        if name not in whales:
+            return f"whale {name!r} is not in the catalogue"
+    return None
+
+
 def _unusable(d: dict) -> Optional[str]:
-    """Why a logged decision cannot be applied, or None."""
+    """Why a logged decision cannot be applied whatever the state, or None."""
     if d["action"] not in ACTIONS:
         return "unknown action"
     if not _text(d["query"]):
@@ -209,11 +232,22 @@ def _unusable(d: dict) -> Optional[str]:
         return "it names no whale"
     if d["action"] == "merge" and (not _text(d["other_whale"]) or d["other_whale"] == d["whale_id"]):
         return "it does not name two different whales"
+    for what, value in (("photo", d["query"]), ("whale", d["whale_id"]), ("whale", d["other_whale"])):
+        if value is not None and not _clean(value):
+            return f"the {what} id {value!r} is not in normal form (as a write would store it)"
     return None
 
 
 def _text(value) -> bool:
     return isinstance(value, str) and bool(value.strip())
+
+
+def _clean(value) -> bool:
+    """``value`` is an id already in normal form (what ``validate`` would have written)."""
+    try:
+        return normal(value, "id", MAX_ID) == value
+    except IdError:
+        return False
 
 
 def describe(d: dict) -> str:

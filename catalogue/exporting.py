@@ -18,11 +18,43 @@ counted, not guessed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 PERIODS = {"year": "Y", "month": "M", "week": "W", "day": "D"}
+# OWASP "CSV Injection": a cell a spreadsheet would read as a formula begins with one of these (after any spaces);
+# full-width forms too, which some spreadsheets fold. Such a text cell is written behind a single quote.
+FORMULA_START = tuple("=+-@\t\r") + ("\uff1d", "\uff0b", "\uff0d", "\uff20")
+PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def safe_text(value):
+    """``value`` as a spreadsheet will show it, never run it: a text beginning (after spaces) with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading ``'``; numbers, and texts that are plain numbers, stay."""
+    if not isinstance(value, str) or PLAIN_NUMBER.match(value.strip()):
+        return value
+    return "'" + value if value.lstrip(" ").startswith(FORMULA_START) else value
+
+
+def safe_cells(frame):
+    """``frame`` with every text cell (and column name) through ``safe_text``, for a CSV a spreadsheet opens."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(safe_text)
+    out.columns = [safe_text(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def mark_comment(text) -> str:
+    """``text`` safe inside a Program MARK ``/* ... */`` comment: no ``*/`` or ``/*`` (which would end the comment
+    and let the rest be read as a capture history), no line breaks or control characters."""
+    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", str(text))
+    while "*/" in text or "/*" in text:
+        text = text.replace("*/", "*_/").replace("/*", "/_*")
+    return text
 
 
 def identities(cat):
@@ -106,6 +138,20 @@ def capture_history(table, period: str = "year"):
     return out.sort_values("whale_id").reset_index(drop=True), undated
 
 
+def plain(cat, path, fmt=None) -> Path:
+    """The photos and identities (no embeddings) as ``fmt``: csv (text cells ``safe_cells``) or json (with the meta
+    and the decisions; default for a .json ``path``)."""
+    import json
+
+    table, path = cat.identities(), Path(path)
+    if (fmt or ("json" if path.suffix == ".json" else "csv")) == "json":
+        path.write_text(json.dumps({"meta": cat.meta, "photos": table.to_dict(orient="records"),
+                                    "decisions": cat.decisions()}, indent=1, default=str))
+    else:
+        safe_cells(table).to_csv(path, index=False)
+    return path
+
+
 def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", genus: str = "Delphinapterus",
           species: str = "leucas", location_id: str = "", submitter: str = "") -> str:
     """Export ``cat`` to ``out`` in ``fmt``; returns the line to print."""
@@ -116,15 +162,15 @@ def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", g
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "wildbook":
         sheet = wildbook(table, media, genus, species, location_id, submitter)
-        sheet.to_csv(tmp, index=False)
+        safe_cells(sheet).to_csv(tmp, index=False)
         tmp.replace(out)
         return f"{out}: {len(sheet)} encounters of {sheet['MarkedIndividual.individualID'].nunique() if len(sheet) else 0} " \
                "whales, Wildbook bulk-import columns"
     hist, undated = capture_history(table, period)
     if out.suffix == ".inp":
-        tmp.write_text("".join(f"/* {w} */ {ch} 1;\n" for w, ch in zip(hist["whale_id"], hist["ch"])))
+        tmp.write_text("".join(f"/* {mark_comment(w)} */ {ch} 1;\n" for w, ch in zip(hist["whale_id"], hist["ch"])))
     else:
-        hist.to_csv(tmp, index=False)
+        safe_cells(hist).to_csv(tmp, index=False)
     tmp.replace(out)
     note = f"; {undated} photos without a date left out" if undated else ""
     return f"{out}: capture histories of {len(hist)} whales over {len(hist.columns) - 3} occasions (by {period}){note}"

@@ -8,7 +8,11 @@ no request for being local:
   A server bound to every interface (``0.0.0.0``) cannot know its names and accepts any Host; it requires the
   token for every request instead.
 - **Origin**: a request that carries an ``Origin`` (every browser sends one with a POST) must come from the
-  server's own origin; ``Sec-Fetch-Site``, when sent, must be ``same-origin`` or ``none`` for a write.
+  server's own origin; ``Sec-Fetch-Site``, when sent, must be ``same-origin`` or ``none`` for a write, and for
+  every read but the page itself (``/``, which a link may open): a page on another origin (``cross-site``, or
+  ``same-site``, which another port of localhost is) can neither load a photo, a heatmap or a match picture (so
+  it cannot tell which ids exist, nor make the server compute) nor read the queue. Browsers without
+  ``Sec-Fetch-Site`` (before 2020-2023 releases) can still *embed* a photo from another page, never read it.
 - **Token**: every write carries the server's token in the ``X-Whaleid-Token`` header. The token is made
   fresh at each start (or given with ``--token``) and written into the page the server serves, which another
   origin cannot read; a form or a ``no-cors`` fetch from another page cannot set the header. Off loopback,
@@ -28,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 MAX_BODY = 64 * 1024  # bytes of a decision's body
+MIN_TOKEN = 16  # visible characters of a token given with --token
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER = "x-whaleid-token"
 
@@ -41,6 +46,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_token(token: str) -> str:
+    """``token`` when it is at least ``MIN_TOKEN`` visible ASCII characters (no spaces), else ``ValueError``."""
+    if not (len(token) >= MIN_TOKEN and token.isascii() and token.isprintable() and not any(c.isspace() for c in token)):
+        raise ValueError(f"--token must be at least {MIN_TOKEN} visible ASCII characters without spaces (or "
+                         "`generate`); got one of {len(token)} characters")
+    return token
+
+
 def is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::", "[::]")
 
@@ -49,7 +62,7 @@ class Guard:
     def __init__(self, host: str, port: int, token: str):
         self.host, self.port, self.token = host, int(port), token
         self.reads_need_token = not is_loopback(host)
-        names = set(LOOPBACK_NAMES) if is_loopback(host) else {host.strip("[]").lower()}
+        names = set(LOOPBACK_NAMES) | {host.strip("[]")} if is_loopback(host) else {host.strip("[]").lower()}
         self.names = {n.lower() for n in names}
 
     def host_ok(self, header: Optional[str]) -> bool:
@@ -72,6 +85,9 @@ class Guard:
         site = headers.get("sec-fetch-site")
         if write and site is not None and site not in ("same-origin", "none"):
             return _error(f"a {site} request cannot decide: only this server's own page may", 403)
+        if not write and site in ("cross-site", "same-site") and request.url.path != "/":
+            return _error(f"a {site} request cannot read the catalogue's photos or data: only this server's own page "
+                          "may", 403)
         if write or self.reads_need_token:
             given = headers.get(TOKEN_HEADER) or ("" if write else request.query_params.get("token", ""))
             if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode()):

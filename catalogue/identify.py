@@ -52,6 +52,7 @@ def identify(args, cat) -> int:
     table, cat_emb = cat.photos()
     table["whale_id"] = cat.current_whales(table["whale_id"])  # reviewers' merges count
     queries = read_photos(args.data, require_identity=args.evaluate, since=args.since, labels=args.labels)
+    linked = queries.attrs.get("linked_folders", [])
     queries = queries[~queries["image_id"].isin(set(table["image_id"]))].reset_index(drop=True)
     if queries.empty:
         print(f"no photo of {args.data} to identify (all are in the catalogue, or none is dated from {args.since})")
@@ -108,7 +109,7 @@ def identify(args, cat) -> int:
                     "encounter_id": queries["encounter_id"][i], "latitude": queries["latitude"][i],
                     "longitude": queries["longitude"][i]})
     frame = pd.DataFrame(out)
-    add_photo_root(cat, args.data)
+    add_photo_root(cat, args.data, linked)
     cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
     if args.out:
         frame.drop(columns=["path"]).to_csv(args.out, index=False)

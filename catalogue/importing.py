@@ -132,6 +132,27 @@ def crop_box(bbox, size, margin: float):
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def check_names(records: list) -> None:
+    """Each known individual's name in normal form (``catalogue.identity``); a name that breaks the rule, or is a
+    look-alike of another name of the same import (``whale0016`` and ``WHALE0016``, a zero-width space, a Cyrillic
+    letter), marks its record as not importable, saying which."""
+    from catalogue.identity import IdError, Skeletons, normal
+
+    names = Skeletons()
+    for r in records:
+        if r.problem or r.whale_id is None or str(r.whale_id).strip().lower() in UNKNOWN_NAMES:
+            continue
+        try:
+            r.whale_id = normal(str(r.whale_id), "the individual's name", 200)
+        except IdError as exc:
+            r.problem = str(exc)
+            continue
+        first = names.add(r.whale_id)
+        if first is not None:
+            r.problem = (f"the individual's name {r.whale_id!r} is a look-alike of {first!r}, named earlier in this "
+                         "file (same after normalising case, digits and look-alike letters); correct one of them")
+
+
 def unique_ids(records: list) -> None:
     seen: dict = {}
     for r in records:
@@ -160,6 +181,7 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
     if bad or (unmapped is not None and unmapped not in VIEWS):
         raise SourceError(f"viewpoints map onto {VIEWS}; got {bad or unmapped}")
     unique_ids(records)
+    check_names(records)
     tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)

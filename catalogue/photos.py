@@ -10,6 +10,8 @@ first folder was recorded (meta ``unrooted_photos``), are served only as files w
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -18,31 +20,51 @@ import numpy as np
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 
-def resolve_inside(root: Path, rows, source: str) -> list[str]:
+def resolve_inside(root: Path, rows, source: str, linked: Optional[set] = None) -> list[str]:
     """The resolved file of each ``(row number, path)`` in ``rows``, relative ``path`` under ``root``; raises
-    ``ValueError`` naming every row (up to ten) whose path is absolute or leaves ``root`` (links resolved)."""
+    ``ValueError`` naming every row (up to ten) whose path is absolute, has a ``..`` part, or resolves outside
+    ``root`` and the folders that links inside it lead to (``resolved_inside``). ``linked`` collects those folders."""
     root = Path(root).resolve()
     out, bad = [], []
     for row, path in rows:
-        target = resolved_inside(root, path)
+        target = resolved_inside(root, path, linked)
         if target is None:
             bad.append(f"row {row} ({str(path)!r})")
         out.append(str(target))
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ValueError(f"{source}: photo paths must be relative and stay inside {root} (links resolved): "
-                         f"{', '.join(bad[:10])}{more}; nothing was catalogued")
+        raise ValueError(f"{source}: photo paths must be relative without '..' and stay inside {root} or a folder a "
+                         f"link there leads to (a linked file must not leave them): {', '.join(bad[:10])}{more}; "
+                         "nothing was catalogued")
     return out
 
 
-def resolved_inside(root: Path, rel) -> Optional[Path]:
-    """``root/rel`` resolved (links followed) when ``rel`` is a non-empty relative path that stays inside ``root``
-    (already resolved), else None."""
+def resolved_inside(root: Path, rel, linked: Optional[set] = None) -> Optional[Path]:
+    """``root/rel`` resolved when ``rel`` is a non-empty relative path without ``..`` whose file lies inside
+    ``root`` (already resolved) or inside a folder that a *folder* link on its way leads to (``SURVEY/images ->
+    /mnt/nas/2019``, the usual layout for photos on a shared disk); else None. A link to the file itself must stay
+    inside those folders; a folder link to ``/`` or to a folder holding ``root`` grants nothing. ``linked``
+    collects the folders granted, for the catalogue to record."""
     text = str(rel)
-    if not text or Path(text).is_absolute():
+    if not text or Path(text).is_absolute() or ".." in Path(text).parts:
         return None
-    target = (root / text).resolve()
-    return target if _inside(target, root) else None
+    parts, allowed, here = Path(text).parts, [root], root
+    for part in parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            try:
+                here = here.resolve(strict=True)
+            except (OSError, RuntimeError):
+                return None
+            if here.is_dir() and here != Path(here.anchor) and not _inside(root, here):
+                allowed.append(here)
+    target = (here / parts[-1]).resolve()
+    home = next((a for a in allowed if _inside(target, a)), None)
+    if home is None:
+        return None
+    if linked is not None and home != root:
+        linked.add(home)
+    return target
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -60,19 +82,21 @@ def photo_roots(cat) -> tuple[list[Path], bool]:
     return roots, not roots or meta.get("unrooted_photos") == "1"
 
 
-def add_photo_root(cat, root: Path) -> None:
+def add_photo_root(cat, root: Path, linked=()) -> None:
+    """Record the survey folder ``root`` (resolved) and the folders links inside it lead to (``linked``)."""
     roots = [str(p) for p in photo_roots(cat)[0]]
-    root = str(Path(root).resolve())
-    if root not in roots:
+    new = [r for r in dict.fromkeys([str(Path(root).resolve()), *(str(Path(p)) for p in linked)]) if r not in roots]
+    if new:
         with cat._write():
             if not roots and cat.conn.execute("SELECT EXISTS (SELECT 1 FROM photos) OR EXISTS "
                                               "(SELECT 1 FROM proposals)").fetchone()[0]:
                 cat.set_meta("unrooted_photos", "1")
-            cat.set_meta("photo_roots", json.dumps(roots + [root]))
+            cat.set_meta("photo_roots", json.dumps(roots + new))
 
 
 def servable(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[str]:
-    """None when the stored ``path`` may be served; else why not ("missing" when the file is simply gone)."""
+    """None when the stored ``path`` may be served; else why not ("missing" when the file is simply gone). A check
+    of the path as it is now: ``read_served`` checks the file it actually opens."""
     if not path:
         return "missing"
     p = Path(path)
@@ -84,15 +108,129 @@ def servable(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[st
         return "missing"
     if real != p:
         return "a link or a path that no longer resolves to itself"
+    why = _outside(real, rules)
+    if why:
+        return why
+    if not real.is_file():
+        return "missing"
+    return None
+
+
+def _outside(real: Path, rules: tuple[list[Path], bool]) -> Optional[str]:
     roots, unrooted = rules
     if not any(_inside(real, r) for r in roots):
         if not unrooted:
             return "outside the survey folders it was catalogued from"
         if real.suffix.lower() not in PHOTO_SUFFIXES:
             return "not a photo file"
-    if not real.is_file():
-        return "missing"
     return None
+
+
+MAX_PHOTO_BYTES = 256 << 20  # a photo larger than this is not served
+
+
+def photo_type(body: bytes) -> str:
+    """The image type of ``body`` by its first bytes (the stored name may say nothing); octet-stream otherwise."""
+    for magic, kind in ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
+                        (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"), (b"BM", "image/bmp")):
+        if body.startswith(magic):
+            return kind
+    if body[:4] == b"RIFF" and body[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def read_served(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[bytes]:
+    """The bytes of the stored ``path`` when it may be served, else None; race-free: the file is opened once (not
+    following a link at its last part, never blocking on a FIFO), the *opened* file is checked (a regular file;
+    on Linux its real path, read back from ``/proc/self/fd``, must be the stored path inside the recorded folders;
+    elsewhere the path's file must be the one opened), and its bytes come from that descriptor. A file swapped for
+    a link between the check and the read is refused, not followed. Hard links are outside this check: a hard
+    link inside a survey folder *is* a file there (docs/usage.md says so)."""
+    if not path or not Path(path).is_absolute():
+        return None
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_PHOTO_BYTES:
+            return None
+        if os.path.isdir("/proc/self/fd"):
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        else:  # no /proc: the path must still name the file that was opened
+            now = os.stat(path)
+            real = os.path.realpath(path) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) else ""
+        if real != path or _outside(Path(real), rules):
+            return None
+        chunks, size = [], 0
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            size += len(block)
+            if size > MAX_PHOTO_BYTES:
+                return None
+            chunks.append(block)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def refuse_lookalikes(meta, existing, source: str) -> None:
+    """``ValueError`` naming the rows of ``meta`` whose whale id is a look-alike of another whale in ``existing``."""
+    from catalogue.identity import same_as
+
+    existing = {w for w in existing if isinstance(w, str)}
+    bad = [f"row {row}: whale id {w!r} is a look-alike of the catalogue's whale {twin!r}"
+           for row, w in zip(meta["row"], meta["whale_id"])
+           if isinstance(w, str) and w not in existing for twin in [same_as(w, existing)] if twin is not None]
+    if bad:
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(f"{source}: {'; '.join(bad[:10])}{more} (same after normalising case, digits and look-alike "
+                         "letters); correct the table or use the catalogue's id; nothing was catalogued")
+
+
+def check_ids(meta, source: str, existing=()) -> None:
+    """Photo ids and whale ids of ``meta`` (with ``row``) put in normal form in place (``catalogue.identity``);
+    ``ValueError`` naming the file and rows (up to ten) when one breaks the rule, or when two whale ids of the
+    table, or one of the table and one of ``existing`` (the catalogue's whales), are look-alikes."""
+    from catalogue.identity import IdError, Skeletons, normal, photo_id
+
+    bad = []
+    images, whales = [], []
+    names = Skeletons(existing)
+    firsts: dict = {}
+    for row, image, whale in zip(meta["row"], meta["image_id"], meta["whale_id"]):
+        try:
+            images.append(photo_id(str(image), "the photo id"))
+        except IdError as exc:
+            images.append(image)
+            bad.append(f"row {row}: {exc}")
+        if whale is None or (isinstance(whale, float) and np.isnan(whale)) or str(whale).strip() == "":
+            whales.append(whale)
+            continue
+        try:
+            whale = normal(str(whale), "the whale id", 200)
+        except IdError as exc:
+            bad.append(f"row {row}: {exc}")
+            whales.append(whale)
+            continue
+        first = names.add(whale)
+        if first is not None:
+            where = f"row {firsts[first]}" if first in firsts else "the catalogue"
+            bad.append(f"row {row}: whale id {whale!r} is a look-alike of {first!r} in {where} (same after normalising "
+                       "case, digits and look-alike letters)")
+        firsts.setdefault(whale, row)
+        whales.append(whale)
+    if bad:
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(f"{source}: {'; '.join(bad[:10])}{more}; nothing was catalogued")
+    meta["image_id"], meta["whale_id"] = images, whales
 
 
 def read_photos(data: Path, require_identity: bool, before: str | None = None, since: str | None = None,
@@ -111,9 +249,13 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
         if col not in meta.columns:
             meta[col] = None
     meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1
-    meta["file"] = resolve_inside(data, zip(meta["row"], meta["path"]), str(data / "metadata.csv"))
+    check_ids(meta, str(data / "metadata.csv"))
+    linked: set = set()
+    meta["file"] = resolve_inside(data, zip(meta["row"], meta["path"]), str(data / "metadata.csv"), linked)
     if before:
         meta = meta[meta["date"].astype(str) < before]
     if since:
         meta = meta[meta["date"].astype(str) >= since]
-    return meta.reset_index(drop=True)
+    meta = meta.reset_index(drop=True)
+    meta.attrs["linked_folders"] = sorted(str(p) for p in linked)  # for add_photo_root
+    return meta

@@ -28,6 +28,7 @@ import html
 import os
 import secrets
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -35,12 +36,13 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from catalogue.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
-from catalogue.guard import Guard, is_loopback, is_wildcard, json_object
-from catalogue.photos import photo_roots, servable
+from catalogue.guard import Guard, check_token, is_loopback, is_wildcard, json_object
+from catalogue.photos import photo_roots, photo_type, read_served, servable
+from catalogue.slow_clients import HEADER_TIMEOUT, header_timeout_protocol
 from catalogue.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
 from catalogue.store import Catalogue, CatalogueError, Conflict
 
@@ -96,7 +98,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
     heatmaps = Heatmaps(Path(bundle), cat.meta["model_hash"]) if bundle else None
     cat.close()
     default_who = clean_text(who or os.environ.get("USER") or "reviewer", "the reviewer's name", MAX_WHO)
-    token = token or secrets.token_urlsafe(24)
+    token = check_token(token) if token is not None else secrets.token_urlsafe(24)
     guard = Guard(host, port, token)
     page_html = PAGE.read_text().replace("{{token}}", html.escape(token, quote=True))
 
@@ -117,7 +119,9 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
-                return JSONResponse({"error": "the catalogue is busy (another program is writing to it); try again"},
+                return JSONResponse({"error": f"the catalogue is busy: another program holds its write lock for over "
+                                              f"{busy_timeout:g} s ({db}; this server's own writes take turns and "
+                                              "never hold it that long); try again"},
                                     503, headers={"Retry-After": "2"})
         return endpoint
 
@@ -127,6 +131,12 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
             return work(cat, *args)
         finally:
             cat.close()
+
+    writing = threading.Lock()  # the server's own writes take turns: a 503 is always another program's lock
+
+    def writes_catalogue(work, *args):
+        with writing:
+            return with_catalogue(work, *args)
 
     async def page(request: Request):
         return HTMLResponse(page_html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -150,12 +160,17 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
                                "SELECT path FROM proposals WHERE image_id = ?", (image_id, image_id)).fetchone()
         return row[0] if row and servable(row[0], photo_roots(cat)) is None else None
 
+    def photo_bytes(cat: Catalogue, image_id: str) -> Optional[bytes]:
+        path = path_of(cat, image_id)
+        return None if path is None else read_served(path, photo_roots(cat))
+
     async def photo(request: Request):
         image_id = clean_text(request.path_params["image_id"], "the photo id", MAX_ID)
-        path = await run_in_threadpool(with_catalogue, path_of, image_id)
-        if path is None:
+        body = await run_in_threadpool(with_catalogue, photo_bytes, image_id)
+        if body is None:
             return Response(f"no photo {image_id} in this catalogue", status_code=404)
-        return FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
+        return Response(body, media_type=photo_type(body), headers={"X-Content-Type-Options": "nosniff",
+                                                                     "Cache-Control": "no-store"})
 
     async def heatmap(request: Request):
         if heatmaps is None:
@@ -210,7 +225,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
             return cat.decide(body.get("who") or default_who, body.get("action"), body.get("query"),
                               body.get("whale_id"), body.get("other_whale"), scores=body.get("scores"),
                               expect_last=expect)
-        return JSONResponse({"id": await run_in_threadpool(with_catalogue, work)})
+        return JSONResponse({"id": await run_in_threadpool(writes_catalogue, work)})
 
     async def undo(request: Request):
         body = await json_object(request, UNDO_KEYS)
@@ -225,7 +240,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
             if row is None:
                 raise CatalogueError(f"no decision {target}")
             return cat.decide(body.get("who") or default_who, "undo", row[0], undoes=target)
-        return JSONResponse({"id": await run_in_threadpool(with_catalogue, work)})
+        return JSONResponse({"id": await run_in_threadpool(writes_catalogue, work)})
 
     async def favicon(request: Request):
         return Response(status_code=204)
@@ -247,13 +262,13 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
 
 
 def _count(text: str, what: str, most: int) -> int:
-    if not text.isdigit() or len(text) > 10 or int(text) > most:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > most:
         raise CatalogueError(f"{what} must be a whole number from 0 to {most}, got {text[:20]!r}")
     return int(text)
 
 
 def serve(db: Path, host: str = "127.0.0.1", port: int = 8765, who: Optional[str] = None, bundle=None,
-          token: Optional[str] = None) -> None:
+          token: Optional[str] = None, header_timeout: float = HEADER_TIMEOUT) -> None:
     """Serve the review page. Off loopback a token is required: refuse to start without one."""
     import sys
 
@@ -265,6 +280,8 @@ def serve(db: Path, host: str = "127.0.0.1", port: int = 8765, who: Optional[str
                              "or serve on 127.0.0.1")
     if token == "generate":
         token = secrets.token_urlsafe(24)
+    elif token is not None:
+        check_token(token)
     application = app(db, who, bundle, host=host, port=port, token=token)
     shown = "127.0.0.1" if is_wildcard(host) else f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/" + ("" if is_loopback(host) else f"?token={token}")
@@ -273,4 +290,5 @@ def serve(db: Path, host: str = "127.0.0.1", port: int = 8765, who: Optional[str
               + ": anyone with the token can read the photos and write decisions, over plain HTTP (no TLS); a reviewer"
               " name is not an identity.", file=sys.stderr, flush=True)
     print(f"reviewing {db} at {address} (Ctrl-C stops; every decision is already saved)", flush=True)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(application, host=host, port=port, log_level="warning", http=header_timeout_protocol(header_timeout),
+                timeout_keep_alive=5)

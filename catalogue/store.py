@@ -219,11 +219,11 @@ class Catalogue:
         return [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")]
 
     def state(self) -> dict:
-        """The decision log replayed over the catalogue's whales (``catalogue.decisions.replay``); never raises on
-        a logged row: rows it cannot apply are in ``skipped``."""
-        whales = {r[0] for r in self.conn.execute("SELECT DISTINCT whale_id FROM photos WHERE whale_id IS NOT NULL "
-                                                  "AND reviewed = 0")}
-        return replay(self.decisions(), whales)
+        """The log replayed over the catalogue's whales, proposals and own photos (``decisions.replay``)."""
+        ids = [{r[0] for r in self.conn.execute(sql)} for sql in (
+            "SELECT DISTINCT whale_id FROM photos WHERE whale_id IS NOT NULL AND reviewed = 0",
+            "SELECT image_id FROM proposals", "SELECT image_id FROM photos WHERE reviewed = 0")]
+        return replay(self.decisions(), *ids)  # whales, proposals, the catalogue's own photos
 
     def _sync_reviewed(self, state: dict, only: Optional[str] = None) -> int:
         """Make the photos ``apply`` added from review carry their identity in ``state``: moved to its whale, or
@@ -275,15 +275,10 @@ class Catalogue:
         return identities(self)
 
     def export(self, path, fmt: Optional[str] = None) -> Path:
-        """The photos and identities (no embeddings) as ``fmt``: csv or json (default: json for a .json ``path``)."""
-        table = self.identities()
-        path = Path(path)
-        if (fmt or ("json" if path.suffix == ".json" else "csv")) == "json":
-            path.write_text(json.dumps({"meta": self.meta, "photos": table.to_dict(orient="records"),
-                                        "decisions": self.decisions()}, indent=1, default=str))
-        else:
-            table.to_csv(path, index=False)
-        return path
+        """The photos and identities (no embeddings) as csv or json (``catalogue.exporting.plain``)."""
+        from catalogue.exporting import plain
+
+        return plain(self, path, fmt)
 
 
 def _text(value) -> Optional[str]:

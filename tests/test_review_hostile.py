@@ -26,7 +26,7 @@ from catalogue.photos import add_photo_root  # noqa: E402
 from catalogue.review import app  # noqa: E402
 from catalogue.store import Catalogue, CatalogueError  # noqa: E402
 
-TOKEN = "t0k-for-tests"
+TOKEN = "t0k-for-tests-0123456789"
 HOST = "127.0.0.1:8765"
 WHALES = ["w0", "w1", "w2"]
 QUERIES = [f"q{i}" for i in range(6)]
