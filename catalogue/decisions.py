@@ -205,10 +205,10 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
 def _against_state(d: dict, whales: set, proposals: Optional[set], training: Optional[set]) -> Optional[str]:
     """Why a well-formed logged decision does not fit the state at its point of the log, or None."""
     q, w = d["query"], d["whale_id"]
-    if proposals is not None and q not in proposals:
-        return f"photo {q!r} is not among identify's proposals"
     if training is not None and q in training:
         return f"photo {q!r} is one of the catalogue's own photos, not a proposal"
+    if proposals is not None and q not in proposals:
+        return f"photo {q!r} is not among identify's proposals"
     if d["action"] == "new_whale":
         if w in whales:
             return f"whale {w!r} exists already"

@@ -40,10 +40,12 @@ def safe_text(value):
 
 def safe_cells(frame):
     """``frame`` with every text cell (and column name) through ``safe_text``, for a CSV a spreadsheet opens."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(safe_text)
+        if not (is_numeric_dtype(out[col]) or is_bool_dtype(out[col])):
+            out[col] = out[col].astype(object).map(safe_text)
     out.columns = [safe_text(c) if isinstance(c, str) else c for c in out.columns]
     return out
 
