@@ -90,7 +90,7 @@ def export(args) -> int:
     cat = Catalogue.open(args.db)
     try:
         print(write(cat, args.out, fmt, args.period, args.media, args.genus, args.species, args.location_id,
-                    args.submitter))
+                    args.submitter, args.undated_date, args.wildbook_names, args.copy_media))
     finally:
         cat.close()
     return 0
@@ -210,21 +210,9 @@ def parser() -> argparse.ArgumentParser:
     from catalogue.reembed import add_parser as add_reembed
 
     add_reembed(cat)
-    e = cat.add_parser("export", help="the photos and identities as CSV or JSON (with the decisions), a Wildbook "
-                       "bulk-import sheet, or capture histories for mark-recapture")
-    e.add_argument("--db", type=Path, required=True)
-    e.add_argument("--out", type=Path, required=True, help="the file to write (capture-history to .inp: Program MARK)")
-    e.add_argument("--format", choices=("csv", "json", "wildbook", "capture-history"),
-                   help="default: json for a .json file, else csv")
-    e.add_argument("--period", default="year", choices=("year", "month", "week", "day"),
-                   help="capture-history: one sampling occasion per period with photos")
-    e.add_argument("--media", choices=("name", "path"), default="name",
-                   help="wildbook: the photos' file names (matched to the photos uploaded with the sheet) or full paths")
-    e.add_argument("--genus", default="Delphinapterus", help="wildbook: Encounter.genus")
-    e.add_argument("--species", default="leucas", help="wildbook: Encounter.specificEpithet")
-    e.add_argument("--location-id", default="", help="wildbook: Encounter.locationID (one of the Wildbook's own)")
-    e.add_argument("--submitter", default="", help="wildbook: Encounter.submitterID (a Wildbook user name)")
-    e.set_defaults(func=export)
+    from catalogue.exporting import add_parser as add_export
+
+    add_export(cat, export)
     c = sub.add_parser("calibrate", help="fit P(same whale) and the new-whale threshold on RUN's validation whales")
     c.add_argument("--db", type=Path, required=True, help="a catalogue built from RUN's training data")
     c.add_argument("--run", type=Path, required=True, help="the run folder (its split.csv names the validation photos)")

@@ -1,13 +1,24 @@
 """Reading a Wild Me COCO export (what Wildbook and WBIA write, and the form the public Beluga ID 2022 release on
 LILA takes) into ``catalogue.importing.Record``s.
 
-The export's layout, as wildlife-datasets reads it (``create_catalogue_wildme``,
-https://github.com/WildlifeDatasets/wildlife-datasets): ``images`` with ``id``, ``file_name``, ``date_captured``
-("NA" when unknown) and ``gps_lat_captured`` / ``gps_lon_captured`` (-1 when unknown); ``annotations`` with
-``image_id``, ``bbox`` ([x, y, width, height] in pixels), ``viewpoint`` (a free label such as "up", "left",
-"frontright"), ``name`` (the individual; "____" for an unknown one) and often ``uuid``. Exports differ: every
-field is looked up in the annotation first and then in its image, under the key ``--field`` gives. An annotation
-with no ``bbox`` but a polygon ``segmentation`` is cropped to the polygon's bounding box.
+The fields, as Wild Me's exporter writes them (WildMeOrg/wildbook-ia, ``wbia/other/detectcore.py``,
+``export_to_coco``) and WildlifeDatasets' ``create_catalogue_wildme`` reads them: ``images`` with ``id``,
+``file_name``, ``date_captured`` ("NA" when unknown) and ``gps_lat_captured`` / ``gps_lon_captured`` (-1 when
+unknown, sometimes text); ``categories`` naming each ``category_id``'s species; ``annotations`` with ``image_id``,
+``bbox`` ([x, y, width, height] in pixels, before rotation), ``theta`` (the rotation in radians about the box's
+centre), ``segmentation`` (the rotated box as a polygon), ``segmentation_bbox`` (its outer box), ``viewpoint`` (a
+free label such as "up", "left", "frontright"), ``name`` (the individual; "____" for an unknown one),
+``individual_ids`` and ``uuid``; and ``parts`` (a fluke, a head: each with ``annot_id``, the annotation it is part
+of). Exports differ: every field is looked up in the annotation first and then in its image, under the key
+``--field`` gives.
+
+- **The box**: ``bbox`` with its ``theta`` (cut as ``--rotated`` says, ``catalogue.crops``); without ``bbox``,
+  ``segmentation_bbox`` (already the outer box: no rotation); without either, the polygon ``segmentation``'s box.
+- **The individual** is ``name`` alone. ``individual_ids`` lists the *annotation* ids of the animals seen with this
+  one (Wild Me's exporter fills it from the annotation's image), not an individual's id: it is not read.
+- **Parts** (the file's ``parts`` list, or an annotation naming its whole in ``annot_id`` or ``parent_id``) are
+  not whole animals: each is skipped and named.
+- **Species**: the annotation's ``species`` if it has one, else its category's name.
 """
 
 from __future__ import annotations
@@ -19,7 +30,8 @@ from catalogue.importing import Record, SourceError
 
 FIELDS = {"individual": "name", "viewpoint": "viewpoint", "bbox": "bbox", "file_name": "file_name",
           "date": "date_captured", "encounter": "encounter_id", "latitude": "gps_lat_captured",
-          "longitude": "gps_lon_captured", "id": "uuid"}
+          "longitude": "gps_lon_captured", "id": "uuid", "theta": "theta", "species": "species"}
+PARENT_KEYS = ("annot_id", "parent_id")  # an annotation that names its whole is a part
 
 
 def polygon_box(segmentation):
@@ -56,6 +68,7 @@ def read_coco(path: Path, fields: dict | None = None) -> list:
     for i, img in enumerate(data["images"]):
         if isinstance(img, dict) and "id" in img:
             images[str(img["id"])] = img
+    categories = {str(c.get("id")): c.get("name") for c in data.get("categories") or [] if isinstance(c, dict)}
     records = []
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
@@ -67,22 +80,38 @@ def read_coco(path: Path, fields: dict | None = None) -> list:
             records.append(Record(row=row, image="", problem=f"its image_id {ann.get('image_id')!r} is not among the "
                                                               "file's images"))
             continue
+        parent = next((ann[k] for k in PARENT_KEYS if ann.get(k) is not None), None)
+        if parent is not None:
+            records.append(Record(row=row, image=str(img.get(key["file_name"], "") or ""),
+                                  problem=f"a part of annotation {parent}, not a whole animal"))
+            continue
 
         def get(field, default=None):
             k = key[field]
             return ann[k] if k in ann else img.get(k, default)
 
         name = get("individual")
-        if name is None and isinstance(ann.get("individual_ids"), list) and len(ann["individual_ids"]) == 1:
-            name = ann["individual_ids"][0]
         ident = get("id")
-        box = ann.get(key["bbox"])
+        box, theta = ann.get(key["bbox"]), get("theta", 0.0)
+        if box is None:  # the outer box of the rotated box: axis-aligned already
+            box, theta = ann.get("segmentation_bbox"), 0.0
         if box is None:  # some exports carry only the polygon: its bounding box, as wildlife-datasets takes it
             box = polygon_box(ann.get("segmentation"))
+        species = get("species")
+        if species is None:
+            species = categories.get(str(ann.get("category_id")))
         records.append(Record(row=row, image=str(img.get(key["file_name"], "") or ""),
                               whale_id=None if name is None else str(name), viewpoint=str(get("viewpoint", "") or ""),
                               date=get("date", ""), encounter_id=str(get("encounter", "") or ""),
-                              latitude=get("latitude"), longitude=get("longitude"), bbox=box,
+                              latitude=get("latitude"), longitude=get("longitude"), bbox=box, theta=theta,
+                              species="" if species is None else str(species),
                               image_id=str(ident) if ident else f"{Path(str(img.get(key['file_name'], 'photo'))).stem}"
                                                                 f"-a{ann.get('id', i)}"))
+    for j, part in enumerate(data.get("parts") or []):
+        whole = part.get("annot_id") if isinstance(part, dict) else None
+        img = images.get(str(part.get("image_id"))) if isinstance(part, dict) else None
+        records.append(Record(row=f"part {j}" + (f" (id {part['id']})" if isinstance(part, dict) and "id" in part
+                                                 else ""),
+                              image=str((img or {}).get(key["file_name"], "") or ""),
+                              problem=f"a part of annotation {whole}, not a whole animal"))
     return records

@@ -1,12 +1,5 @@
-"""Photo-ID data out: the catalogue's identities as a Wildbook bulk-import sheet or as capture histories.
-
-``--format wildbook``: one row per encounter (a whale seen at one time: the photos' ``encounter_id``, else the
-whale and the day), with Wildbook's bulk-import column names (the standard import of Wild Me's Wildbook,
-https://github.com/WildMeOrg/Wildbook): ``Encounter.mediaAsset0``, ``Encounter.mediaAsset1``, ... (the photos'
-file names, which the import matches against the photos uploaded with the sheet), ``MarkedIndividual.individualID``,
-``Encounter.year`` / ``.month`` / ``.day``, ``Encounter.decimalLatitude`` / ``.decimalLongitude`` (the mean of the
-encounter's photos that have a location), ``Encounter.locationID``, ``Encounter.genus`` and
-``Encounter.specificEpithet`` (Delphinapterus leucas, the beluga, unless told), ``Encounter.occurrenceRemarks``.
+"""Photo-ID data out: the catalogue's identities as CSV or JSON, as a Wildbook bulk-import sheet
+(``catalogue.wildbook``), or as capture histories.
 
 ``--format capture-history``: one row per whale and one column per sampling occasion (1: photographed in it),
 occasions being the periods (``--period year|month|week|day``) in which any catalogue photo was taken, and
@@ -14,6 +7,8 @@ occasions being the periods (``--period year|month|week|day``) in which any cata
 ``RMark`` take a data frame with a character column ``ch``; Program MARK an ``.inp`` file, written when the
 output ends in ``.inp``: ``/* whale */ 0101 1;`` per whale). Photos without a date cannot be placed and are
 counted, not guessed.
+
+Every CSV written here goes through ``safe_cells``: a spreadsheet opens it without running a formula.
 """
 
 from __future__ import annotations
@@ -69,7 +64,7 @@ def identities(cat):
     table["current_whale"] = [state["alias"].get(w, w) for w in table["whale_id"]]
     decided = pd.DataFrame([{"image_id": q, "whale_id": None, "encounter_id": p["encounter_id"],
                              "viewpoint": p["viewpoint"], "date": p["date"], "path": p["path"], "batch": p["batch"],
-                             "latitude": p["latitude"], "longitude": p["longitude"],
+                             "latitude": p["latitude"], "longitude": p["longitude"], "species": p.get("species"),
                              "current_whale": state["assigned"][q]}
                             for p in cat.proposals() for q in [p["image_id"]]
                             if q in state["assigned"] and q not in known])
@@ -80,44 +75,6 @@ def encounter_key(frame):
     """Each photo's encounter: its encounter_id, else its whale and day."""
     enc = frame["encounter_id"].fillna("").astype(str)
     return enc.where(enc != "", frame["current_whale"].astype(str) + "_" + frame["date"].fillna("").astype(str))
-
-
-def wildbook(table, media: str = "name", genus: str = "Delphinapterus", species: str = "leucas",
-             location_id: str = "", submitter: str = ""):
-    """The Wildbook bulk-import sheet of ``table`` (``Catalogue.identities``) as a DataFrame."""
-    import pandas as pd
-
-    t = table[table["current_whale"].notna() & (table["current_whale"].astype(str) != "")].copy()
-    t["current_whale"] = t["current_whale"].astype(str)
-    t["encounter"] = encounter_key(t)
-    lat = pd.to_numeric(t["latitude"], errors="coerce") if "latitude" in t else pd.Series(np.nan, index=t.index)
-    lon = pd.to_numeric(t["longitude"], errors="coerce") if "longitude" in t else pd.Series(np.nan, index=t.index)
-    located = lat.notna() & lon.notna()  # a photo's location counts only with both coordinates
-    t["lat"], t["lon"] = lat.where(located), lon.where(located)
-    day = t["date"].fillna("").astype(str).str[:10]
-    t["day"] = day.where(day.str.match(r"^\d{4}-\d{2}-\d{2}$"))
-    t["media"] = t["path"].astype(str).map(lambda p: Path(p).name) if media == "name" else t["path"].astype(str)
-    keys = ["current_whale", "encounter"]
-    t = t.sort_values(keys, kind="stable")
-    groups = t.groupby(keys, sort=True)
-    agg = groups.agg(day=("day", "min"), lat=("lat", "mean"), lon=("lon", "mean"))
-    t["n"] = groups.cumcount()
-    assets = t.pivot(index=keys, columns="n", values="media").reindex(agg.index)
-    assets.columns = [f"Encounter.mediaAsset{int(n)}" for n in assets.columns]
-    day = agg["day"].fillna("")
-    frame = pd.DataFrame({"MarkedIndividual.individualID": agg.index.get_level_values(0),
-                          "Encounter.year": day.str[:4].to_numpy(),
-                          "Encounter.month": day.str[5:7].str.lstrip("0").to_numpy(),
-                          "Encounter.day": day.str[8:10].str.lstrip("0").to_numpy(),
-                          "Encounter.decimalLatitude": agg["lat"].round(6).to_numpy(),
-                          "Encounter.decimalLongitude": agg["lon"].round(6).to_numpy(),
-                          "Encounter.locationID": location_id, "Encounter.genus": genus,
-                          "Encounter.specificEpithet": species,
-                          "Encounter.occurrenceRemarks": ("whaleid encounter " + agg.index.get_level_values(1)).to_numpy()})
-    if submitter:
-        frame["Encounter.submitterID"] = submitter
-    frame = pd.concat([assets.reset_index(drop=True), frame], axis=1)
-    return frame.astype(object).where(frame.notna(), "")
 
 
 def capture_history(table, period: str = "year"):
@@ -154,20 +111,31 @@ def plain(cat, path, fmt=None) -> Path:
     return path
 
 
-def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", genus: str = "Delphinapterus",
-          species: str = "leucas", location_id: str = "", submitter: str = "") -> str:
-    """Export ``cat`` to ``out`` in ``fmt``; returns the line to print."""
+def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", genus=None, species=None,
+          location_id: str = "", submitter: str = "public", undated_date=None, names: str = "current",
+          copy_media: bool = False) -> str:
+    """Export ``cat`` to ``out`` in ``fmt``; returns the lines to print."""
     out = Path(out)
     if fmt in ("csv", "json"):
-        return str(cat.export(out, fmt))
+        return str(plain(cat, out, fmt))
     table = cat.identities()
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "wildbook":
-        sheet = wildbook(table, media, genus, species, location_id, submitter)
-        safe_cells(sheet).to_csv(tmp, index=False)
+        from catalogue.wildbook import sheet as wildbook_sheet
+
+        frame, left_out = wildbook_sheet(table, out, media, genus, species, location_id, submitter, undated_date, names,
+                                         copy_media)
+        safe_cells(frame).to_csv(tmp, index=False)
         tmp.replace(out)
-        return f"{out}: {len(sheet)} encounters of {sheet['MarkedIndividual.individualID'].nunique() if len(sheet) else 0} " \
-               "whales, Wildbook bulk-import columns"
+        listed = out.with_name(out.stem + ".left-out.csv")
+        if len(left_out):
+            safe_cells(left_out).to_csv(listed, index=False)
+        elif listed.exists():
+            listed.unlink()
+        whales = frame["MarkedIndividual.individualID"].nunique() if len(frame) else 0
+        note = (f"\n{len(left_out)} encounters ({int(left_out['photos'].sum())} photos) without a date left out, "
+                f"listed in {listed} (--undated-date dates them)") if len(left_out) else ""
+        return f"{out}: {len(frame)} encounters of {whales} whales, Wildbook bulk-import columns ({names} names){note}"
     hist, undated = capture_history(table, period)
     if out.suffix == ".inp":
         tmp.write_text("".join(f"/* {mark_comment(w)} */ {ch} 1;\n" for w, ch in zip(hist["whale_id"], hist["ch"])))
@@ -176,3 +144,28 @@ def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", g
     tmp.replace(out)
     note = f"; {undated} photos without a date left out" if undated else ""
     return f"{out}: capture histories of {len(hist)} whales over {len(hist.columns) - 3} occasions (by {period}){note}"
+
+
+def add_parser(cat, run) -> None:
+    """``whaleid catalogue export``'s arguments (``run`` does the work)."""
+    e = cat.add_parser("export", help="the photos and identities as CSV or JSON (with the decisions), a Wildbook "
+                       "bulk-import sheet, or capture histories for mark-recapture")
+    e.add_argument("--db", type=Path, required=True)
+    e.add_argument("--out", type=Path, required=True, help="the file to write (capture-history to .inp: Program MARK)")
+    e.add_argument("--format", choices=("csv", "json", "wildbook", "capture-history"),
+                   help="default: json for a .json file, else csv")
+    e.add_argument("--period", default="year", choices=("year", "month", "week", "day"),
+                   help="capture-history: one sampling occasion per period with photos")
+    e.add_argument("--media", choices=("name", "relative"), default="name", help="wildbook: the photos as file names "
+                   "(uploaded with the sheet) or as paths relative to the sheet's folder")
+    e.add_argument("--copy-media", action="store_true", help="wildbook: copy the photos into <sheet>_media/ beside it")
+    e.add_argument("--genus", help="wildbook: Encounter.genus where the photos' species is not a scientific name")
+    e.add_argument("--species", help="wildbook: Encounter.specificEpithet, with --genus")
+    e.add_argument("--location-id", default="", help="wildbook: Encounter.locationID (one of the Wildbook's own)")
+    e.add_argument("--submitter", default="public", help="wildbook: Encounter.submitterID, a user of the Wildbook "
+                   "(default: public)")
+    e.add_argument("--undated-date", help="wildbook: YYYY-MM-DD given to photos without a date (default: their "
+                   "encounters are left out and listed in <sheet>.left-out.csv)")
+    e.add_argument("--wildbook-names", choices=("current", "legacy"), default="current", help="wildbook: the field "
+                   "names of Wildbook's current bulk import (sighting) or of older releases (occurrence)")
+    e.set_defaults(func=run)

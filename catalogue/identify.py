@@ -107,7 +107,7 @@ def identify(args, cat) -> int:
                     "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
                     "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
                     "encounter_id": queries["encounter_id"][i], "latitude": queries["latitude"][i],
-                    "longitude": queries["longitude"][i]})
+                    "longitude": queries["longitude"][i], "species": queries["species"][i]})
     frame = pd.DataFrame(out)
     add_photo_root(cat, args.data, linked)
     cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catalogue.importing import VIEWS, parse_map, write_survey
+from catalogue.crops import ROTATED
+from catalogue.importing import UNKNOWN_NAMES, VIEWS, parse_map, write_survey
 
 
 def report(summary: dict, out: Path) -> str:
@@ -32,6 +33,12 @@ def add_parser(sub) -> None:
         p.add_argument("--viewpoint-map", help="LABEL=top|left|right,... before the built-in word rules")
         p.add_argument("--unmapped-viewpoint", choices=VIEWS, help="where a label mapping to none goes (default: "
                        "the record is skipped and named)")
+        p.add_argument("--unknown", default=",".join(UNKNOWN_NAMES),
+                       help="labels that name no individual, comma-separated, compared trimmed and ignoring case; "
+                       "their photos go to SURVEY/unidentified/ (default: %(default)s, with the empty label)")
+        p.add_argument("--species", help="import only this species' records (the others are named in skipped.csv)")
+        p.add_argument("--rotated", choices=ROTATED, default="upright", help="a box with a rotation (theta): turned "
+                       "upright and cut, or cut by its outer box (default upright)")
 
     imp = sub.add_parser("import", help="write a survey folder from a Wild Me COCO export or a spreadsheet")
     kinds = imp.add_subparsers(dest="kind", required=True)
@@ -44,6 +51,7 @@ def add_parser(sub) -> None:
     t.add_argument("table", type=Path, help="a .csv or tab-separated file")
     t.add_argument("--map", help="FIELD=COLUMN,... for " + ", ".join(TABLE_FIELDS) + " (default: same names); bbox is "
                    "one column 'x y width height'")
+    t.add_argument("--keep", help="COLUMN,... other columns carried as they are into the survey's metadata.csv")
     common(t)
 
     def run(args) -> int:
@@ -51,10 +59,12 @@ def add_parser(sub) -> None:
             records = read_coco(args.annotations, parse_map(args.field, "--field"))
             src = args.annotations
         else:
-            records = read_table(args.table, parse_map(args.map, "--map"))
+            records = read_table(args.table, parse_map(args.map, "--map"),
+                                 [c.strip() for c in (args.keep or "").split(",") if c.strip()])
             src = args.table
         summary = write_survey(records, args.images, args.out, args.margin, parse_map(args.viewpoint_map, "--viewpoint-map"),
-                               args.unmapped_viewpoint, str(src))
+                               args.unmapped_viewpoint, str(src), unknown=[u for u in args.unknown.split(",")] + [""],
+                               species=args.species, rotated=args.rotated)
         print(report(summary, args.out))
         return 0 if summary["imported"] or summary["unidentified"] else 1
 

@@ -26,10 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from catalogue.crops import ROTATED, crop_box, crop_rotated, outer_box, parse_bbox, parse_theta  # noqa: F401
+
 VIEWS = ("top", "left", "right")
-UNKNOWN_NAMES = ("", "____", "unknown", "none", "nan", "na")
+# labels that name no individual, in the published sets: Wild Me's "____", the Kaggle humpback set's "new_whale",
+# and the usual words for none; compared trimmed and case-folded (``--unknown`` replaces the list)
+UNKNOWN_NAMES = ("", "____", "new_whale", "unknown", "none", "nan", "na", "null")
 COLUMNS = ("image_id", "path", "whale_id", "viewpoint", "viewpoint_label", "date", "timestamp", "encounter_id",
-           "latitude", "longitude", "source_image", "bbox", "source_row", "note")
+           "latitude", "longitude", "species", "source_image", "bbox", "theta", "source_row", "note")
 
 
 class SourceError(ValueError):
@@ -47,6 +51,9 @@ class Record:
     latitude: object = None
     longitude: object = None
     bbox: object = None  # [x, y, width, height] in pixels, or None: the whole photo
+    theta: object = 0.0  # the box's rotation about its centre, radians (Wild Me's ``theta``)
+    species: str = ""
+    extra: dict = field(default_factory=dict)  # other columns the user asked to keep (``--keep``)
     image_id: str = ""
     notes: list = field(default_factory=list)
     problem: str = ""  # why the record cannot be imported, found while reading it
@@ -104,31 +111,6 @@ def clean_location(lat, lon) -> tuple[Optional[float], Optional[float], str]:
     return la, lo, ""
 
 
-def parse_bbox(value) -> Optional[list]:
-    """[x, y, w, h] floats from a list or a "x,y,w,h" / "x y w h" string; None for none; ValueError if malformed."""
-    if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value)):
-        return None
-    parts = value if isinstance(value, (list, tuple)) else re.split(r"[,\s;]+", str(value).strip(" []()"))
-    nums = [float(p) for p in parts]
-    if len(nums) != 4 or not all(math.isfinite(n) for n in nums):
-        raise ValueError(f"bbox {value!r} is not four finite numbers x, y, width, height")
-    if nums[2] <= 0 or nums[3] <= 0:
-        raise ValueError(f"bbox {value!r} has no area")
-    return nums
-
-
-def crop_box(bbox, size, margin: float):
-    """The crop (left, top, right, bottom) of ``bbox`` widened by ``margin`` and clipped to the photo of ``size``;
-    None when the box lies wholly outside it."""
-    width, height = size
-    x, y, w, h = bbox
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        return None
-    left, top = max(0, math.floor(x - margin * w)), max(0, math.floor(y - margin * h))
-    right, bottom = min(width, math.ceil(x + w + margin * w)), min(height, math.ceil(y + h + margin * h))
-    return (left, top, right, bottom) if right - left >= 2 and bottom - top >= 2 else None
-
-
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -140,7 +122,7 @@ def check_names(records: list) -> None:
 
     names = Skeletons()
     for r in records:
-        if r.problem or r.whale_id is None or str(r.whale_id).strip().lower() in UNKNOWN_NAMES:
+        if r.problem or r.whale_id is None:
             continue
         try:
             r.whale_id = normal(str(r.whale_id), "the individual's name", 200)
@@ -163,8 +145,11 @@ def unique_ids(records: list) -> None:
 
 
 def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, viewpoint_map: Optional[dict] = None,
-                 unmapped: Optional[str] = None, source: str = "", quality: int = 95) -> dict:
-    """Write ``records`` as a survey folder at ``out`` (see the module's doc); returns the counts and the skipped."""
+                 unmapped: Optional[str] = None, source: str = "", quality: int = 95, unknown=UNKNOWN_NAMES,
+                 species: Optional[str] = None, rotated: str = "upright") -> dict:
+    """Write ``records`` as a survey folder at ``out`` (see the module's doc); returns the counts and the skipped.
+    ``unknown``: the labels that name no individual; ``species``: import only that species' records (the others
+    are named in skipped.csv); ``rotated``: how a box with a rotation is cut (``catalogue.crops``)."""
     import pandas as pd
     from PIL import Image
 
@@ -180,7 +165,19 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
     bad = {k: v for k, v in mapping.items() if v not in VIEWS}
     if bad or (unmapped is not None and unmapped not in VIEWS):
         raise SourceError(f"viewpoints map onto {VIEWS}; got {bad or unmapped}")
+    if rotated not in ROTATED:
+        raise SourceError(f"--rotated must be one of {ROTATED}, got {rotated!r}")
+    unknown = {str(u).strip().casefold() for u in unknown}
     unique_ids(records)
+    if species is not None:
+        wanted = species.strip().casefold()
+        for r in records:
+            if not r.problem and str(r.species or "").strip().casefold() != wanted:
+                r.problem = (f"species {r.species!r}, not {species!r} (--species)" if str(r.species or "").strip()
+                             else f"no species given; --species {species!r} imports only that species")
+    for r in records:
+        if r.whale_id is not None and str(r.whale_id).strip().casefold() in unknown:
+            r.whale_id = None  # an unknown individual: unidentified/
     check_names(records)
     tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -225,35 +222,49 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
                             "--unmapped-viewpoint)")
                     continue
                 try:
-                    box = parse_bbox(r.bbox)
+                    box, theta = parse_bbox(r.bbox), parse_theta(r.theta)
                 except (TypeError, ValueError) as exc:
                     skip(r, str(exc))
                     continue
-                crop = (0, 0) + photo.size if box is None else crop_box(box, photo.size, margin)
-                if crop is None:
+                turned = box is not None and theta != 0.0
+                outer = outer_box(box, theta) if turned else box
+                if turned and rotated == "upright":
+                    cut = crop_rotated(photo, box, theta, margin)
+                else:
+                    crop = (0, 0) + photo.size if box is None else crop_box(outer, photo.size, margin)
+                    cut = None if crop is None else photo.crop(crop)
+                if cut is None:
                     skip(r, f"bbox {box} lies outside the {photo.size[0]}x{photo.size[1]} photo")
                     continue
                 notes = list(r.notes)
-                if box is not None and (box[0] < 0 or box[1] < 0 or box[0] + box[2] > photo.size[0]
-                                        or box[1] + box[3] > photo.size[1]):
-                    notes.append("bbox clipped to the photo")
-                known = r.whale_id is not None and str(r.whale_id).strip().lower() not in UNKNOWN_NAMES
+                if outer is not None and (outer[0] < 0 or outer[1] < 0 or outer[0] + outer[2] > photo.size[0]
+                                          or outer[1] + outer[3] > photo.size[1]):
+                    notes.append("bbox clipped to the photo" + (" (black beyond its edge)" if turned
+                                                                  and rotated == "upright" else ""))
+                if turned:
+                    notes.append(f"rotated box ({theta:g} rad) cut " + ("upright" if rotated == "upright"
+                                                                         else "by its outer box"))
+                known = r.whale_id is not None
                 folder = tmp if known else tmp / "unidentified"
                 name = f"images/{r.image_id}.jpg"
-                photo.crop(crop).save(folder / name, quality=quality)
+                cut.save(folder / name, quality=quality)
                 date, stamp = clean_date(r.date)
                 la, lo, note = clean_location(r.latitude, r.longitude)
                 notes += [note] if note else []
                 row = {"image_id": r.image_id, "path": name, "whale_id": str(r.whale_id).strip() if known else "",
                        "viewpoint": view, "viewpoint_label": str(r.viewpoint or ""), "date": date, "timestamp": stamp,
-                       "encounter_id": str(r.encounter_id or ""), "latitude": la, "longitude": lo, "source_image": rel,
-                       "bbox": "" if box is None else " ".join(f"{v:g}" for v in box), "source_row": r.row,
-                       "note": "; ".join(notes)}
+                       "encounter_id": str(r.encounter_id or ""), "latitude": la, "longitude": lo,
+                       "species": str(r.species or "").strip(), "source_image": rel,
+                       "bbox": "" if box is None else " ".join(f"{v:g}" for v in box),
+                       "theta": f"{theta:g}" if turned else "", "source_row": r.row, "note": "; ".join(notes),
+                       **{k: v for k, v in r.extra.items() if k not in COLUMNS}}
                 (kept if known else loose).append(row)
         for folder, rows in ((tmp, kept), (tmp / "unidentified", loose)):
-            table = pd.DataFrame(rows, columns=list(COLUMNS))
+            extra = sorted({k for row in rows for k in row} - set(COLUMNS))
+            table = pd.DataFrame(rows, columns=list(COLUMNS) + extra)
             if table["encounter_id"].eq("").all():
                 table = table.drop(columns=["encounter_id"])  # read_metadata then groups a whale's photos by day
+            table = table.drop(columns=[c for c in ("species", "theta") if table[c].eq("").all()])
             table.to_csv(folder / "metadata.csv", index=False)
         skipped = [{k: v for k, v in s.items() if k != "order"} for s in sorted(skipped, key=lambda s: s["order"])]
         pd.DataFrame(skipped, columns=["source_row", "source_image", "reason"]).to_csv(tmp / "skipped.csv", index=False)

@@ -140,6 +140,23 @@ def photo_type(body: bytes) -> str:
     return "application/octet-stream"
 
 
+def on_private_copies(paths: list, rules: tuple[list[Path], bool], draw):
+    """``draw(*files)`` on private copies of the stored ``paths``, each read by ``read_served`` (so a photo swapped
+    for a link meanwhile is never drawn); None when one of them may not be served."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="whaleid_pair_") as tmp:
+        files = []
+        for n, path in enumerate(paths):
+            body = read_served(path, rules) if path else None
+            if body is None:
+                return None
+            copy = Path(tmp) / f"{n}{Path(path).suffix.lower()}"
+            copy.write_bytes(body)
+            files.append(str(copy))
+        return draw(*files)
+
+
 def read_served(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[bytes]:
     """The bytes of the stored ``path`` when it may be served, else None; race-free: the file is opened once (not
     following a link at its last part, never blocking on a FIFO), the *opened* file is checked (a regular file;
@@ -245,7 +262,7 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
         from catalogue.calibration import identities_from_labels
 
         meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
-    for col in ("encounter_id", "date", "whale_id", "latitude", "longitude"):
+    for col in ("encounter_id", "date", "whale_id", "latitude", "longitude", "species"):
         if col not in meta.columns:
             meta[col] = None
     meta["row"] = np.arange(len(meta)) + 2  # the line in metadata.csv, its header being line 1

@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from catalogue.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
 from catalogue.guard import Guard, check_token, is_loopback, is_wildcard, json_object
-from catalogue.photos import photo_roots, photo_type, read_served, servable
+from catalogue.photos import on_private_copies, photo_roots, photo_type, read_served, servable
 from catalogue.slow_clients import HEADER_TIMEOUT, header_timeout_protocol
 from catalogue.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
 from catalogue.store import Catalogue, CatalogueError, Conflict
@@ -176,14 +176,16 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         if heatmaps is None:
             return Response("start whaleid review with --bundle for heatmaps", status_code=404)
         ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
-        paths = await run_in_threadpool(with_catalogue, lambda cat: [path_of(cat, i) for i in ids])
-        if None in paths:
-            return Response("no such photo in this catalogue", status_code=404)
-        try:
-            png = await run_in_threadpool(heatmaps.png, *paths)
+
+        def draw(cat):
+            return on_private_copies([path_of(cat, i) for i in ids], photo_roots(cat), heatmaps.png)
+        try:  # drawn from private copies of the photos, read race-free
+            png = await run_in_threadpool(with_catalogue, draw)
         except Exception as exc:  # an unreadable or undecodable photo: say so, the server goes on
             return Response(f"cannot draw the heatmap of {ids[0]} and {ids[1]}: {type(exc).__name__}: {exc}"[:400],
                             status_code=422)
+        if png is None:
+            return Response("no such photo in this catalogue", status_code=404)
         return Response(png, media_type="image/png")
 
     def local_evidence(cat: Catalogue):
@@ -192,7 +194,9 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
 
         stored = cat.meta.get("calibration")
         local = Calibration.from_json(stored).local if stored else {}
-        return Evidence(db, local.get("options"))
+        evidence = Evidence(db, local.get("options"))
+        evidence.step.cache_dir = None  # it matches private copies: keep them out of the catalogue's keypoint store
+        return evidence
 
     def view_of(cat: Catalogue, image_id: str) -> str:
         row = cat.conn.execute("SELECT viewpoint FROM photos WHERE image_id = ? UNION ALL "
@@ -205,14 +209,16 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
 
         def work(cat):
-            return [path_of(cat, i) for i in ids], [view_of(cat, i) for i in ids], local_evidence(cat)
-        paths, views, evidence = await run_in_threadpool(with_catalogue, work)
-        if None in paths:
-            return Response("no such photo in this catalogue", status_code=404)
-        try:
-            png, n = await run_in_threadpool(match_picture, evidence, paths[0], views[0], paths[1], views[1])
+            views, evidence = [view_of(cat, i) for i in ids], local_evidence(cat)
+            return on_private_copies([path_of(cat, i) for i in ids], photo_roots(cat),
+                                     lambda a, b: match_picture(evidence, a, views[0], b, views[1]))
+        try:  # drawn from private copies of the photos, read race-free
+            drawn = await run_in_threadpool(with_catalogue, work)
         except Exception as exc:  # an unreadable photo, or OpenCV missing: say so, the server goes on
             return Response(f"cannot match {ids[0]} and {ids[1]}: {type(exc).__name__}: {exc}"[:400], status_code=422)
+        if drawn is None:
+            return Response("no such photo in this catalogue", status_code=404)
+        png, n = drawn
         return Response(png, media_type="image/png", headers={"X-Inliers": str(n)})
 
     async def decide(request: Request):

@@ -1,5 +1,5 @@
 """The catalogue file's SQLite schema, by version (``PRAGMA user_version``): 1 photos, decisions and the log's
-append-only triggers; 2 identify's proposals; 3 ``photos.reviewed``; 4 latitude and longitude. A file of an
+append-only triggers; 2 identify's proposals; 3 ``photos.reviewed``; 4 latitude and longitude; 5 species. A file of an
 older version is upgraded in place by the scripts after its version, in one transaction (``catalogue.store``).
 """
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-SCHEMA_VERSION = 4
-PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path", "latitude", "longitude")
+SCHEMA_VERSION = 5
+PHOTO_COLUMNS = ("image_id", "whale_id", "encounter_id", "viewpoint", "date", "path", "latitude", "longitude",
+                 "species")
 NUMERIC = ("latitude", "longitude")
 
 SCHEMA = """
@@ -76,8 +77,14 @@ ALTER TABLE photos ADD COLUMN longitude REAL;
 ALTER TABLE proposals ADD COLUMN latitude REAL;
 ALTER TABLE proposals ADD COLUMN longitude REAL;
 """
+# schema 5: the species of a photo's animal (from import's species column; NULL when unknown), for the Wildbook export
+SCHEMA_5 = """
+ALTER TABLE photos ADD COLUMN species TEXT;
+ALTER TABLE proposals ADD COLUMN species TEXT;
+"""
+UPGRADES = (SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA_5)  # UPGRADES[v - 1:] takes a file of version v to SCHEMA_VERSION
 INSERT_PHOTO = ("INSERT INTO photos (image_id, whale_id, encounter_id, viewpoint, date, path, latitude, longitude, "
-                "embedding, batch, added_at, reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                "species, embedding, batch, added_at, reviewed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _statements(script: str) -> Iterable[str]:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from catalogue.importing import Record, SourceError
 
-TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_id", "latitude", "longitude", "bbox")
+TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_id", "latitude", "longitude", "bbox",
+                "theta", "species")
 
 
-def read_table(table: Path, mapping: dict) -> list:
+def read_table(table: Path, mapping: dict, keep=()) -> list:
     """Records from a CSV (or tab-separated) table; ``mapping`` names its column for each of TABLE_FIELDS
-    (default: the field's own name where the table has it)."""
+    (default: the field's own name where the table has it); ``keep``: other columns carried as they are into the
+    survey's metadata.csv."""
     import pandas as pd
 
     table = Path(table)
@@ -29,9 +31,14 @@ def read_table(table: Path, mapping: dict) -> list:
     missing = [f"{f}={c}" for f, c in cols.items() if f in mapping and c not in frame.columns]
     if missing or cols["path"] not in frame.columns:
         raise SourceError(f"{table}: no column for {missing or ['path=' + cols['path']]}; it has {list(frame.columns)}")
+    absent = [c for c in keep if c not in frame.columns]
+    if absent:
+        raise SourceError(f"{table}: --keep names columns it does not have: {absent}; it has {list(frame.columns)}")
     get = {f: (frame[c].tolist() if c in frame.columns else [None] * len(frame)) for f, c in cols.items()}
+    kept = {c: frame[c].tolist() for c in keep}
     return [Record(row=f"row {i + 2}", image=get["path"][i], whale_id=get["whale_id"][i] or None,
                    viewpoint=get["viewpoint"][i] or "", date=get["date"][i] or "", encounter_id=get["encounter_id"][i] or "",
                    latitude=get["latitude"][i], longitude=get["longitude"][i], bbox=get["bbox"][i],
-                   image_id=get["image_id"][i] or "")
+                   theta=get["theta"][i] or 0.0, species=get["species"][i] or "", image_id=get["image_id"][i] or "",
+                   extra={c: v[i] for c, v in kept.items()})
             for i in range(len(frame))]

@@ -34,8 +34,8 @@ import numpy as np
 
 from catalogue.decisions import (ACTIONS, ANY, CatalogueError, Conflict, clean_scores, describe,  # noqa: F401
                                  replay, validate)
-from catalogue.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_2, SCHEMA_3, SCHEMA_4,  # noqa: F401
-                              SCHEMA_VERSION, _statements)
+from catalogue.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_VERSION, UPGRADES,  # noqa: F401
+                              _statements)
 
 
 def now() -> str:
@@ -76,7 +76,7 @@ class Catalogue:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(path)
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _statements(SCHEMA + SCHEMA_2 + SCHEMA_3 + SCHEMA_4):  # not executescript: it would commit before the marker below
+        for statement in _statements(SCHEMA + "".join(UPGRADES)):  # not executescript: it would commit before the marker below
             conn.execute(statement)
         for key, value in (("model_hash", model_hash), ("model_name", model_name), ("dim", str(int(dim))),
                            ("created", now())):
@@ -100,11 +100,11 @@ class Catalogue:
         if version < 1:
             conn.close()
             raise CatalogueError(f"{path}: not a whaleid catalogue (schema version {version})")
-        if version < SCHEMA_VERSION:  # 1 -> 2: proposals; 2 -> 3: photos.reviewed; 3 -> 4: locations; one transaction
+        if version < SCHEMA_VERSION:  # proposals, photos.reviewed, locations, species (schema.py); one transaction
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have upgraded it
-                for script in (SCHEMA_2, SCHEMA_3, SCHEMA_4)[version - 1:]:
+                for script in UPGRADES[version - 1:]:
                     for statement in _statements(script):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -172,7 +172,7 @@ class Catalogue:
     def add_proposals(self, rows: Sequence[dict], embeddings: Optional[np.ndarray], batch: str) -> int:
         """Store identify's proposal per photo (a photo identified again gets its new proposal; its decisions stay)."""
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",
-                "candidates", "latitude", "longitude")
+                "candidates", "latitude", "longitude", "species")
         stamp = now()
         with self._write():
             for i, row in enumerate(rows):
@@ -186,7 +186,7 @@ class Catalogue:
 
     def proposals(self) -> list[dict]:
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",
-                "candidates", "batch", "added_at", "latitude", "longitude")
+                "candidates", "batch", "added_at", "latitude", "longitude", "species")
         out = [dict(zip(cols, r)) for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM proposals ORDER BY rowid")]
         for row in out:
             row["candidates"] = json.loads(row["candidates"])
@@ -253,7 +253,7 @@ class Catalogue:
             stamp, added = now(), 0
             dim = int(self.meta["dim"])
             for row in self.conn.execute("SELECT image_id, encounter_id, viewpoint, date, path, latitude, longitude, "
-                                         "embedding FROM proposals ORDER BY rowid").fetchall():
+                                         "species, embedding FROM proposals ORDER BY rowid").fetchall():
                 query, emb = row[0], row[-1]
                 if query in known or query not in state["identity"] or emb is None or len(emb) != 4 * dim:
                     continue

@@ -372,7 +372,7 @@ def test_identities_from_competition_labels(tiny_survey):
 
 
 def test_a_schema_1_catalogue_is_upgraded_in_place(tmp_path):
-    from catalogue.store import SCHEMA, _statements
+    from catalogue.store import SCHEMA, SCHEMA_VERSION, _statements
 
     conn = sqlite3.connect(tmp_path / "old.sqlite")
     for statement in _statements(SCHEMA):
@@ -382,8 +382,8 @@ def test_a_schema_1_catalogue_is_upgraded_in_place(tmp_path):
     conn.commit()
     conn.close()
     cat = Catalogue.open(tmp_path / "old.sqlite")
-    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 4 and cat.proposals() == []
-    assert {"reviewed", "latitude", "longitude"} <= {r[1] for r in cat.conn.execute("PRAGMA table_info(photos)")}
+    assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and cat.proposals() == []
+    assert {"reviewed", "latitude", "longitude", "species"} <= {r[1] for r in cat.conn.execute("PRAGMA table_info(photos)")}
     cat.add_photos([{"image_id": "p", "whale_id": "w", "latitude": "61.5", "longitude": "nan"}], np.ones((1, 4)), "b")
     table, _ = cat.photos()
     assert table.latitude[0] == 61.5 and table.longitude.isna()[0]  # numbers, and no location is NULL

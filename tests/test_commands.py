@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
+from tests.wildbook_rules import check as check_sheet
 
 WHALEID = Path(sys.executable).parent / "whaleid"
 
@@ -172,8 +173,13 @@ def test_the_default_bundle_from_build_to_apply(command_bundles, fused_run, tiny
     assert len(result) == (meta.date >= "2019-01-01").sum()
 
     for fmt, name in (("csv", "c.csv"), ("json", "c.json"), ("wildbook", "wb.csv"), ("capture-history", "ch.inp")):
-        whaleid("catalogue", "export", "--db", db, "--out", tmp_path / name, "--format", fmt, cwd=cwd)
+        extra = ["--genus", "Delphinapterus", "--species", "leucas", "--copy-media"] if fmt == "wildbook" else []
+        whaleid("catalogue", "export", "--db", db, "--out", tmp_path / name, "--format", fmt, *extra, cwd=cwd)
         assert (tmp_path / name).stat().st_size > 0, fmt
+    assert check_sheet(tmp_path / "wb.csv") == []
+    sheet = pd.read_csv(tmp_path / "wb.csv", dtype=str, keep_default_na=False)
+    media = [v for c in sheet.columns if c.startswith("Encounter.mediaAsset") for v in sheet[c] if v]
+    assert len(media) == len(early) and all((tmp_path / m).is_file() for m in media)  # copied beside the sheet
     assert len(pd.read_csv(tmp_path / "c.csv")) == len(early)
     assert "check passed" in whaleid("catalogue", "check", "--db", db, cwd=cwd).stdout
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from catalogue.importing import crop_box, map_viewpoint
 from tests.conftest import SMOKE, run_core
+from tests.wildbook_rules import check as check_sheet
 
 
 def wildme_coco(train: Path, out: Path) -> pd.DataFrame:
@@ -122,13 +123,18 @@ def test_the_imported_survey_trains_catalogues_and_exports_to_wildbook_and_captu
     capsys.readouterr()
 
     sheet_path = tmp_path / "wildbook.csv"
-    assert main(["catalogue", "export", "--db", str(db), "--out", str(sheet_path), "--format", "wildbook"]) == 0
+    assert main(["catalogue", "export", "--db", str(db), "--out", str(sheet_path), "--format", "wildbook"]) == 2
+    assert "--genus and --species" in capsys.readouterr().err and not sheet_path.exists()  # no species: no guess
+    assert main(["catalogue", "export", "--db", str(db), "--out", str(sheet_path), "--format", "wildbook",
+                 "--genus", "Delphinapterus", "--species", "leucas"]) == 0
+    assert check_sheet(sheet_path) == []
     sheet = pd.read_csv(sheet_path, dtype=str, keep_default_na=False)
+    assert set(sheet["Encounter.submitterID"]) == {"public"} and "Encounter.locationID" not in sheet  # no empty column
     media = [c for c in sheet.columns if c.startswith("Encounter.mediaAsset")]
     assert media[0] == "Encounter.mediaAsset0"
     read_back = {row[c]: row["MarkedIndividual.individualID"] for _, row in sheet.iterrows() for c in media if row[c]}
     assert read_back == {Path(p).name: w for p, w in zip(table.path, table.whale_id)}  # every photo, its whale
-    year = sheet.set_index("Encounter.occurrenceRemarks")["Encounter.year"]
+    year = sheet.set_index("Encounter.sightingRemarks")["Encounter.year"]
     assert set(year) <= {d[:4] for d in table.date}
     first = sheet[sheet["Encounter.mediaAsset0"].eq("ann-0.jpg") | sheet[media].eq("ann-0.jpg").any(axis=1)].iloc[0]
     assert float(first["Encounter.decimalLatitude"]) == pytest.approx(

@@ -33,6 +33,7 @@ from catalogue.check import check  # noqa: E402
 from catalogue.photos import add_photo_root, read_photos  # noqa: E402
 from catalogue.review import app  # noqa: E402
 from catalogue.store import Catalogue  # noqa: E402
+from tests.wildbook_rules import check as check_sheet  # noqa: E402
 from tests.test_review_hostile import HOST, TOKEN, client, good_headers, make_catalogue  # noqa: E402
 
 LOOKALIKES = {  # of the existing whale w0016: (what it is, the status the server answers)
@@ -148,7 +149,7 @@ def test_exports_never_hand_a_spreadsheet_a_formula_nor_mark_a_made_up_history(h
         cat.decide("ana", "new_whale", q, whale_id=whale, expect_last=None)
     assert cat.apply_reviewed() == 6
     for fmt, name in (("csv", "c.csv"), ("wildbook", "wb.csv"), ("capture-history", "ch.csv")):
-        write(cat, tmp_path / name, fmt)
+        write(cat, tmp_path / name, fmt, genus="Delphinapterus", species="leucas")
         with open(tmp_path / name, newline="") as fh:
             cells = [cell for row in csv.reader(fh) for cell in row]
         assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], (fmt, cells)
@@ -156,6 +157,7 @@ def test_exports_never_hand_a_spreadsheet_a_formula_nor_mark_a_made_up_history(h
         for whale in FORMULAS:  # each is still there, behind a quote
             assert "'" + whale in joined, (fmt, whale)
     pd.read_csv(tmp_path / "c.csv")  # still a table pandas reads
+    assert check_sheet(tmp_path / "wb.csv") == []
     write(cat, tmp_path / "ch.inp", "capture-history")
     text = (tmp_path / "ch.inp").read_text()
     records = [r for r in re.sub(r"/\*.*?\*/", "", text, flags=re.S).split(";") if r.strip()]
