@@ -7,10 +7,11 @@ as of commit 3918cada. Older Wildbooks (the ``StandardImport`` servlet and the v
 renamed from occurrences) read ``--wildbook-names legacy``: ``Encounter.occurrenceID`` and
 ``Encounter.occurrenceRemarks`` in place of ``Encounter.sightingID`` and ``Encounter.sightingRemarks``.
 
-One row per encounter: a whale in one sighting. A sighting is the photos of one day at one place (a location
-rounded to 0.01 degree, about a kilometre; photos without one share the day's sighting), so a mother and calf
-photographed together are two encounters of one sighting, linked by ``Encounter.sightingID``; photos that carry
-an ``encounter_id`` keep it as their encounter. The columns, all in the validator's list:
+One row per encounter: a whale in one sighting. A sighting is the photos of one day at one place: located photos
+of a day within 1 km of one another (single linkage, ``sighting_ids``) are one sighting, ``DAY-N``, and the day's
+photos without a location are the sighting ``DAY``; so a mother and calf photographed together are two encounters
+of one sighting, linked by ``Encounter.sightingID``. Photos that carry an ``encounter_id`` keep it as their
+encounter. The columns, all in the validator's list:
 
 - ``Encounter.mediaAsset0..N``: the photos, as file names (``--media name``: uploaded with the sheet; a name two
   photos share is prefixed with the photo's id) or paths relative to the sheet's folder (``--media relative``);
@@ -30,6 +31,7 @@ A column with no value in any row is left out, as Wildbook's bulk-import guide a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -41,6 +43,7 @@ import numpy as np
 NAMES = {"current": ("Encounter.sightingID", "Encounter.sightingRemarks"),
          "legacy": ("Encounter.occurrenceID", "Encounter.occurrenceRemarks")}
 MEDIA = ("name", "relative")
+SIGHTING_KM = 1.0  # photos of one day within this distance of one another (single linkage) are one sighting
 BINOMIAL = re.compile(r"^([A-Z][a-z]+)[ _]([a-z][a-z-]+)$")
 COMMON_NOUNS = {"whale", "whales", "dolphin", "dolpin", "porpoise", "seal", "shark", "ray", "orca"}
 
@@ -76,8 +79,7 @@ def sheet(table, out: Path, media: str = "name", genus: Optional[str] = None, ep
     lon = pd.to_numeric(t["longitude"], errors="coerce") if "longitude" in t else pd.Series(np.nan, index=t.index)
     located = lat.notna() & lon.notna() & lat.between(-90, 90) & lon.between(-180, 180)
     t["lat"], t["lon"] = lat.where(located), lon.where(located)
-    place = t["lat"].round(2).map("{:.2f}".format) + "," + t["lon"].round(2).map("{:.2f}".format)
-    t["sighting"] = t["day"].fillna("undated") + np.where(located, "@" + place, "")
+    t["sighting"] = sighting_ids(t["day"], t["lat"], t["lon"]).fillna("undated")
     enc = t["encounter_id"].fillna("").astype(str) if "encounter_id" in t else pd.Series("", index=t.index)
     t["encounter"] = enc.where(enc != "", t["current_whale"] + "_" + t["sighting"])
     t["species"] = t["species"].fillna("").astype(str).str.strip() if "species" in t else ""
@@ -115,6 +117,39 @@ def sheet(table, out: Path, media: str = "name", genus: Optional[str] = None, ep
     frame = frame.astype(object).where(frame.notna(), "")
     empty = [c for c in frame.columns if frame[c].astype(str).str.strip().eq("").all()]
     return frame.drop(columns=empty), left_out
+
+
+def sighting_ids(day, lat, lon, km: float = SIGHTING_KM):
+    """Each photo's sighting: ``DAY-N`` for the N-th group of the day's located photos, a group being the photos
+    within ``km`` of one another (single linkage, distances on the local flat projection), and ``DAY`` for the
+    day's photos without a location; None without a day."""
+    import pandas as pd
+
+    out = pd.Series(day.to_numpy(), index=day.index, dtype=object)
+    located = lat.notna() & lon.notna() & day.notna()
+    for d, idx in lat[located].groupby(day[located]).groups.items():
+        la, lo = lat[idx].to_numpy(float), lon[idx].to_numpy(float)
+        y = la * 110.574
+        x = lo * 111.320 * math.cos(math.radians(float(la.mean())))
+        parent = list(range(len(idx)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        cells: dict = {}
+        for i, (cx, cy) in enumerate(zip(np.floor(x / km).astype(int), np.floor(y / km).astype(int))):
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    for j in cells.get((cx + dx, cy + dy), ()):
+                        if (x[i] - x[j]) ** 2 + (y[i] - y[j]) ** 2 <= km * km:
+                            parent[root(i)] = root(j)
+            cells.setdefault((cx, cy), []).append(i)
+        number: dict = {}
+        out[idx] = [f"{d}-{number.setdefault(root(i), len(number) + 1)}" for i in range(len(idx))]
+    return out
 
 
 def _taxa(species, genus: Optional[str], epithet: Optional[str]) -> list:

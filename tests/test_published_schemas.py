@@ -249,3 +249,13 @@ def test_a_wildbook_export_refuses_to_guess_a_species(tmp_path, capsys):
     assert "several species" in capsys.readouterr().err and not out.exists()
     db2 = catalogue_of(tmp_path / "one", [dict(rows[0]), dict(rows[2], image_id="h4")])
     assert export(db2, out, "--genus", "Megaptera", "--species", "novaeangliae") == 0 and check_sheet(out) == []
+
+
+def test_a_sighting_is_a_day_and_a_place_not_a_grid_cell():
+    from catalogue.wildbook import sighting_ids
+
+    day = pd.Series(["2019-08-03"] * 5 + [None])
+    lat = pd.Series([60.5449, 60.5451, 60.5453, 60.60, np.nan, 60.5])  # 0.5 km apart across 60.545; 6 km away
+    lon = pd.Series([-151.2451, -151.2449, -151.2447, -151.2451, np.nan, -151.2])
+    ids = list(sighting_ids(day, lat, lon))
+    assert ids[0] == ids[1] == ids[2] != ids[3] and ids[4] == "2019-08-03" and pd.isna(ids[5])
