@@ -98,12 +98,15 @@ class Skeletons:
 
     def __init__(self, ids: Iterable[str] = ()):
         self.by_key: dict[str, str] = {}
+        self.keys: dict[str, str] = {}  # id -> its skeleton, worked out once
         for i in ids:
             if isinstance(i, str):
                 self.by_key.setdefault(skeleton(i), i)
 
     def add(self, text: str) -> Optional[str]:
-        key = skeleton(text)
+        key = self.keys.get(text)
+        if key is None:
+            key = self.keys[text] = skeleton(text)
         first = self.by_key.setdefault(key, text)
         return None if first == text else first
 

@@ -120,15 +120,20 @@ def check_names(records: list) -> None:
     letter), marks its record as not importable, saying which."""
     from catalogue.identity import IdError, Skeletons, normal
 
-    names = Skeletons()
+    names, seen = Skeletons(), {}  # seen: each distinct label's normal form (or its error), worked out once
     for r in records:
         if r.problem or r.whale_id is None:
             continue
-        try:
-            r.whale_id = normal(str(r.whale_id), "the individual's name", 200)
-        except IdError as exc:
-            r.problem = str(exc)
+        label = str(r.whale_id)
+        if label not in seen:
+            try:
+                seen[label] = normal(label, "the individual's name", 200)
+            except IdError as exc:
+                seen[label] = exc
+        if isinstance(seen[label], IdError):
+            r.problem = str(seen[label])
             continue
+        r.whale_id = seen[label]
         first = names.add(r.whale_id)
         if first is not None:
             r.problem = (f"the individual's name {r.whale_id!r} is a look-alike of {first!r}, named earlier in this "

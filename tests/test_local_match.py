@@ -196,24 +196,17 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
     assert fit_postprocess(run) is None
 
 
-def test_the_runner_fits_local_match_on_its_validation_whales(smoke_run, tiny_survey, tmp_path):
-    """A config that names ``local_match``: ``core/run.py`` fits it after evaluating (here ``eval_only`` with the
-    smoke run's weights) and writes the fusion into the run's config, which the bundle then carries."""
+def test_the_runner_fits_local_match_on_its_validation_whales(fused_run):
+    """A config that names ``local_match`` (``fused_run``: the smoke run's weights, ``eval_only``, the chain knn then
+    local_match): ``core/run.py`` fits it after evaluating and writes the fusion into the run's config, which the
+    bundle then carries."""
     import json
 
     from omegaconf import OmegaConf
 
-    from tests.conftest import ROOT, run_core
-
-    config = tmp_path / "local.yaml"
-    config.write_text(f"extends: {ROOT / 'configs' / 'smoke.yaml'}\npostprocess:\n  - {{name: knn, top_k: 25}}\n"
-                      "  - {name: local_match, shortlist: 25, max_side: 256}\n")
-    out = tmp_path / "run"
-    run_core(["--config", str(config), f"data.root={tiny_survey / 'train'}", f"output_dir={out}", "eval_only=true",
-              f"weights={smoke_run / 'best.safetensors'}"])
-    chain = OmegaConf.to_container(OmegaConf.load(out / "config.yaml").postprocess)
+    chain = OmegaConf.to_container(OmegaConf.load(fused_run / "config.yaml").postprocess)
     assert [s["name"] for s in chain] == ["knn", "local_match"] and set(chain[1]["fusion"]) == {"a", "b", "c"}
-    report = json.loads((out / "postprocess_fit.json").read_text())
+    report = json.loads((fused_run / "postprocess_fit.json").read_text())
     assert report["steps"][0]["options"]["fusion"] == chain[1]["fusion"] and report["validation_before"]["mAP"] > 0
 
 
