@@ -112,7 +112,9 @@ def identify(args, cat) -> int:
     add_photo_root(cat, args.data, linked)
     cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
     if args.out:
-        frame.drop(columns=["path"]).to_csv(args.out, index=False)
+        from catalogue.exporting import safe_cells  # a spreadsheet opens it: no cell runs as a formula
+
+        safe_cells(frame.drop(columns=["path"])).to_csv(args.out, index=False)
     counts = frame["decision"].value_counts().to_dict()
     grouped = f" in {queries['encounter_id'].nunique()} encounters" if args.by == "encounter" else ""
     print(f"{len(frame)} photos{grouped} against {table['whale_id'].nunique()} whales ({len(table)} photos): "

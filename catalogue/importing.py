@@ -272,7 +272,10 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
             table = table.drop(columns=[c for c in ("species", "theta") if table[c].eq("").all()])
             table.to_csv(folder / "metadata.csv", index=False)
         skipped = [{k: v for k, v in s.items() if k != "order"} for s in sorted(skipped, key=lambda s: s["order"])]
-        pd.DataFrame(skipped, columns=["source_row", "source_image", "reason"]).to_csv(tmp / "skipped.csv", index=False)
+        from catalogue.exporting import safe_cells  # the sources' own text: no cell runs as a formula
+
+        safe_cells(pd.DataFrame(skipped, columns=["source_row", "source_image", "reason"])).to_csv(tmp / "skipped.csv",
+                                                                                                 index=False)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
