@@ -11,6 +11,12 @@ TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_
                 "theta", "species")
 
 
+# the column names of the published tables users come from, used when the table has no column of the field's own
+# name and --map does not name one: Happywhale's train.csv (image, species, individual_id) and the Kaggle humpback
+# set's train.csv (Image, Id), as WildlifeDatasets' wildlife-datasets readers take them
+ALIASES = {"path": ("image", "Image", "file_name", "filename"), "whale_id": ("individual_id", "Id")}
+
+
 def read_table(table: Path, mapping: dict, keep=()) -> list:
     """Records from a CSV (or tab-separated) table; ``mapping`` names its column for each of TABLE_FIELDS
     (default: the field's own name where the table has it); ``keep``: other columns carried as they are into the
@@ -28,6 +34,10 @@ def read_table(table: Path, mapping: dict, keep=()) -> list:
     except Exception as exc:
         raise SourceError(f"{table}: cannot parse as CSV: {exc}") from exc
     cols = {f: mapping.get(f, f) for f in TABLE_FIELDS}
+    for f, names in ALIASES.items():  # a published table's own column names, where --map does not say
+        found = [c for c in names if c in frame.columns]
+        if f not in mapping and cols[f] not in frame.columns and len(found) == 1:
+            cols[f] = found[0]
     missing = [f"{f}={c}" for f, c in cols.items() if f in mapping and c not in frame.columns]
     if missing or cols["path"] not in frame.columns:
         raise SourceError(f"{table}: no column for {missing or ['path=' + cols['path']]}; it has {list(frame.columns)}")

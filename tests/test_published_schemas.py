@@ -151,7 +151,7 @@ def test_a_happywhale_table_imports_one_species_on_request(tmp_path):
 
     table = happywhale_table(tmp_path)
     args = ["import", "csv", str(tmp_path / "train.csv"), "--images", str(tmp_path / "train_images"),
-            "--map", "path=image,whale_id=individual_id", "--unmapped-viewpoint", "top"]
+            "--unmapped-viewpoint", "top"]  # image and individual_id are known column names: no --map needed
     assert main(args + ["--out", str(tmp_path / "all")]) == 0
     every = pd.read_csv(tmp_path / "all" / "metadata.csv", dtype=str)
     assert sorted(every.species) == sorted(table.species)  # kept, not dropped
@@ -172,7 +172,7 @@ def test_the_kaggle_humpback_tables_new_whale_is_no_whale(tmp_path):
         rows.append({"Image": name, "Id": whale})
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     assert main(["import", "csv", str(tmp_path / "train.csv"), "--images", str(tmp_path / "train"), "--out",
-                 str(tmp_path / "s"), "--map", "path=Image,whale_id=Id", "--unmapped-viewpoint", "top"]) == 0
+                 str(tmp_path / "s"), "--unmapped-viewpoint", "top"]) == 0  # Image and Id: known column names
     meta = pd.read_csv(tmp_path / "s" / "metadata.csv", dtype=str)
     loose = pd.read_csv(tmp_path / "s" / "unidentified" / "metadata.csv", dtype=str)
     assert set(meta.whale_id) == {"w_f48451c", "w_c3d896a"} and len(loose) == 3
