@@ -138,6 +138,32 @@ def test_a_photo_swapped_with_a_link_while_served_never_leaks_a_byte(hostile, tm
     assert seen[200] > 0, seen
 
 
+def test_heatmaps_are_drawn_from_the_photo_read_race_free_never_from_a_swapped_link(hostile, monkeypatch):
+    """The heatmap and the match picture read their photos once, as /photo does, into private copies: a drawer that
+    echoes its input files' bytes never echoes the secret a swapped link points to."""
+    import catalogue.review as review
+
+    class Echo:
+        def __init__(self, bundle, model_hash):
+            pass
+
+        def png(self, a, b):
+            return Path(a).read_bytes() + Path(b).read_bytes()
+    monkeypatch.setattr(review, "Heatmaps", Echo)
+    survey = hostile.parent / "survey" / "images"
+    secret = hostile.parent / "secret.txt"
+    secret.write_bytes(b"SECRET" * 100)
+    (survey / "p0.jpg").unlink()
+    (survey / "p0.jpg").symlink_to(secret)  # swapped after it was catalogued
+    c = TestClient(app(hostile, "ana", bundle=hostile.parent / "b.zip", port=8765, token=TOKEN),
+                   base_url=f"http://{HOST}", raise_server_exceptions=False)
+    for path in ("/heatmap/q0/p0", "/heatmap/p0/q0"):
+        r = c.get(path)
+        assert r.status_code == 404 and b"SECRET" not in r.content, (path, r.status_code)
+    r = c.get("/heatmap/q0/p1")
+    assert r.status_code == 200 and r.content.startswith(b"\xff\xd8")  # the photos themselves
+
+
 # ---- exports safe for the programs that open them ---------------------------------------------------------------
 
 def test_exports_never_hand_a_spreadsheet_a_formula_nor_mark_a_made_up_history(hostile, tmp_path):
