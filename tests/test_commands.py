@@ -267,3 +267,35 @@ def test_a_missing_bundle_or_survey_is_a_clear_error(tmp_path):
                    cwd=cwd, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert not (cwd / "c.sqlite").exists()
+
+
+def test_a_bundles_plugins_are_its_own_whatever_the_process_imported_first(command_bundles, tmp_path):
+    """The root of the console failure: inside ``opened`` the bundle's plugin modules are the bundle's copies even
+    when the working tree's were imported first; afterwards the working tree's are back and no module is left
+    bound to the deleted folder."""
+    import importlib
+    import sys
+    import zipfile
+
+    from core.bundle import opened
+    from core.plugins import build_registries
+
+    ours = importlib.import_module("plugins.postprocess.knn")  # the working tree's, imported first
+    marked = tmp_path / "marked.zip"
+    with zipfile.ZipFile(command_bundles["global"]) as src, zipfile.ZipFile(marked, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "plugins/postprocess/knn.py":
+                data += b"\nBUNDLE_COPY = True\n"
+            dst.writestr(item, data)
+    with opened(marked) as bundle:
+        bundle.registries
+        theirs = sys.modules["plugins.postprocess.knn"]
+        assert theirs is not ours and getattr(theirs, "BUNDLE_COPY", False)
+        assert Path(theirs.__file__).resolve().is_relative_to(bundle.folder.resolve()) and bundle.foreign == []
+        folder = bundle.folder
+    assert sys.modules["plugins.postprocess.knn"] is ours and not folder.exists()
+    left = [n for n, m in list(sys.modules.items())
+            if getattr(m, "__file__", None) and str(folder) in str(m.__file__)]
+    assert left == [], left
+    assert "local_match" in build_registries()["postprocess"].factories  # the working tree's plugins, all of them
