@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from catalogue.identity import IdError, normal, same_as
+from catalogue.identity import IdError, Skeletons, normal
 
 ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
 MAX_ID = 200  # characters of a photo or whale id
@@ -127,7 +127,7 @@ def validate(state: dict, proposed: bool, who, action, query, whale_id=None, oth
     if action == "new_whale":
         if whale_id in whales:
             raise Conflict(f"whale id {whale_id!r} exists already: accept or merge instead of creating it twice")
-        twin = same_as(whale_id, whales)
+        twin = (state.get("names") or Skeletons(whales)).twin(whale_id)
         if twin is not None:
             raise Conflict(f"whale id {whale_id!r} is a look-alike of the existing whale {twin!r} (same letters after "
                            "normalising case, digits and look-alike characters): accept or merge into it instead")
@@ -165,6 +165,7 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
             undone[target["id"]] = d["id"]
     standing, last, identity, rejected, parent = {}, {}, {}, {}, {}
     whales = set(catalogue_whales)
+    names = Skeletons(sorted(w for w in whales if isinstance(w, str)))  # every whale by what it looks like
 
     def root(w):
         seen = set()
@@ -176,7 +177,7 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
     for d in log:
         if d["action"] == "undo" or d["id"] in undone:
             continue
-        why = _unusable(d) or _against_state(d, whales, proposals, training)
+        why = _unusable(d) or _against_state(d, whales, names, proposals, training)
         if why is None and d["action"] == "merge" and root(d["other_whale"]) == root(d["whale_id"]):
             why = "the two whales are one already"
         if why:
@@ -188,6 +189,7 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
         if d["action"] in ("accept", "new_whale"):
             identity[q] = w
             whales.add(w)
+            names.add(w)
             rejected.get(q, set()).discard(w)
         elif d["action"] == "reject":
             rejected.setdefault(q, set()).add(w)
@@ -195,14 +197,17 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
                 del identity[q]
         else:  # merge: the whale-level union, whichever photo it was made from
             whales.update((w, d["other_whale"]))
+            names.add(w)
+            names.add(d["other_whale"])
             parent[root(d["other_whale"])] = root(w)
     alias = {w: root(w) for w in parent}
     return {"standing": standing, "last": last, "identity": identity,
             "assigned": {q: alias.get(w, w) for q, w in identity.items()}, "rejected": rejected, "alias": alias,
-            "whales": whales, "skipped": sorted(skipped, key=lambda s: s["id"])}
+            "whales": whales, "names": names, "skipped": sorted(skipped, key=lambda s: s["id"])}
 
 
-def _against_state(d: dict, whales: set, proposals: Optional[set], training: Optional[set]) -> Optional[str]:
+def _against_state(d: dict, whales: set, names: Skeletons, proposals: Optional[set],
+                   training: Optional[set]) -> Optional[str]:
     """Why a well-formed logged decision does not fit the state at its point of the log, or None."""
     q, w = d["query"], d["whale_id"]
     if training is not None and q in training:
@@ -212,7 +217,7 @@ def _against_state(d: dict, whales: set, proposals: Optional[set], training: Opt
     if d["action"] == "new_whale":
         if w in whales:
             return f"whale {w!r} exists already"
-        twin = same_as(w, whales)
+        twin = names.twin(w)
         if twin is not None:
             return f"whale {w!r} is a look-alike of the existing whale {twin!r}"
         return None

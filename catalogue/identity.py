@@ -84,17 +84,9 @@ def skeleton(text: str) -> str:
     return "".join(out).translate(LOOKALIKE)
 
 
-def same_as(text: str, existing: Iterable[str]) -> Optional[str]:
-    """The existing id (not ``text`` itself) that ``text`` is a look-alike of, or None."""
-    key = skeleton(text)
-    for other in existing:
-        if isinstance(other, str) and other != text and skeleton(other) == key:
-            return other
-    return None
-
-
 class Skeletons:
-    """Ids seen so far by skeleton: ``add`` returns the earlier id a new one is a look-alike of, or None."""
+    """Ids seen so far by skeleton (each id's skeleton worked out once): ``twin`` names the id a new one is a
+    look-alike of, ``add`` also records it."""
 
     def __init__(self, ids: Iterable[str] = ()):
         self.by_key: dict[str, str] = {}
@@ -102,6 +94,14 @@ class Skeletons:
         for i in ids:
             if isinstance(i, str):
                 self.by_key.setdefault(skeleton(i), i)
+
+    def twin(self, text: str) -> Optional[str]:
+        """The id seen so far (not ``text`` itself) that ``text`` is a look-alike of, or None; ``text`` not added."""
+        key = self.keys.get(text)
+        if key is None:
+            key = self.keys[text] = skeleton(text)
+        first = self.by_key.get(key)
+        return None if first is None or first == text else first
 
     def add(self, text: str) -> Optional[str]:
         key = self.keys.get(text)

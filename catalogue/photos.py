@@ -200,12 +200,15 @@ def read_served(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional
 
 def refuse_lookalikes(meta, existing, source: str) -> None:
     """``ValueError`` naming the rows of ``meta`` whose whale id is a look-alike of another whale in ``existing``."""
-    from catalogue.identity import same_as
+    from catalogue.identity import Skeletons
 
     existing = {w for w in existing if isinstance(w, str)}
-    bad = [f"row {row}: whale id {w!r} is a look-alike of the catalogue's whale {twin!r}"
-           for row, w in zip(meta["row"], meta["whale_id"])
-           if isinstance(w, str) and w not in existing for twin in [same_as(w, existing)] if twin is not None]
+    names, twins = Skeletons(sorted(existing)), {}  # each distinct new id looked up once
+    for w in meta["whale_id"]:
+        if isinstance(w, str) and w not in existing and w not in twins:
+            twins[w] = names.twin(w)
+    bad = [f"row {row}: whale id {w!r} is a look-alike of the catalogue's whale {twins[w]!r}"
+           for row, w in zip(meta["row"], meta["whale_id"]) if twins.get(w) is not None]
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise ValueError(f"{source}: {'; '.join(bad[:10])}{more} (same after normalising case, digits and look-alike "
