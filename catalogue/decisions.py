@@ -165,7 +165,7 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
             undone[target["id"]] = d["id"]
     standing, last, identity, rejected, parent = {}, {}, {}, {}, {}
     whales = set(catalogue_whales)
-    names = Skeletons(sorted(w for w in whales if isinstance(w, str)))  # every whale by what it looks like
+    names = Skeletons(sorted(w for w in whales if isinstance(w, str)))  # every whale by what it looks like (lazily)
 
     def root(w):
         seen = set()
@@ -189,7 +189,7 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
         if d["action"] in ("accept", "new_whale"):
             identity[q] = w
             whales.add(w)
-            names.add(w)
+            names.note(w)
             rejected.get(q, set()).discard(w)
         elif d["action"] == "reject":
             rejected.setdefault(q, set()).add(w)
@@ -197,8 +197,8 @@ def replay(log: list, catalogue_whales: set, proposals: Optional[set] = None, tr
                 del identity[q]
         else:  # merge: the whale-level union, whichever photo it was made from
             whales.update((w, d["other_whale"]))
-            names.add(w)
-            names.add(d["other_whale"])
+            names.note(w)
+            names.note(d["other_whale"])
             parent[root(d["other_whale"])] = root(w)
     alias = {w: root(w) for w in parent}
     return {"standing": standing, "last": last, "identity": identity,

@@ -85,29 +85,40 @@ def skeleton(text: str) -> str:
 
 
 class Skeletons:
-    """Ids seen so far by skeleton (each id's skeleton worked out once): ``twin`` names the id a new one is a
-    look-alike of, ``add`` also records it."""
+    """Ids seen so far by skeleton (each id's skeleton worked out once, and only when a look-alike is first asked
+    for): ``twin`` names the id a new one is a look-alike of, ``add`` also records it, ``note`` records one."""
 
     def __init__(self, ids: Iterable[str] = ()):
         self.by_key: dict[str, str] = {}
-        self.keys: dict[str, str] = {}  # id -> its skeleton, worked out once
-        for i in ids:
-            if isinstance(i, str):
-                self.by_key.setdefault(skeleton(i), i)
+        self.keys: dict[str, str] = {}  # id -> its skeleton
+        self._pending = list(ids)
+
+    def _key(self, text: str) -> str:
+        key = self.keys.get(text)
+        if key is None:
+            key = self.keys[text] = skeleton(text)
+        return key
+
+    def _flush(self) -> None:
+        for text in self._pending:
+            if isinstance(text, str):
+                self.by_key.setdefault(self._key(text), text)
+        self._pending = []
+
+    def note(self, text: str) -> None:
+        """Record ``text`` (its skeleton is worked out when ``twin`` or ``add`` next needs it)."""
+        self._pending.append(text)
 
     def twin(self, text: str) -> Optional[str]:
         """The id seen so far (not ``text`` itself) that ``text`` is a look-alike of, or None; ``text`` not added."""
-        key = self.keys.get(text)
-        if key is None:
-            key = self.keys[text] = skeleton(text)
-        first = self.by_key.get(key)
+        self._flush()
+        first = self.by_key.get(self._key(text))
         return None if first is None or first == text else first
 
     def add(self, text: str) -> Optional[str]:
-        key = self.keys.get(text)
-        if key is None:
-            key = self.keys[text] = skeleton(text)
-        first = self.by_key.setdefault(key, text)
+        """Record ``text``; the earlier id it is a look-alike of, or None."""
+        self._flush()
+        first = self.by_key.setdefault(self._key(text), text)
         return None if first == text else first
 
 
