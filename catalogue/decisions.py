@@ -76,7 +76,7 @@ def optional_id(value: Any, what: str) -> Optional[int]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 62:
-        raise CatalogueError(f"{what} must be a decision id (a whole number from 0) or null, got {str(value)[:40]}")
+        raise CatalogueError(f"{what} must be a decision id (a whole number from 0) or null, got {ascii(value)[:40]}")
     return value
 
 

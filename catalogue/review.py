@@ -112,10 +112,10 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
                 return refused
             try:
                 return await handler(request)
-            except Conflict as exc:
-                return JSONResponse({"error": str(exc)}, 409)
+            except Conflict as exc:  # a message may quote what was sent: lone surrogates escaped, never a 500
+                return JSONResponse({"error": str(exc).encode("utf-8", "backslashreplace").decode()}, 409)
             except CatalogueError as exc:
-                return JSONResponse({"error": str(exc)}, 400)
+                return JSONResponse({"error": str(exc).encode("utf-8", "backslashreplace").decode()}, 400)
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise

@@ -389,3 +389,14 @@ def test_photo_ids_a_url_cannot_carry_are_refused_at_identify(tmp_path):
         (survey / "metadata.csv").write_text(f"image_id,path,viewpoint,date\n\"{bad}\",images/a.jpg,top,2019\n")
         with pytest.raises(ValueError, match="row 2: the photo id"):
             read_photos(survey, require_identity=False)
+
+
+def test_a_lone_surrogate_anywhere_in_a_write_is_a_400_not_a_500(hostile):
+    """Found by the hypothesis test: an undo whose decision_id is the string "\\ud800" answered 500, its error
+    message (which quoted the value) not encodable as UTF-8."""
+    with client(hostile) as c:
+        for body in (b'{"decision_id": "\\ud800"}', b'{"query": "q0", "action": "new_whale", "whale_id": "\\ud800x"}',
+                     b'{"query": "q0", "action": "accept", "whale_id": "w0", "expect_last": "\\udfff"}'):
+            url = "/api/undo" if b"decision_id" in body else "/api/decide"
+            r = c.post(url, content=body, headers=good_headers())
+            assert r.status_code == 400, (body, r.status_code, r.text)
