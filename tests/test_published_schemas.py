@@ -52,7 +52,7 @@ def wildme_export(root: Path) -> dict:
         ("beluga-0002", "up", [90, 80, 140, 44], -1.1, "NA", ("-1.000000", "-1.000000")),
         ("beluga-0003", "up", [120, 95, 100, 34], 2.6, "2020-07-21 09:01:00", ("61.3", "-150.1")),
         ("____", "up", [105, 85, 115, 40], 0.4, "2020-07-21 09:05:00", ("-1", "-1")),
-        (None, "up", [100, 90, 120, 40], 0.0, "2020-07-21 09:06:00", ("-1", "-1")),  # no name; individual_ids set
+        (None, "up", [100, 90, 120, 40], 0.0, "2020-07-21 09:06:00", ("-1", "-1")),  # no name, individual_ids [55]
         ("beluga-0004", "front", [100, 90, 120, 40], 0.0, "2020-07-22 10:00:00", ("-1", "-1")),
     ]
     for i, (name, view, box, theta, date, (lat, lon)) in enumerate(rows):
@@ -65,7 +65,7 @@ def wildme_export(root: Path) -> dict:
                "segmentation": [[round(v) for pt in corners(box, theta) for v in pt]],
                "segmentation_bbox": [max(0, round(x)), max(0, round(y)), round(w), round(h)], "area": round(w * h),
                "iscrowd": 0, "id": 50 + i, "image_id": i + 1, "category_id": 0, "uuid": f"ann-{i}",
-               "individual_ids": [50 + i, 90 + i], "isinterest": 0}
+               "individual_ids": [50 + i], "isinterest": 0}  # a lone animal: its own annotation id
         if name is not None:
             ann["name"] = name
         anns.append(ann)
