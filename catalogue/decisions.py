@@ -13,6 +13,7 @@ identifies as if the row were not there.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
@@ -247,8 +248,10 @@ def _text(value) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _clean(value) -> bool:
-    """``value`` is an id already in normal form (what ``validate`` would have written)."""
+    """``value`` is an id already in normal form (what ``validate`` would have written). Every request replays the
+    whole log, whose ids repeat: each distinct id is checked once per process."""
     try:
         return normal(value, "id", MAX_ID) == value
     except IdError:

@@ -122,6 +122,25 @@ class Skeletons:
         return None if first == text else first
 
 
+def normal_names(labels, what: str, limit: int = 200) -> list:
+    """For each label in order (None: no name), ``(normal form or None, why it cannot be a name or None, the earlier
+    name it is a look-alike of or None)``; each distinct label is worked out once (a survey repeats its names)."""
+    seen: dict = {}
+    names, out = Skeletons(), []
+    for label in labels:
+        if label is None:
+            out.append((None, None, None))
+            continue
+        if label not in seen:
+            try:
+                seen[label] = (normal(label, what, limit), None)
+            except IdError as exc:
+                seen[label] = (None, str(exc))
+        text, why = seen[label]
+        out.append((text, why, None if text is None else names.add(text)))
+    return out
+
+
 def _script(c: str) -> Optional[str]:
     """The script of a letter (the first word of its Unicode name; East Asian scripts as one), None otherwise."""
     if not unicodedata.category(c).startswith("L"):

@@ -118,26 +118,17 @@ def check_names(records: list) -> None:
     """Each known individual's name in normal form (``catalogue.identity``); a name that breaks the rule, or is a
     look-alike of another name of the same import (``whale0016`` and ``WHALE0016``, a zero-width space, a Cyrillic
     letter), marks its record as not importable, saying which."""
-    from catalogue.identity import IdError, Skeletons, normal
+    from catalogue.identity import normal_names
 
-    names, seen = Skeletons(), {}  # seen: each distinct label's normal form (or its error), worked out once
-    for r in records:
-        if r.problem or r.whale_id is None:
-            continue
-        label = str(r.whale_id)
-        if label not in seen:
-            try:
-                seen[label] = normal(label, "the individual's name", 200)
-            except IdError as exc:
-                seen[label] = exc
-        if isinstance(seen[label], IdError):
-            r.problem = str(seen[label])
-            continue
-        r.whale_id = seen[label]
-        first = names.add(r.whale_id)
-        if first is not None:
-            r.problem = (f"the individual's name {r.whale_id!r} is a look-alike of {first!r}, named earlier in this "
+    labels = [None if r.problem or r.whale_id is None else str(r.whale_id) for r in records]
+    for r, (text, why, first) in zip(records, normal_names(labels, "the individual's name")):
+        if why:
+            r.problem = why
+        elif first is not None:
+            r.problem = (f"the individual's name {text!r} is a look-alike of {first!r}, named earlier in this "
                          "file (same after normalising case, digits and look-alike letters); correct one of them")
+        elif text is not None:
+            r.whale_id = text
 
 
 def unique_ids(records: list) -> None:

@@ -164,8 +164,8 @@ def read_served(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional
     elsewhere the path's file must be the one opened), and its bytes come from that descriptor. A file swapped for
     a link between the check and the read is refused, not followed. Hard links are outside this check: a hard
     link inside a survey folder *is* a file there (docs/usage.md says so)."""
-    if not path or not Path(path).is_absolute():
-        return None
+    if not path or not Path(path).is_absolute() or _outside(Path(path), rules):
+        return None  # a path outside the recorded folders is not even opened
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
@@ -215,38 +215,30 @@ def refuse_lookalikes(meta, existing, source: str) -> None:
                          "letters); correct the table or use the catalogue's id; nothing was catalogued")
 
 
-def check_ids(meta, source: str, existing=()) -> None:
+def check_ids(meta, source: str) -> None:
     """Photo ids and whale ids of ``meta`` (with ``row``) put in normal form in place (``catalogue.identity``);
-    ``ValueError`` naming the file and rows (up to ten) when one breaks the rule, or when two whale ids of the
-    table, or one of the table and one of ``existing`` (the catalogue's whales), are look-alikes."""
-    from catalogue.identity import IdError, Skeletons, normal, photo_id
+    ``ValueError`` naming the file and rows (up to ten) when one breaks the rule, or two whale ids are look-alikes."""
+    from catalogue.identity import IdError, normal_names, photo_id
 
-    bad = []
-    images, whales = [], []
-    names = Skeletons(existing)
-    firsts: dict = {}
-    for row, image, whale in zip(meta["row"], meta["image_id"], meta["whale_id"]):
+    bad, images, firsts = [], [], {}
+    for row, image in zip(meta["row"], meta["image_id"]):
         try:
             images.append(photo_id(str(image), "the photo id"))
         except IdError as exc:
             images.append(image)
             bad.append(f"row {row}: {exc}")
-        if whale is None or (isinstance(whale, float) and np.isnan(whale)) or str(whale).strip() == "":
-            whales.append(whale)
-            continue
-        try:
-            whale = normal(str(whale), "the whale id", 200)
-        except IdError as exc:
-            bad.append(f"row {row}: {exc}")
-            whales.append(whale)
-            continue
-        first = names.add(whale)
-        if first is not None:
-            where = f"row {firsts[first]}" if first in firsts else "the catalogue"
-            bad.append(f"row {row}: whale id {whale!r} is a look-alike of {first!r} in {where} (same after normalising "
-                       "case, digits and look-alike letters)")
-        firsts.setdefault(whale, row)
-        whales.append(whale)
+    given = [None if w is None or (isinstance(w, float) and np.isnan(w)) or str(w).strip() == "" else str(w)
+             for w in meta["whale_id"]]
+    whales = []
+    for row, w, (text, why, first) in zip(meta["row"], meta["whale_id"], normal_names(given, "the whale id")):
+        if why:
+            bad.append(f"row {row}: {why}")
+        elif first is not None:
+            bad.append(f"row {row}: whale id {text!r} is a look-alike of {first!r} in row {firsts[first]} (same after "
+                       "normalising case, digits and look-alike letters)")
+        if text is not None:
+            firsts.setdefault(text, row)
+        whales.append(w if text is None else text)
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise ValueError(f"{source}: {'; '.join(bad[:10])}{more}; nothing was catalogued")

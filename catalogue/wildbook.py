@@ -179,7 +179,7 @@ def _media(t, out: Path, media: str, copy: bool):
     ``copy``, the photos copied into ``<sheet>_media/`` and named there."""
     paths = t["path"].astype(str)
     names = paths.map(lambda p: Path(p).name)
-    shared = names.duplicated(keep=False) & (paths.duplicated(keep=False) == False)  # noqa: E712
+    shared = names.duplicated(keep=False) & ~paths.duplicated(keep=False)  # one name, several photos
     names = names.where(~shared, t["image_id"].astype(str) + "_" + names)
     if copy:
         folder = out.parent / f"{out.stem}_media"
