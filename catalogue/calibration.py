@@ -1,25 +1,26 @@
 """A score that means P(same whale), and the "new whale" threshold, both fitted on a run's own held-out whales.
 
-``fit`` takes a catalogue and the photos of a run's validation fold (whales the model never trained on) and
-makes a time-aware open set of them, as WildlifeDatasets' time-aware splits do: the fold's photos from its
+``fit_folds`` takes a catalogue and, per fold of a run, the catalogue embedded by that fold's model and the
+fold's held-out photos (whales that model never trained on: every training whale once over a cross-validated
+run, or one validation fold; ``catalogue.out_of_fold``), and makes a time-aware open set of each, as WildlifeDatasets' time-aware splits do: the fold's photos from its
 latest year are queries, everything else in the catalogue is the reference, so a validation whale first seen
 in that year is "new" and one seen before is "known" (the training whales are distractors). Each query's
 candidate whales (``catalogue.match``) give labelled pairs, the candidate's score and whether it is the
 query's whale, on which isotonic and logistic calibration are fitted; the threshold under which a photo is a
 new whale is the one that maximises the geometric mean of BAKS and BAUS on those queries, optionally one per
-viewpoint (top, lateral) where each has enough known and new queries.
+viewpoint (top, lateral) where each has enough known and new queries. The folds' queries are pooled. On the
+same pairs it fits the whale-level verifier (``catalogue.verifier``) and records, per query, the calibrated
+P(top) of a verifier fitted without that query's fold, from which ``catalogue.operating`` chooses the
+thresholds that hold an error rate.
 
 ``Calibration`` is what ``whaleid identify`` applies: P(same) per candidate, and the three-way decision
 (``new_whale`` under the threshold, ``match`` from ``match_probability``, else ``review``).
-``identities_from_labels`` recovers test whales from a competition ``test_labels.csv`` (the photos that
-label each other as matches are one whale) for scoring on data whose metadata carries no ``whale_id``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -39,13 +40,23 @@ class Calibration:
     match_probability: float = 0.9
     fitted_on: dict = field(default_factory=dict)  # run, queries, pairs, cut, ECE before and after
     local: dict = field(default_factory=dict)  # with local evidence: options, fusion and the fields above, fused
+    operating: dict = field(default_factory=dict)  # per held-out query: calibrated P(top), truth (catalogue.operating)
+    verifier: dict = field(default_factory=dict)  # the whale-level verifier and the fields above, on its P
 
     def fused(self) -> Optional["Calibration"]:
         """The calibration of the fused scores (``catalogue.local.fuse``), or None when fitted without them."""
         if not self.local:
             return None
+        return self._of(self.local)
+
+    def verified(self) -> Optional["Calibration"]:
+        """The calibration of the whale-level verifier's P (``catalogue.verifier``), or None when it has none."""
+        return self._of(self.verifier) if self.verifier else None
+
+    def _of(self, part: dict) -> "Calibration":
         keep = ("method", "logistic", "isotonic", "thresholds", "fitted_on")
-        return Calibration(**{k: self.local[k] for k in keep}, match_probability=self.match_probability)
+        return Calibration(**{k: part[k] for k in keep}, operating=part.get("operating", {}),
+                           match_probability=self.match_probability)
 
     def probability(self, scores, method: Optional[str] = None) -> np.ndarray:
         method = method or self.method
@@ -113,14 +124,14 @@ def open_set(table, emb: np.ndarray, query_mask: np.ndarray, how: str = "max", t
             "views": list(table["viewpoint"].iloc[q]), "image_ids": list(table["image_id"].iloc[q])}
 
 
-def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
-        match_probability: float = 0.9, min_per_side: int = 3, source: str = "", evidence=None) -> Calibration:
-    """Calibration and "new whale" thresholds from the time-aware open set of the ``held_out`` photos (their
-    latest year's photos are queries). Raises ValueError when that open set has no known or no new query. With
-    ``evidence`` (``catalogue.local.Evidence``) also the fusion of the global score with keypoint inliers, fitted
-    on the same pairs, and the calibration and thresholds of the fused score (``Calibration.local``)."""
-    if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+def fit(table, emb: np.ndarray, held_out: set, source: str = "", **options) -> Calibration:
+    """``fit_folds`` on one fold: the ``held_out`` photos scored by the catalogue's own embeddings ``emb``."""
+    return fit_folds(table, [(source, emb, held_out)], **options)
+
+
+def fold_split(table, emb: np.ndarray, held_out: set, source: str, how: str = "max") -> dict:
+    """One fold's time-aware open set: its held-out photos from their latest year are queries, every other photo
+    of the catalogue (embedded by ``emb``, that fold's model) the reference."""
     in_fold = table["image_id"].isin(held_out).to_numpy()
     if not in_fold.any():
         raise ValueError(f"the catalogue holds none of the {len(held_out)} held-out photos of {source or 'the run'}: "
@@ -128,37 +139,80 @@ def fit(table, emb: np.ndarray, held_out: set, how: str = "max", method: str = "
     cut = last_year_cut(table["date"][in_fold])
     mask = in_fold & (table["date"].astype(str) >= cut).to_numpy()
     split = open_set(table, emb, mask, how=how)
+    split["plain"] = open_set(table, emb, mask, how="max", viewpoints=False)["ranked"]  # top-1 cosine baseline
+    split["dates"] = list(table["date"].astype(str)[mask])
+    split["reference"] = table[~mask]
+    split["cut"], split["source"] = cut, source
+    return split
+
+
+def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
+              match_probability: float = 0.9, min_per_side: int = 3, evidence=None) -> Calibration:
+    """Calibration and "new whale" thresholds from the time-aware open sets of one or more folds (``folds``:
+    ``(source, embeddings of the catalogue by that fold's model, that fold's held-out photo ids)``; each fold's
+    held-out whales are new to its model), pooled. Raises ValueError when the pool has no known or no new query.
+    Also the whale-level verifier (``catalogue.verifier``: chosen against the plain score, or with ``evidence``
+    (``catalogue.local.Evidence``) against the fusion of the score with keypoint inliers, by held-out log-loss
+    over the folds), and with ``evidence`` that fusion (``Calibration.local``)."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+    from catalogue import verifier as vf
+
+    splits = [fold_split(table, emb, held_out, source, how) for source, emb, held_out in folds]
+    split = {k: [x for s in splits for x in s[k]] for k in ("ranked", "real", "truth", "views", "image_ids", "plain",
+                                                              "dates")}
+    split["fold"] = [k for k, s in enumerate(splits) for _ in s["truth"]]
     truth, real = split["truth"], split["real"]
     n_known, n_new = sum(t != NEW for t in truth), sum(t == NEW for t in truth)
+    source = ", ".join(s["source"] for s in splits)
     if not n_known or not n_new:
-        raise ValueError(f"{source}: the held-out photos from {cut} on are {n_known} of known whales and {n_new} of new "
-                         "ones; calibrating needs both")
-    plain = open_set(table, emb, mask, how="max", viewpoints=False)  # the baseline: top-1 cosine, one threshold
-    baseline = choose_threshold(truth, [c[0].whale_id if c else "" for c in plain["ranked"]],
-                                [c[0].score if c else -1.0 for c in plain["ranked"]], real)["threshold"]
-    fitted = {"source": source, "baseline_threshold": baseline, "cut": cut, "queries": len(truth), "known": n_known,
-              "new": n_new, "how": how}
+        raise ValueError(f"{source}: the held-out photos of their latest year are {n_known} of known whales and "
+                         f"{n_new} of new ones; calibrating needs both")
+    baseline = choose_threshold(truth, [c[0].whale_id if c else "" for c in split["plain"]],
+                                [c[0].score if c else -1.0 for c in split["plain"]], real)["threshold"]
+    fitted = {"source": source, "baseline_threshold": baseline, "cut": ", ".join(sorted({s["cut"] for s in splits})),
+              "queries": len(truth), "known": n_known, "new": n_new, "how": how, "folds": len(splits),
+              "per_fold": [{"source": s["source"], "cut": s["cut"], "queries": len(s["truth"]),
+                            "new": sum(t == NEW for t in s["truth"])} for s in splits]}
     calibration = Calibration(method, match_probability=match_probability,
-                              **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted))
+                              **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted, method))
+    counts, keypoints = None, None
     if evidence is not None:
         from catalogue.local import evidence_for, fit_whale_fusion, fuse
 
         path_of = dict(zip(table["image_id"].astype(str), table["path"]))
-        counts = evidence_for(evidence, split["ranked"], [path_of.get(i) for i in split["image_ids"]], split["views"],
-                              table)
+        files = [path_of.get(i) for i in split["image_ids"]]
+        counts = evidence_for(evidence, split["ranked"], files, split["views"], table)
+        keypoints = [len(evidence.step.features(f)[0]) for f in files]
         n = [k for ks in counts for k in ks]
         _, same = labelled_pairs(split["ranked"], truth)
         fusion = fit_whale_fusion(split["ranked"], counts, truth)
         fused = _fit_scores(split, fuse(split["ranked"], counts, fusion), per_viewpoint, min_per_side,
                             dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
-                                 inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))))
+                                 inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))), method)
         calibration.local = dict(fused, method=method, options=evidence.options, fusion=fusion)
+    rows, start = [], 0
+    for s in splits:  # each fold's candidates described against that fold's reference photos
+        size = len(s["truth"])
+        rows += vf.features(s["ranked"], counts[start:start + size] if counts is not None else None, s["views"],
+                            s["dates"], vf.Context(s["reference"]), keypoints[start:start + size] if keypoints else None)
+        start += size
+    groups = vf.default_groups(len(truth), split["fold"])
+    chosen = vf.choose(split["ranked"], rows, truth, groups, local=evidence is not None)
+    honest = vf.with_scores(split["ranked"], chosen.pop("cross_fitted"), counts)
+    calibration.verifier = dict(_fit_scores(split, honest, per_viewpoint, min_per_side,
+                                            dict(fitted, held_out_log_loss=chosen["held_out_log_loss"]), method),
+                                method=method, local=evidence is not None, **chosen)
     return calibration
 
 
-def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fitted: dict) -> dict:
-    """Logistic and isotonic calibration of the candidates' scores, and the new-whale thresholds on the top
-    scores (per viewpoint where each side has ``min_per_side`` known and new queries)."""
+def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fitted: dict,
+                method: str = "logistic") -> dict:
+    """Logistic and isotonic calibration of the candidates' scores, the new-whale thresholds on the top scores
+    (per viewpoint where each side has ``min_per_side`` known and new queries), and per query the calibrated
+    P(top) with its truth, from which ``catalogue.operating`` chooses operating points."""
+    from catalogue import operating
+
     truth, real = split["truth"], split["real"]
     scores, labels = labelled_pairs(ranked, truth)
     iso, logi = Isotonic().fit(scores, labels), Logistic().fit(scores, labels)
@@ -174,8 +228,11 @@ def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fit
                                                     [real[i] for i in idx])["threshold"]
     fitted = dict(fitted, pairs=int(len(labels)), ece_raw=ece(np.clip(scores, 0, 1), labels),
                   ece_logistic=ece(logi.predict(scores), labels), ece_isotonic=ece(iso.predict(scores), labels))
+    model = logi if method == "logistic" else iso
+    p_top = [[type(c[0])(c[0].whale_id, float(model.predict([c[0].score])[0]))] if c else [] for c in ranked]
     return {"logistic": {"a": logi.a, "b": logi.b}, "isotonic": {"lefts": iso.lefts.tolist(), "values": iso.values.tolist()},
-            "thresholds": thresholds, "fitted_on": fitted}
+            "thresholds": thresholds, "fitted_on": fitted, "operating": operating.evidence(p_top, truth)}
+
 
 
 def evaluate(split: dict, calibration: Optional[Calibration], threshold: Optional[float] = None) -> dict:
@@ -199,38 +256,32 @@ def evaluate(split: dict, calibration: Optional[Calibration], threshold: Optiona
     return out
 
 
-def identities_from_labels(test_dir, labels_csv) -> dict:
-    """image id -> whale id for the photos of a competition test set, from its ``test_labels.csv``: a query and
-    its database matches are one whale (the groups joined by union-find); a photo that no label links is a whale
-    of its own. The ids are neutral, ``test-whale-<n>`` numbered in the order of the groups' first image ids:
-    nothing in a whale's name points at one of its photos."""
-    import pandas as pd
+def summary(cal: Calibration, run, db) -> str:
+    """What ``whaleid calibrate`` prints of a fit."""
+    f = cal.fitted_on
+    folds = f" over {f['folds']} folds" if f.get("folds", 1) > 1 else ""
+    lines = [f"{run}: {f['queries']} held-out photos from {f['cut']} on{folds} ({f['known']} of known whales, "
+             f"{f['new']} of new ones), {f['pairs']} candidate pairs",
+             f"ECE on those pairs: raw {f['ece_raw']:.4f}  logistic {f['ece_logistic']:.4f}  isotonic "
+             f"{f['ece_isotonic']:.4f} (in sample); {cal.method} is used",
+             "new-whale threshold: " + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items())
+             + f"; baseline (top-1 cosine) {f['baseline_threshold']:.4f}; stored in {db}"]
+    if cal.local:
+        lf, fu = cal.local["fitted_on"], cal.local["fusion"]
+        lines.append(f"local evidence: P = sigmoid({fu['a']:.3f} * score + {fu['b']:.3f} * log(1 + inliers) + "
+                     f"{fu['c']:.3f}); inliers {lf['inliers_mean_same']:.1f} on pairs of one whale, "
+                     f"{lf['inliers_mean_other']:.1f} on others")
+    if cal.verifier:
+        v = cal.verifier
+        losses = ", ".join(f"{k} {x:.4f}" for k, x in v["held_out_log_loss"].items())
+        weights = ", ".join(f"{k} {w:+.2f}" for k, w in v["verifier"]["weights"].items() if w)
+        lines.append(f"whale-level evidence: held-out log-loss {losses}: the {v['model']} is used ({weights}, on "
+                     "standardised features); identify decides by its P")
+        from catalogue import operating
 
-    from core.data import read_csv
-    from core.scenarios import read_scenarios
-
-    test_dir = Path(test_dir)
-    images = read_csv(test_dir / "metadata.csv", ["image_id"], "metadata")["image_id"].astype(str)
-    labels = read_csv(Path(labels_csv), ["query_id", "database_image_id"], "labels")
-    query_image = pd.concat([s.queries for s in read_scenarios(test_dir)]).drop_duplicates("query_id")
-    image_of = dict(zip(query_image["query_id"].astype(str), query_image["query_image_id"].astype(str)))
-    parent = {i: i for i in images}
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for row, (q, d) in enumerate(zip(labels["query_id"].astype(str), labels["database_image_id"].astype(str))):
-        a = image_of.get(q)
-        if a is None or a not in parent or d not in parent:
-            raise ValueError(f"{labels_csv}: row {row + 2} names {q if a is None or a not in parent else d}, "
-                             f"which is not in {test_dir}")
-        ra, rb = root(a), root(d)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = sorted({root(i) for i in images})
-    width = len(str(len(roots)))
-    number = {r: f"test-whale-{n:0{width}d}" for n, r in enumerate(roots, 1)}
-    return {i: number[root(i)] for i in images}
+        for rate in (0.01, 0.05):
+            point = operating.fit(v["operating"], rate)
+            lines.append(f"at most {rate:.0%} wrong decisions (identify --max-error {rate:g}): match from P "
+                         f"{point['accept']:.3f}, new whale up to {point['new']:.3f}; on the held-out photos "
+                         f"{point['expected_decided']:.1%} decided without review, {point['expected_error']:.1%} wrong")
+    return "\n".join(lines)

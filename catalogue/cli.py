@@ -118,18 +118,10 @@ def apply(args) -> int:
 
 
 def calibrate(args) -> int:
-    import pandas as pd
-
-    from catalogue import calibration
+    from catalogue import calibration, out_of_fold
     from catalogue.store import Catalogue
 
-    split = args.run / "split.csv"
-    if not split.is_file():
-        raise ValueError(f"{split}: not found; calibrate needs a run folder that core/run.py wrote")
-    held = pd.read_csv(split, dtype=str)
-    held_out = set(held.loc[held["role"] == "val", "image_id"])
-    if not held_out:
-        raise ValueError(f"{split}: no validation photos (role val); calibrate needs a run with a validation fold")
+    out_of_fold.fold_runs(args.run)  # a clear error before the catalogue is read
     cat = Catalogue.open(args.db)
     table, emb = cat.photos()
     evidence = None
@@ -137,24 +129,12 @@ def calibrate(args) -> int:
         from catalogue.local import Evidence
 
         evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
-    cal = calibration.fit(table, emb, held_out, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
-                      match_probability=args.match_probability, source=str(args.run), evidence=evidence)
-    with cat._write():
-        cat.set_meta("calibration", cal.to_json())
+    folds = out_of_fold.folds(args.run, table, emb, getattr(args, "device", "cpu"), args.workers)
+    cal = calibration.fit_folds(table, folds, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
+                                match_probability=args.match_probability, evidence=evidence)
+    cat.set_calibration(cal.to_json())
     cat.close()
-    f = cal.fitted_on
-    print(f"{args.run}: {f['queries']} held-out photos from {f['cut']} on ({f['known']} of known whales, {f['new']} of "
-          f"new ones), {f['pairs']} candidate pairs")
-    print(f"ECE on those pairs: raw {f['ece_raw']:.4f}  logistic {f['ece_logistic']:.4f}  isotonic {f['ece_isotonic']:.4f}"
-          f" (in sample); {cal.method} is used")
-    print("new-whale threshold: " + ", ".join(f"{k} {v:.4f}" for k, v in cal.thresholds.items())
-          + f"; baseline (top-1 cosine) {f['baseline_threshold']:.4f}; stored in {args.db}")
-    if cal.local:
-        lf, fu = cal.local["fitted_on"], cal.local["fusion"]
-        print(f"local evidence: P = sigmoid({fu['a']:.3f} * score + {fu['b']:.3f} * log(1 + inliers) + {fu['c']:.3f}); "
-              f"inliers {lf['inliers_mean_same']:.1f} on pairs of one whale, {lf['inliers_mean_other']:.1f} on others")
-        print(f"fused: ECE logistic {lf['ece_logistic']:.4f}; new-whale threshold on P: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in cal.local["thresholds"].items()) + "; identify decides by it")
+    print(calibration.summary(cal, args.run, args.db))
     return 0
 
 
@@ -213,9 +193,11 @@ def parser() -> argparse.ArgumentParser:
     from catalogue.exporting import add_parser as add_export
 
     add_export(cat, export)
-    c = sub.add_parser("calibrate", help="fit P(same whale) and the new-whale threshold on RUN's validation whales")
+    c = sub.add_parser("calibrate", help="fit P(same whale), the whale-level verifier, the new-whale threshold and "
+                       "the operating points on RUN's held-out whales (every fold's, for a cross-validated RUN)")
     c.add_argument("--db", type=Path, required=True, help="a catalogue built from RUN's training data")
-    c.add_argument("--run", type=Path, required=True, help="the run folder (its split.csv names the validation photos)")
+    c.add_argument("--run", type=Path, required=True, help="the run folder (its split.csv names the validation photos), "
+                   "or a cross-validated run (data.fold=all): every fold's held-out whales, each scored by its model")
     c.add_argument("--method", choices=("logistic", "isotonic"), default="logistic", help="the calibration applied")
     c.add_argument("--how", choices=("max", "mean_top"), default="max", help="a whale's score from its photos'")
     c.add_argument("--per-viewpoint", action="store_true", help="a threshold per viewpoint where each has enough photos")
@@ -224,6 +206,8 @@ def parser() -> argparse.ArgumentParser:
                    "between the photo and each candidate's best photos (identify then decides by the fused P)")
     c.add_argument("--detector", choices=("sift", "orb"), default="sift", help="with --local: keypoints")
     c.add_argument("--max-side", type=int, default=512, help="with --local: the photo's longer side for keypoints")
+    c.add_argument("--workers", type=int, default=None, help="a cross-validated RUN: image loading processes")
+    c.add_argument("--device", default="auto", help="a cross-validated RUN: " + DEVICE_HELP)
     c.set_defaults(func=calibrate)
     i = sub.add_parser("identify", help="rank the catalogue's whales for new photos; match, review or new whale")
     i.add_argument("--bundle", type=Path, required=True, help="the bundle the catalogue was built with")
@@ -247,6 +231,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default="auto", help=DEVICE_HELP)
     i.add_argument("--index-above", type=int, default=INDEX_ABOVE, help="search through the approximate index from "
                    f"this many catalogue photos (default {INDEX_ABOVE:,}; -1: always exact)")
+    i.add_argument("--max-error", type=float, default=None, help="decide alone at this rate of wrong decisions "
+                   "(0.05: 5%%): match and new-whale thresholds chosen on the calibration's held-out photos; the rest "
+                   "goes to review, most uncertain first (default: the calibration's threshold and --match-probability)")
     i.add_argument("--global-only", action="store_true", help="decide by the global score even when the calibration "
                    "has local evidence")
     i.set_defaults(func=identify)

@@ -13,7 +13,9 @@ import sys
 
 import numpy as np
 
+from catalogue import operating
 from catalogue.calibration import decide
+from catalogue.scores import NEW as NEW_WHALE
 
 
 class ScoreRule:
@@ -30,6 +32,15 @@ class ScoreRule:
 
     def decide(self, score: float, probability: float, viewpoint) -> str:
         return decide(score, probability, self.threshold(viewpoint), self.match_probability)
+
+
+def operating_point(policy, max_error: float) -> dict:
+    """The operating point holding ``max_error`` on the calibration's held-out photos."""
+    if not 0 < max_error < 1:
+        raise ValueError(f"--max-error must be between 0 and 1 (0.05 for 5%), got {max_error}")
+    if not getattr(policy, "operating", None):
+        raise ValueError("--max-error needs a calibration with operating data: run `whaleid calibrate` again")
+    return operating.fit(policy.operating, max_error)
 
 
 def identify(args, cat) -> int:
@@ -70,13 +81,29 @@ def identify(args, cat) -> int:
               f"{search.recall:.4f}")
     ranked = [r if ok[i] else [] for i, r in enumerate(ranked)]
     global_ranked, global_cal = ranked, cal
-    if cal is not None and cal.local and not args.global_only:
+    counts, keypoints, evidence = None, None, None
+    use_local = cal is not None and cal.local and not args.global_only
+    if use_local:
         from catalogue.local import Evidence, evidence_for, fuse
 
         evidence = Evidence(args.db, cal.local["options"])
         evidence.extract(list(queries["file"]), desc="query keypoints")
-        ranked = fuse(ranked, evidence_for(evidence, ranked, list(queries["file"]), views, table), cal.local["fusion"])
-        cal = cal.fused()
+        counts = evidence_for(evidence, ranked, list(queries["file"]), views, table)
+        keypoints = [len(evidence.step.features(f)[0]) for f in queries["file"]]
+    verifier = None
+    if cal is not None and cal.verifier and (use_local or not cal.verifier.get("local")):
+        from catalogue import verifier as vf
+
+        verifier = vf.Verifier.from_dict(cal.verifier["verifier"])
+        rows = vf.features(ranked, counts, views, list(queries["date"].astype(str)), vf.Context(table), keypoints)
+        why = {(q, c.whale_id): verifier.why(x) for q, (cands, r) in enumerate(zip(ranked, rows))
+               for c, x in zip(cands, r)}
+        ranked, cal = vf.rescore(ranked, rows, verifier, counts), cal.verified()
+        print(f"whale-level evidence: deciding by P(same whale) of the {global_cal.verifier['model'].replace('_', ' ')}"
+              f" chosen on held-out whales, from {', '.join(verifier.use)}")
+    elif use_local:
+        ranked = fuse(ranked, counts, global_cal.local["fusion"])
+        cal = global_cal.fused()
         print(f"local evidence: {len(queries)} photos matched with their candidates' best photos; deciding by the "
               "fused P(same whale)")
     if args.by == "encounter":
@@ -91,6 +118,7 @@ def identify(args, cat) -> int:
                 ranked[i] = pooled
 
     policy = cal if cal is not None else ScoreRule(args.new_below, args.match_above)
+    point = operating_point(policy, args.max_error) if args.max_error is not None else None
 
     def probability(score):
         return float(policy.probability([score])[0])
@@ -99,18 +127,30 @@ def identify(args, cat) -> int:
     for i, cands in enumerate(ranked):
         top = cands[0] if cands else None
         score, prob = (top.score, probability(top.score)) if top else (-1.0, 0.0)
-        decision = policy.decide(score, prob, views[i]) if ok[i] else "unreadable"
+        if not ok[i]:
+            decision = "unreadable"
+        elif point is not None:
+            decision = operating.decide(prob, point)
+        else:
+            decision = policy.decide(score, prob, views[i])
         shown = [{"whale_id": c.whale_id, "score": round(c.score, 4), "probability": round(probability(c.score), 4),
-                  "photos": [[p, round(s, 4)] for p, s in c.photos], **({} if c.inliers is None else {"inliers": c.inliers})}
-                 for c in cands]
+                  "photos": [[p, round(s, 4)] for p, s in c.photos], **({} if c.inliers is None else {"inliers": c.inliers}),
+                  **({"why": why.get((i, c.whale_id), [])} if verifier is not None else {})} for c in cands]
         out.append({"image_id": queries["image_id"][i], "decision": decision, "whale_id": top.whale_id if top else "",
-                    "score": round(score, 4), "probability": round(prob, 4), "candidates": json.dumps(shown),
+                    "score": round(score, 4), "probability": round(prob, 4),
+                    "review_value": round(operating.review_value(prob), 4), "candidates": json.dumps(shown),
                     "path": queries["file"][i], "viewpoint": views[i], "date": queries["date"][i],
                     "encounter_id": queries["encounter_id"][i], "latitude": queries["latitude"][i],
                     "longitude": queries["longitude"][i], "species": queries["species"][i]})
+    if point is not None:
+        print(f"operating point at most {args.max_error:.1%} wrong decisions: match from P {point['accept']:.3f}, new "
+              f"whale up to P {point['new']:.3f}; expected {point['expected_error']:.1%} wrong and "
+              f"{point['expected_decided']:.1%} decided without review (on {point['photos']} held-out photos)")
     frame = pd.DataFrame(out)
     add_photo_root(cat, args.data, linked)
-    cat.add_proposals([dict(r, candidates=r["candidates"]) for r in out], emb, args.batch or args.data.name)
+    # the review queue in the order of how much a review would change, most first; decided photos after it
+    order = sorted(range(len(out)), key=lambda k: (out[k]["decision"] != "review", -out[k]["review_value"], k))
+    cat.add_proposals([out[k] for k in order], emb[order], args.batch or args.data.name)
     if args.out:
         from catalogue.exporting import safe_cells  # a spreadsheet opens it: no cell runs as a formula
 
@@ -122,11 +162,11 @@ def identify(args, cat) -> int:
     if args.evaluate:
         args.fused = global_cal is not cal
         metrics = evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal)
-        if global_cal is not cal:  # the same photos decided without the local evidence, for comparison
+        known = set(table["whale_id"])
+        truth = [w if w in known else NEW for w in queries["whale_id"]]
+        if global_cal is not cal:  # the same photos decided by the global score alone, for comparison
             from catalogue.local import workload
 
-            known = set(table["whale_id"])
-            truth = [w if w in known else NEW for w in queries["whale_id"]]
             split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
             alone = calibration.evaluate(split, global_cal)
             print(f"{'global score alone (calibrated)':42s} BAKS {alone['baks']:.4f}  BAUS {alone['baus']:.4f}  "
@@ -135,12 +175,38 @@ def identify(args, cat) -> int:
                     for cands in global_ranked]
             metrics["global_only"] = dict(alone, workload=workload(as_p, truth))
             metrics["whaleid"]["workload"] = workload(ranked, truth)
-            print("decided without review at 1% / 5% wrong decisions: fused "
-                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["whaleid"]["workload"].values()) + ", global alone "
-                  + " / ".join(f"{100 * v:.1f}%" for v in metrics["global_only"]["workload"].values()))
+            print("best share decidable on these labels at 1% / 5% wrong decisions (hindsight, not an operating "
+                  "point): ours " + " / ".join(f"{100 * v:.1f}%" for v in metrics["whaleid"]["workload"].values())
+                  + ", global alone " + " / ".join(f"{100 * v:.1f}%" for v in metrics["global_only"]["workload"].values()))
+        metrics.update(evaluate_operating(policy, ranked, truth, [r["probability"] for r in out], ok))
         if args.metrics:
             args.metrics.write_text(json.dumps(metrics, indent=1))
     return 0
+
+
+def evaluate_operating(policy, ranked, truth, probabilities, ok) -> dict:
+    """Operating points at 1% and 5% (expected on the calibration's held-out photos, observed on these) and the
+    reviewer's simulated workload with every photo reviewed and at each point."""
+    keep = [i for i in range(len(truth)) if ok[i]]
+    data = {"p": [probabilities[i] for i in keep], "top_right": [bool(ranked[i]) and ranked[i][0].whale_id == truth[i]
+                                                                  for i in keep],
+            "is_new": [truth[i] == NEW_WHALE for i in keep]}
+    cands, labels = [ranked[i] for i in keep], [truth[i] for i in keep]
+    every = operating.workload(cands, labels)
+    print(f"review of every photo: {every['actions_per_photo']:.2f} reviewer actions a photo (simulated); the true "
+          f"whale shown for {every['true_whale_shown']:.1%} of known photos, at mean rank {every['true_whale_rank_mean']:.2f}")
+    out = {"review_all": every, "operating_points": {}}
+    if not getattr(policy, "operating", None):
+        return out
+    for rate in (0.01, 0.05):
+        point = operating.fit(policy.operating, rate)
+        seen = operating.observed(data, point)
+        work = operating.workload(cands, labels, [operating.decide(p, point) for p in data["p"]])
+        out["operating_points"][f"{rate:g}"] = dict(point, **seen, actions_per_photo=work["actions_per_photo"])
+        print(f"--max-error {rate:g}: decided without review {seen['observed_decided']:.1%} (expected "
+              f"{point['expected_decided']:.1%}), wrong {seen['observed_error']:.1%} of those decided (expected "
+              f"{point['expected_error']:.1%}); {work['actions_per_photo']:.2f} reviewer actions a photo")
+    return out
 
 
 def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict:

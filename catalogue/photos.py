@@ -254,7 +254,7 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
 
     meta = read_metadata(data, require_identity=require_identity and labels is None)
     if labels is not None:
-        from catalogue.calibration import identities_from_labels
+        from catalogue.test_labels import identities_from_labels
 
         meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
     for col in ("encounter_id", "date", "whale_id", "latitude", "longitude", "species"):

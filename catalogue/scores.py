@@ -50,27 +50,46 @@ class Isotonic:
         return self.values[np.clip(where, 0, len(self.values) - 1)]
 
 
-class Logistic:
-    """P = 1 / (1 + exp(-(a s + b))), maximum likelihood by Newton's method (a small ridge keeps it finite
-    when the classes separate). Monotone like the isotonic fit: a fitted slope under 0 (a model whose scores
-    do not separate same from different whales) becomes the constant base rate."""
-
-    def fit(self, scores, labels, iterations: int = 50, ridge: float = 1e-6) -> "Logistic":
-        s, y = np.asarray(scores, np.float64), np.asarray(labels, np.float64)
-        X = np.stack([s, np.ones_like(s)], 1)
-        w = np.zeros(2)
+def fit_logistic(x, y, monotone=None, ridge: float = 1e-6, iterations: int = 50) -> tuple[np.ndarray, float]:
+    """(weights [d], bias) of P = sigmoid(x w + bias), maximum likelihood by Newton's method with a ridge on the
+    weights (which keeps them finite when the classes separate). A column marked ``monotone`` whose weight comes
+    out negative is dropped (weight 0) and the rest refitted, so P never falls as such a column rises."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x = x.reshape(len(y), -1)
+    monotone = np.zeros(x.shape[1], bool) if monotone is None else np.asarray(monotone, bool)
+    use = list(range(x.shape[1]))
+    while True:
+        X = np.concatenate([x[:, use], np.ones((len(y), 1))], 1)
+        w = np.zeros(X.shape[1])
         for _ in range(iterations):
-            p = 1.0 / (1.0 + np.exp(-(X @ w)))
-            grad = X.T @ (p - y) + ridge * w
-            hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
+            p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -60, 60)))
+            grad = X.T @ (p - y) + ridge * np.r_[w[:-1], 0.0]
+            hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(len(w)) + 1e-9 * np.eye(len(w))
             step = np.linalg.solve(hess, grad)
             w -= step
             if np.abs(step).max() < 1e-10:
                 break
-        self.a, self.b = float(w[0]), float(w[1])
-        if self.a < 0:  # a higher score never means less likely the same whale: the score says nothing here
-            p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6)) if len(y) else 0.5
-            self.a, self.b = 0.0, float(np.log(p / (1 - p)))
+        negative = [c for c, v in zip(use, w[:-1]) if v < 0 and monotone[c]]
+        if not negative:
+            break
+        use = [c for c in use if c not in negative]
+    weights = np.zeros(x.shape[1])
+    weights[use] = w[:-1]
+    return weights, float(w[-1])
+
+
+class Logistic:
+    """P = 1 / (1 + exp(-(a s + b))), maximum likelihood by Newton's method (``fit_logistic``). Monotone like the
+    isotonic fit: a fitted slope under 0 (a model whose scores do not separate same from different whales)
+    becomes the constant base rate."""
+
+    def fit(self, scores, labels, iterations: int = 50, ridge: float = 1e-6) -> "Logistic":
+        s, y = np.asarray(scores, np.float64), np.asarray(labels, np.float64)
+        if not len(y):
+            self.a, self.b = 0.0, 0.0
+            return self
+        w, b = fit_logistic(s[:, None], y, monotone=[True], ridge=ridge, iterations=iterations)
+        self.a, self.b = float(w[0]), b
         return self
 
     def predict(self, scores) -> np.ndarray:

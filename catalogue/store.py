@@ -169,6 +169,11 @@ class Catalogue:
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def set_calibration(self, text: str) -> None:
+        """Store ``whaleid calibrate``'s fit (a ``Calibration`` as JSON), in a write of its own."""
+        with self._write():
+            self.set_meta("calibration", text)
+
     def add_proposals(self, rows: Sequence[dict], embeddings: Optional[np.ndarray], batch: str) -> int:
         """Store identify's proposal per photo (a photo identified again gets its new proposal; its decisions stay)."""
         cols = ("image_id", "path", "viewpoint", "date", "encounter_id", "decision", "whale_id", "score", "probability",

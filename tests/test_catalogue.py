@@ -261,7 +261,7 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     BAKS, BAUS, AUROC and ECE beside the top-1 cosine baseline; the heatmaps need the catalogue's own bundle."""
     import pandas as pd
 
-    from catalogue import calibration
+    from catalogue import calibration, verifier
     from catalogue.cli import main
     from catalogue.review import Heatmaps
     from submission.build import build
@@ -301,10 +301,13 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
         printed = capsys.readouterr().out
         assert "top-1 cosine, threshold from validation" in printed and "ECE over the candidates shown" in printed
         result = pd.read_csv(out, dtype=str)
+        used = cal.verified()  # identify decides by the whale-level verifier's P, calibrated on held-out folds
+        assert used is not None and "whale-level evidence" in printed
         for _, row in result.iterrows():  # each decision is the calibration's on its top score and probability
             top = json.loads(row.candidates)[0]
-            assert row.decision == cal.decide(top["score"], top["probability"], row.viewpoint)
-            assert float(row.probability) == pytest.approx(float(cal.probability([top["score"]])[0]), abs=1e-4)
+            assert row.decision == used.decide(top["score"], top["probability"], row.viewpoint)
+            assert float(row.probability) == pytest.approx(float(used.probability([top["score"]])[0]), abs=1e-4)
+            assert all(name in verifier.FEATURES for name, _ in top["why"])
         if by == "encounter":  # one decision per encounter
             assert (result.groupby("encounter_id").whale_id.nunique() == 1).all()
             assert (result.groupby("encounter_id").decision.nunique() == 1).all()
@@ -337,15 +340,19 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     assert main(["identify", "--bundle", str(zip_path), "--db", str(db2), "--data", str(train), "--from",
                  "2019-01-01", "--evaluate", "--out", str(out), "--metrics", str(metrics), "--workers", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "global score alone (calibrated)" in printed and "decided without review at 1% / 5%" in printed
+    assert "global score alone (calibrated)" in printed and "best share decidable on these labels" in printed
+    assert "--max-error 0.05: decided without review" in printed
+    used = local.verified()  # with keypoints: the verifier sees the inliers, same-view and cross-view apart
+    assert local.verifier["local"] and {"inliers_same_view", "inliers_cross_view"} & set(local.verifier["verifier"]["use"])
     result = pd.read_csv(out, dtype=str)
     for _, row in result.iterrows():
         cands = json.loads(row.candidates)
         assert all("inliers" in c for c in cands) and [c["score"] for c in cands] == sorted((c["score"] for c in cands),
                                                                                             reverse=True)
-        assert row.decision == fused.decide(cands[0]["score"], cands[0]["probability"], row.viewpoint)
+        assert row.decision == used.decide(cands[0]["score"], cands[0]["probability"], row.viewpoint)
     scored = json.loads(metrics.read_text())
     assert set(scored["whaleid"]["workload"]) == {"0.01", "0.05"} and "workload" in scored["global_only"]
+    assert set(scored["operating_points"]) == {"0.01", "0.05"} and scored["review_all"]["actions_per_photo"] > 0
     assert main(["identify", "--bundle", str(zip_path), "--db", str(db2), "--data", str(train), "--from",
                  "2019-01-01", "--global-only", "--out", str(out), "--workers", "0"]) == 0
     assert all("inliers" not in c for r in pd.read_csv(out, dtype=str).candidates for c in json.loads(r))
@@ -356,7 +363,7 @@ def test_identities_from_competition_labels(tiny_survey):
     two whales (checked against the synthetic survey's own identities)."""
     import pandas as pd
 
-    from catalogue.calibration import identities_from_labels
+    from catalogue.test_labels import identities_from_labels
 
     ids = identities_from_labels(tiny_survey / "test", tiny_survey / "test_labels.csv")
     labels = pd.read_csv(tiny_survey / "test_labels.csv", dtype=str)

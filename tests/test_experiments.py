@@ -64,6 +64,47 @@ def test_cv_oof_map_equals_the_metric_recomputed_from_saved_embeddings(cv_run):
         assert again["scenarios"][name] == pytest.approx(value, abs=1e-9)
 
 
+def test_calibrate_on_a_cross_validated_run_pools_every_folds_held_out_whales(cv_run, tiny_survey, tmp_path, capsys):
+    """``whaleid calibrate --run CV`` scores each fold's held-out whales with that fold's model (which never
+    trained on them) and fits on all of them: every training whale is a calibration whale once."""
+    from catalogue import calibration, out_of_fold
+    from catalogue.cli import main
+    from catalogue.store import Catalogue
+    from submission.build import build
+
+    out, _ = cv_run
+    bundle, db = tmp_path / "fold0.zip", tmp_path / "c.sqlite"
+    build([out / "fold0"], bundle)
+    assert main(["catalogue", "build", "--bundle", str(bundle), "--data", str(tiny_survey / "train"), "--db", str(db),
+                 "--workers", "0", "--no-keypoints"]) == 0
+    cat = Catalogue.open(db)
+    table, emb = cat.photos()
+    cat.close()
+    # a fold's model embeds as the bundle of that fold does
+    again = out_of_fold.embed_run(out / "fold0", list(table["path"]), "cpu", 0)
+    assert np.allclose(again, emb, atol=1e-4)
+    capsys.readouterr()
+    assert main(["calibrate", "--db", str(db), "--run", str(out), "--workers", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    cal = calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    per_fold = cal.fitted_on["per_fold"]
+    assert cal.fitted_on["folds"] == 3 and [f["source"] for f in per_fold] == [str(out / f"fold{k}") for k in range(3)]
+    assert "over 3 folds" in printed and printed.count("embedded by its model") == 3
+    assert cal.fitted_on["queries"] == sum(f["queries"] for f in per_fold)
+    split = pd.read_csv(out / "fold1" / "split.csv", dtype=str).query("role == 'val'")
+    assert per_fold[1]["queries"] == int((split.date >= calibration.last_year_cut(split.date)).sum())
+    assert len(cal.verifier["operating"]["p"]) == cal.fitted_on["queries"] and "--max-error 0.05" in printed
+    with pytest.raises(ValueError, match="a seeds parent"):
+        out_of_fold.fold_runs(_seeds_parent(tmp_path))
+
+
+def _seeds_parent(tmp_path):
+    parent = tmp_path / "seeds"
+    parent.mkdir()
+    (parent / "seeds.json").write_text(json.dumps({"runs": []}))
+    return parent
+
+
 def test_redirected_output_has_plain_progress_lines(cv_run):
     _, proc = cv_run
     assert "\r" not in proc.stderr + proc.stdout
