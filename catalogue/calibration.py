@@ -146,23 +146,47 @@ def fold_split(table, emb: np.ndarray, held_out: set, source: str, how: str = "m
     return split
 
 
-def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
-              match_probability: float = 0.9, min_per_side: int = 3, evidence=None) -> Calibration:
-    """Calibration and "new whale" thresholds from the time-aware open sets of one or more folds (``folds``:
-    ``(source, embeddings of the catalogue by that fold's model, that fold's held-out photo ids)``; each fold's
-    held-out whales are new to its model), pooled. Raises ValueError when the pool has no known or no new query.
-    Also the whale-level verifier (``catalogue.verifier``: chosen against the plain score, or with ``evidence``
-    (``catalogue.local.Evidence``) against the fusion of the score with keypoint inliers, by held-out log-loss
-    over the folds), and with ``evidence`` that fusion (``Calibration.local``)."""
-    if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+def pooled(table, folds: list, how: str = "max", evidence=None) -> dict:
+    """The folds' open sets pooled (``fold_split`` per fold; ``folds``: ``(source, embeddings of the catalogue by
+    that fold's model, that fold's held-out photo ids)``), with the fold of each query, the inliers of every
+    candidate and each query's keypoint count (with ``evidence``), and the verifier's feature rows."""
     from catalogue import verifier as vf
 
     splits = [fold_split(table, emb, held_out, source, how) for source, emb, held_out in folds]
     split = {k: [x for s in splits for x in s[k]] for k in ("ranked", "real", "truth", "views", "image_ids", "plain",
                                                               "dates")}
     split["fold"] = [k for k, s in enumerate(splits) for _ in s["truth"]]
-    truth, real = split["truth"], split["real"]
+    split["splits"], split["counts"], split["keypoints"] = splits, None, None
+    if evidence is not None:
+        from catalogue.local import evidence_for
+
+        path_of = dict(zip(table["image_id"].astype(str), table["path"]))
+        files = [path_of.get(i) for i in split["image_ids"]]
+        split["counts"] = evidence_for(evidence, split["ranked"], files, split["views"], table)
+        split["keypoints"] = [len(evidence.step.features(f)[0]) for f in files]
+    rows, start, counts, keypoints = [], 0, split["counts"], split["keypoints"]
+    for s in splits:  # each fold's candidates described against that fold's reference photos
+        size = len(s["truth"])
+        rows += vf.features(s["ranked"], counts[start:start + size] if counts is not None else None, s["views"],
+                            s["dates"], vf.Context(s["reference"]), keypoints[start:start + size] if keypoints else None)
+        start += size
+    split["rows"], split["groups"] = rows, vf.default_groups(len(split["truth"]), split["fold"])
+    return split
+
+
+def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
+              match_probability: float = 0.9, min_per_side: int = 3, evidence=None) -> Calibration:
+    """Calibration and "new whale" thresholds from the time-aware open sets of one or more folds (``pooled``;
+    each fold's held-out whales are new to its model). Raises ValueError when the pool has no known or no new
+    query. Also the whale-level verifier (``catalogue.verifier``: chosen against the plain score, or with
+    ``evidence`` (``catalogue.local.Evidence``) against the fusion of the score with keypoint inliers, by held-out
+    log-loss over the folds), and with ``evidence`` that fusion (``Calibration.local``)."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+    from catalogue import verifier as vf
+
+    split = pooled(table, folds, how, evidence)
+    splits, truth, real, counts = split["splits"], split["truth"], split["real"], split["counts"]
     n_known, n_new = sum(t != NEW for t in truth), sum(t == NEW for t in truth)
     source = ", ".join(s["source"] for s in splits)
     if not n_known or not n_new:
@@ -176,14 +200,9 @@ def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", pe
                             "new": sum(t == NEW for t in s["truth"])} for s in splits]}
     calibration = Calibration(method, match_probability=match_probability,
                               **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted, method))
-    counts, keypoints = None, None
     if evidence is not None:
-        from catalogue.local import evidence_for, fit_whale_fusion, fuse
+        from catalogue.local import fit_whale_fusion, fuse
 
-        path_of = dict(zip(table["image_id"].astype(str), table["path"]))
-        files = [path_of.get(i) for i in split["image_ids"]]
-        counts = evidence_for(evidence, split["ranked"], files, split["views"], table)
-        keypoints = [len(evidence.step.features(f)[0]) for f in files]
         n = [k for ks in counts for k in ks]
         _, same = labelled_pairs(split["ranked"], truth)
         fusion = fit_whale_fusion(split["ranked"], counts, truth)
@@ -191,14 +210,7 @@ def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", pe
                             dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
                                  inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))), method)
         calibration.local = dict(fused, method=method, options=evidence.options, fusion=fusion)
-    rows, start = [], 0
-    for s in splits:  # each fold's candidates described against that fold's reference photos
-        size = len(s["truth"])
-        rows += vf.features(s["ranked"], counts[start:start + size] if counts is not None else None, s["views"],
-                            s["dates"], vf.Context(s["reference"]), keypoints[start:start + size] if keypoints else None)
-        start += size
-    groups = vf.default_groups(len(truth), split["fold"])
-    chosen = vf.choose(split["ranked"], rows, truth, groups, local=evidence is not None)
+    chosen = vf.choose(split["ranked"], split["rows"], truth, split["groups"], local=evidence is not None)
     honest = vf.with_scores(split["ranked"], chosen.pop("cross_fitted"), counts)
     calibration.verifier = dict(_fit_scores(split, honest, per_viewpoint, min_per_side,
                                             dict(fitted, held_out_log_loss=chosen["held_out_log_loss"]), method),

@@ -413,10 +413,14 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     assert identify_demo.main([str(run), "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "BAKS", "BAUS", "geometric mean", "AUROC",
-                 "ECE over the candidates shown"):
+                 "ECE over the candidates shown", "operating point at most 5.0% wrong decisions",
+                 "--max-error 0.01: decided without review", "reviewer actions a photo"):
         assert step in printed, step
     metrics = json.loads((run / "identify" / "metrics.json").read_text())
     assert metrics["whaleid"]["known"] > 0 and metrics["whaleid"]["new"] > 0
+    for rate, point in metrics["operating_points"].items():  # expected on held-out whales, observed on the test
+        assert point["max_error"] == float(rate) and 0 <= point["observed_decided"] <= 1
+        assert point["actions_per_photo"] <= metrics["review_all"]["actions_per_photo"]
     decisions = pd.read_csv(run / "identify" / "decisions.csv", dtype=str)
     assert len(decisions) == metrics["whaleid"]["known"] + metrics["whaleid"]["new"]
     assert set(decisions.decision) <= {"match", "review", NEW}

@@ -1,19 +1,25 @@
 """From a trained run to named whales, end to end on its own survey: ``make identify-demo RUN=runs/demo``.
 
-    python -m tools.identify_demo RUN [--test DIR --labels CSV] [--per-viewpoint]
+    python -m tools.identify_demo RUN [--test DIR --labels CSV] [--per-viewpoint] [--max-error 0.05]
 
-1. packs RUN into a bundle (``RUN/identify/bundle.zip``, kept while RUN's weights are unchanged);
+RUN is a cross-validated run (``make cv-demo``: every training whale is held out by one fold) or a single run
+(one validation fold: the one-fold path, five times cheaper to train, calibrated on a fifth of the whales).
+
+1. packs RUN (a cross-validated run: its first fold's model) into a bundle (``RUN/identify/bundle.zip``, kept
+   while those weights are unchanged);
 2. ``whaleid catalogue build``: the catalogue (``RUN/identify/catalogue.sqlite``) of RUN's training data, every
    whale the run knew (its training and validation folds);
-3. ``whaleid calibrate --local``: P(same whale) and the new-whale threshold on RUN's validation whales, which the
-   model never trained on (time-aware: their latest year's photos are the queries), from the global score fused
+3. ``whaleid calibrate --local``: P(same whale), the whale-level verifier, the new-whale threshold and the
+   operating points on RUN's held-out whales, which the model scoring them never trained on (every fold's, each
+   scored by its fold's model; time-aware: their latest year's photos are the queries), from the global score
    with keypoint inliers between each photo and its candidates' best photos (``--global-only``: the score alone);
 4. a time-aware open set of the survey's test whales (recovered from ``test_labels.csv``): the test photos before
    the test set's latest year are added to the catalogue, the photos of that year are identified, so a test
    whale first seen in that year is a new whale and one seen before is known;
-5. ``whaleid identify --evaluate``: the three-way decision per photo (match, review, new whale), BAKS, BAUS,
-   their geometric mean, AUROC and ECE beside the global score alone and the top-1 cosine baseline, and the share
-   of photos that could be decided without review at 1% and 5% wrong decisions, into ``RUN/identify/metrics.json``
+5. ``whaleid identify --evaluate --max-error 0.05``: the three-way decision per photo (match, review, new
+   whale) at that operating point, BAKS, BAUS, their geometric mean, AUROC and ECE beside the global score alone
+   and the top-1 cosine baseline, and at 1% and 5% wrong decisions the share decided without review and the
+   error, expected (held-out whales) and observed, with the reviewer's simulated workload, into ``RUN/identify/metrics.json``
    (``tools.report`` draws its reliability diagram and score distributions) and ``decisions.csv``.
 
 Then ``whaleid review --db RUN/identify/catalogue.sqlite --bundle RUN/identify/bundle.zip`` serves the review page.
@@ -31,7 +37,9 @@ from pathlib import Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.identify_demo", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, help="a run folder core/run.py wrote (with a validation fold)")
+    p.add_argument("run", type=Path, help="a run folder core/run.py wrote: cross-validated (data.fold=all) or one "
+                   "with a validation fold")
+    p.add_argument("--max-error", type=float, default=0.05, help="identify's operating point (default 0.05: 5%%)")
     p.add_argument("--test", type=Path, help="the test folder (default: test/ beside the run's data.root)")
     p.add_argument("--labels", type=Path, help="its test_labels.csv (default: beside the test folder)")
     p.add_argument("--per-viewpoint", action="store_true", help="a new-whale threshold per viewpoint")
@@ -42,15 +50,20 @@ def main(argv=None) -> int:
 
     from omegaconf import OmegaConf
 
-    from catalogue import calibration, cli
+    from catalogue import calibration, cli, out_of_fold
     from catalogue.embed import bundle_hash
     from catalogue.store import Catalogue
     from submission.build import BuildError, build
 
     run = args.run
     if not (run / "config.yaml").is_file():
-        p.exit(2, f"error: {run}: no config.yaml; train the run first (make demo)\n")
-    train = Path(OmegaConf.load(run / "config.yaml").data.root)
+        p.exit(2, f"error: {run}: no config.yaml; train the run first (make demo, or make cv-demo)\n")
+    try:
+        folds = out_of_fold.fold_runs(run)
+    except ValueError as exc:
+        p.exit(2, f"error: {exc}\n")
+    model_run = folds[0]  # the model the catalogue is embedded with; every fold calibrates
+    train = Path(OmegaConf.load(model_run / "config.yaml").data.root)
     test = args.test or train.parent / "test"
     labels = args.labels or test.parent / "test_labels.csv"
     for need in (train / "metadata.csv", test / "metadata.csv", labels):
@@ -59,16 +72,16 @@ def main(argv=None) -> int:
     out = run / "identify"
     out.mkdir(exist_ok=True)
     bundle, db = out / "bundle.zip", out / "catalogue.sqlite"
-    weights = next((run / n for n in ("best.safetensors", "last.safetensors") if (run / n).is_file()), None)
+    weights = next((model_run / n for n in ("best.safetensors", "last.safetensors") if (model_run / n).is_file()), None)
     started = time.time()
     if not bundle.is_file() or (weights and weights.stat().st_mtime > bundle.stat().st_mtime):
         try:
-            build([run], bundle)
+            build([model_run], bundle)
         except BuildError as exc:
             p.exit(2, f"error: {exc}\n")
-        print(f"[1/5] packed {run} into {bundle}", flush=True)
+        print(f"[1/5] packed {model_run} into {bundle}", flush=True)
     else:
-        print(f"[1/5] {bundle} is up to date with {run}'s weights", flush=True)
+        print(f"[1/5] {bundle} is up to date with {model_run}'s weights", flush=True)
     if db.is_file() and Catalogue.open(db).meta["model_hash"] != bundle_hash(bundle):
         aside = db.with_name(f"catalogue.{time.strftime('%Y%m%d-%H%M%S')}.sqlite")
         db.rename(aside)
@@ -78,19 +91,21 @@ def main(argv=None) -> int:
     steps = [
         ("[2/5] the catalogue of the run's training whales", ["catalogue", "build", "--bundle", str(bundle), "--data",
                                                               str(train), "--db", str(db), "--batch", "training"]),
-        ("[3/5] calibration on the run's validation whales", ["calibrate", "--db", str(db), "--run", str(run)]
+        (f"[3/5] calibration on the held-out whales of {len(folds)} fold{'s' * (len(folds) > 1)}",
+         ["calibrate", "--db", str(db), "--run", str(run)]
          + (["--per-viewpoint"] if args.per_viewpoint else []) + ([] if args.global_only else ["--local"])),
         (f"[4/5] the test photos before {cut} join the catalogue", ["catalogue", "build", "--bundle", str(bundle),
                                                                      "--data", str(test), "--labels", str(labels),
                                                                      "--db", str(db), "--before", cut, "--batch", "test"]),
         (f"[5/5] identify the test photos from {cut} on", ["identify", "--bundle", str(bundle), "--db", str(db),
                                                            "--data", str(test), "--labels", str(labels), "--from", cut,
-                                                           "--evaluate", "--out", str(out / "decisions.csv"),
+                                                           "--evaluate", "--max-error", str(args.max_error),
+                                                           "--out", str(out / "decisions.csv"),
                                                            "--metrics", str(out / "metrics.json")]),
     ]
     for title, cmd in steps:
         print(title, flush=True)
-        code = cli.main(cmd + (workers if cmd[0] != "calibrate" else []))
+        code = cli.main(cmd + workers)
         if code:
             return code
     metrics = json.loads((out / "metrics.json").read_text())
