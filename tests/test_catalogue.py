@@ -428,7 +428,7 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     assert "0 to embed" in capsys.readouterr().out
     build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)
     page = (tmp_path / "report.html").read_text()
-    assert 'id="identify"' in page and "reliability diagram" in page and (tmp_path / "report_files" / "identify.png").is_file()
+    assert 'id="identify"' in page and "reliability diagram" in page and "decided alone, expected" in page and (tmp_path / "report_files" / "identify.png").is_file()
 
 
 def test_reviewed_photos_join_the_catalogue_under_their_current_whale(tmp_path, capsys):

@@ -218,12 +218,21 @@ def identify_section(run: Path, assets: Path) -> str:
                    for name, key in (("whaleid (calibrated)", "whaleid"), ("top-1 cosine, threshold from validation",
                                                                             "baseline")) if key in m)
     cal = m.get("calibration") or {}
-    fitted = (f"Calibrated on {cal.get('queries')} held-out photos of the run's validation whales from {cal.get('cut')} "
+    fitted = (f"Calibrated on {cal.get('queries')} held-out photos of the run's held-out whales from {cal.get('cut')} "
               f"on ({cal.get('known')} known, {cal.get('new')} new). ") if cal else ""
+    points = m.get("operating_points") or {}
+    decided = "".join(f"<tr><th>at most {float(r):.0%} wrong</th><td>{p['expected_decided']:.1%}</td><td>"
+                      f"{p['observed_decided']:.1%}</td><td>{p['expected_error']:.1%}</td><td>{p['observed_error']:.1%}</td>"
+                      f"<td>{p['actions_per_photo']:.2f}</td></tr>" for r, p in points.items())
+    if decided:
+        every = m["review_all"]["actions_per_photo"]
+        decided = ("<table><tr><th>operating point</th><th>decided alone, expected</th><th>observed</th><th>wrong, "
+                   "expected</th><th>observed</th><th>reviewer actions a photo</th></tr>" + decided
+                   + f"<tr><th>review every photo</th><td>0%</td><td>0%</td><td></td><td></td><td>{every:.2f}</td></tr></table>")
     return f"""<section id="identify"><h2>Named whales: open-set identification</h2><p>{html.escape(fitted)}Test photos
 from {html.escape(str(m.get('cut', '?')))} on identified against the catalogue ({m['whaleid']['known']} of known whales,
 {m['whaleid']['new']} of new ones).</p><table><tr><th></th><th>BAKS</th><th>BAUS</th><th>geometric mean</th><th>AUROC</th></tr>
-{rows}</table><img src="{png_data(png)}" alt="reliability diagram and known/new score distributions"></section>"""
+{rows}</table>{decided}<img src="{png_data(png)}" alt="reliability diagram and known/new score distributions"></section>"""
 
 
 def build_report(run: Path, out: Path | None = None, queries: int = 3, top_k: int = 6, explain: bool = True) -> dict:
