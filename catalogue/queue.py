@@ -8,6 +8,7 @@ of the page it sends, so a page costs the same in a catalogue of a thousand phot
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -84,6 +85,7 @@ def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
             w = c["whale_id"]
             shown.append({"whale_id": w, "current": alias.get(w, w), "score": c.get("score"),
                           "probability": c.get("probability"), "inliers": c.get("inliers"), "photos": photos,
+                          "why": _why(c.get("why")),
                           "accepted": identity is not None and alias.get(identity, identity) == alias.get(w, w),
                           "rejected": w in rejected})
         last = state["last"].get(image_id)
@@ -94,6 +96,15 @@ def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
                       "last": None if last is None else {k: last[k] for k in ("id", "at", "who", "action", "whale_id",
                                                                              "other_whale")}})
     return items
+
+
+def _why(value) -> list:
+    """identify's explanation of a candidate's P (``catalogue.verifier``): [name, contribution] pairs, the
+    well-formed ones only."""
+    if not isinstance(value, list):
+        return []
+    return [[str(v[0]), float(v[1])] for v in value[:9] if isinstance(v, list) and len(v) == 2
+            and isinstance(v[1], (int, float)) and not isinstance(v[1], bool) and math.isfinite(v[1])]
 
 
 def next_whale_id(whales) -> str:

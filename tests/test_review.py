@@ -49,6 +49,7 @@ def make_catalogue(survey: Path, path: Path) -> Path:
     for i, cands in enumerate(ranked):
         shown = [{"whale_id": c.whale_id, "score": round(c.score, 4), "probability": round(max(0.0, c.score), 4),
                   "photos": [[p, round(s, 4)] for p, s in c.photos[:2]]} for c in cands]
+        shown[0]["why"] = [["margin", 1.2], ["<b>inliers</b>", -0.5]]  # identify's verifier explains its P
         rows.append({"image_id": late["image_id"][i], "path": late["path"][i], "viewpoint": late["viewpoint"][i],
                      "date": late["date"][i], "encounter_id": late["encounter_id"][i],
                      "decision": "review" if i % 2 == 0 else "match", "whale_id": cands[0].whale_id,
@@ -183,6 +184,8 @@ def test_the_review_page_in_headless_chromium(server, tmp_path):
         for page in (ana, bob):
             page.wait_for_selector("#query-card img")
         assert "Filters in force: none" in ana.text_content("#filters")
+        why = ana.text_content("#candidates [data-c='0'] .why")  # why this P, as text: nothing it names is markup
+        assert why == "why: margin +1.20, <b>inliers</b> -0.50" and ana.query_selector("#candidates .why b") is None
         ana.wait_for_function("[...document.querySelectorAll('img[data-zoom]')].every(i => i.complete && i.naturalWidth > 0)")
         state = server.get("/api/state")
         first, second, third = state["items"][:3]
