@@ -216,8 +216,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--from", dest="since", help="only photos dated on or after this day (YYYY-MM-DD)")
     i.add_argument("--how", choices=("max", "mean_top"), default="max", help="a whale's score from its photos'")
     i.add_argument("--top", type=int, default=5, help="candidate whales kept per photo")
-    i.add_argument("--by", choices=("photo", "encounter"), default="photo",
-                   help="decide per photo, or per encounter (its photos pooled: each whale's best score over them)")
+    i.add_argument("--by", choices=("auto", "photo", "encounter"), default="auto",
+                   help="decide per encounter (its photos pooled: each whale's best score over them, one whale per "
+                   "encounter) or per photo; auto: per encounter when every photo has an encounter_id")
     i.add_argument("--match-probability", type=float, default=None, help="P(same) from which a photo is matched "
                    "(default: the calibration's)")
     i.add_argument("--match-above", type=float, default=0.8, help="uncalibrated: top score from which a photo is matched")

@@ -106,6 +106,8 @@ def identify(args, cat) -> int:
         cal = global_cal.fused()
         print(f"local evidence: {len(queries)} photos matched with their candidates' best photos; deciding by the "
               "fused P(same whale)")
+    if args.by == "auto":  # one whale per encounter unless the user says otherwise (--by photo)
+        args.by = "encounter" if queries["encounter_id"].notna().all() else "photo"
     if args.by == "encounter":
         if queries["encounter_id"].isna().any():
             row = int(np.flatnonzero(queries["encounter_id"].isna())[0])

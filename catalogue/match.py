@@ -83,15 +83,17 @@ def rank_whales(query_emb: np.ndarray, query_views: Sequence[str], cat_emb: np.n
 
 
 def pool_encounter(per_photo: list[list[Candidate]], top_n: int = 10) -> list[Candidate]:
-    """One encounter's candidates from its photos' candidates: each whale's best score over the photos, with
-    the supporting photos of all of them, best first."""
+    """One encounter's candidates from its photos' candidates: each whale's best score over the photos (and its
+    most inliers, with local evidence), with the supporting photos of all of them, best first."""
     best: dict = {}
     for cands in per_photo:
         for c in cands:
             have = best.get(c.whale_id)
             if have is None:
-                best[c.whale_id] = Candidate(c.whale_id, c.score, list(c.photos))
+                best[c.whale_id] = Candidate(c.whale_id, c.score, list(c.photos), inliers=c.inliers)
             else:
                 have.score = max(have.score, c.score)
+                if c.inliers is not None:  # the most keypoint inliers any of the photos has with the whale
+                    have.inliers = max(have.inliers or 0, c.inliers)
                 have.photos = sorted(set(have.photos) | set(c.photos), key=lambda p: -p[1])
     return sorted(best.values(), key=lambda c: (-c.score, c.whale_id))[:top_n]

@@ -350,6 +350,9 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
         assert all("inliers" in c for c in cands) and [c["score"] for c in cands] == sorted((c["score"] for c in cands),
                                                                                             reverse=True)
         assert row.decision == used.decide(cands[0]["score"], cands[0]["probability"], row.viewpoint)
+    # every photo has an encounter: by default one whale per encounter, its photos' evidence pooled
+    assert (result.groupby("encounter_id").whale_id.nunique() == 1).all()
+    assert result.encounter_id.nunique() < len(result)
     scored = json.loads(metrics.read_text())
     assert set(scored["whaleid"]["workload"]) == {"0.01", "0.05"} and "workload" in scored["global_only"]
     assert set(scored["operating_points"]) == {"0.01", "0.05"} and scored["review_all"]["actions_per_photo"] > 0
