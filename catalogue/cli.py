@@ -129,7 +129,7 @@ def calibrate(args) -> int:
         from catalogue.local import Evidence
 
         evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
-    folds = out_of_fold.folds(args.run, table, emb, getattr(args, "device", "cpu"), args.workers)
+    folds = out_of_fold.folds(args.run, table, emb, getattr(args, "device", "cpu"), args.workers, db=args.db)
     cal = calibration.fit_folds(table, folds, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
                                 match_probability=args.match_probability, evidence=evidence)
     cat.set_calibration(cal.to_json())

@@ -94,6 +94,9 @@ def test_calibrate_on_a_cross_validated_run_pools_every_folds_held_out_whales(cv
     split = pd.read_csv(out / "fold1" / "split.csv", dtype=str).query("role == 'val'")
     assert per_fold[1]["queries"] == int((split.date >= calibration.last_year_cut(split.date)).sum())
     assert len(cal.verifier["operating"]["p"]) == cal.fitted_on["queries"] and "--max-error 0.05" in printed
+    assert main(["calibrate", "--db", str(db), "--run", str(out), "--workers", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.count(f"0 of the {len(table)} catalogue photos embedded") == 3  # kept
+    assert Catalogue.open(db).meta["calibration"] == cal.to_json()  # the same fit from the kept embeddings
     with pytest.raises(ValueError, match="a seeds parent"):
         out_of_fold.fold_runs(_seeds_parent(tmp_path))
 

@@ -111,7 +111,7 @@ def photos_with_features(n: int, seed: int):
 def test_the_verifier_uses_the_evidence_explains_itself_and_round_trips():
     ranked, rows, truth = photos_with_features(400, 5)
     x, y = vf.pairs(ranked, rows, truth)
-    model = vf.Verifier().fit(x, y)
+    model = vf.Verifier(vf.FEATURES).fit(x, y)
     assert model.weights["inliers_same_view"] > 0 and all(model.weights[f] >= 0 for f in vf.MONOTONE)
     again = vf.Verifier.from_dict(model.to_dict())
     assert np.allclose(again.probability(x), model.probability(x))

@@ -10,8 +10,9 @@ top-1 accuracy of its re-ranking on known photos, and the share of photos decide
 wrong decisions (``catalogue.operating`` on the held-out P, the point fitted and scored on the same photos).
 
 Models: the global score alone (a one-feature logistic), the two-score fusion (score and inliers), the verifier
-(``catalogue.verifier``: a monotone logistic on every feature), the verifier with every pairwise interaction,
-and scikit-learn's histogram gradient boosting with the verifier's monotone constraints.
+(``catalogue.verifier``: a monotone logistic on its default features), the verifier with every pairwise
+interaction, the verifier with the two features it leaves out (``verifier.SPLIT_ARTEFACTS``), and
+scikit-learn's histogram gradient boosting with the verifier's monotone constraints.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def models(local: bool) -> dict:
     from catalogue import verifier as vf
     from catalogue.scores import fit_logistic
 
-    every = [f for f in vf.FEATURES if local or f not in vf.LOCAL]
+    every = [f for f in vf.DEFAULT if local or f not in vf.LOCAL]
+    leaky = [f for f in vf.FEATURES if local or f not in vf.LOCAL]
 
     def logistic(use, interact=False):
         cols = [vf.FEATURES.index(f) for f in use]
@@ -69,6 +71,7 @@ def models(local: bool) -> dict:
     out = {"score alone": logistic(["score"]),
            "two scores": logistic([f for f in vf.TWO_SCORES if local or f not in vf.LOCAL]),
            "verifier (chosen)": logistic(every), "verifier + interactions": logistic(every, interact=True),
+           "verifier + years and photo count (split artefacts)": logistic(leaky),
            "boosted trees": boosted}
     return out
 
@@ -120,13 +123,14 @@ def main(argv=None) -> int:
         from catalogue.local import Evidence
 
         evidence = Evidence(args.db)
-    split = calibration.pooled(table, out_of_fold.folds(args.run, table, emb, "cpu", args.workers), evidence=evidence)
+    split = calibration.pooled(table, out_of_fold.folds(args.run, table, emb, "cpu", args.workers,
+                                                                               db=args.db), evidence=evidence)
     results = compare(split, args.local)
     print(f"{len(split['truth'])} held-out photos, {sum(len(r) for r in split['ranked'])} candidate pairs, "
           f"{len(set(split['groups']))} held-out groups")
-    print(f"{'model':26s} {'log-loss':>9s} {'AUROC':>7s} {'top-1':>7s} {'at 1%':>7s} {'at 5%':>7s}")
+    print(f"{'model':52s} {'log-loss':>9s} {'AUROC':>7s} {'top-1':>7s} {'at 1%':>7s} {'at 5%':>7s}")
     for name, r in results.items():
-        print(f"{name:26s} {r['log_loss']:9.4f} {r['auroc']:7.4f} {r['top1_known']:7.3f} {r['decided_at_0.01']:7.1%} "
+        print(f"{name:52s} {r['log_loss']:9.4f} {r['auroc']:7.4f} {r['top1_known']:7.3f} {r['decided_at_0.01']:7.1%} "
               f"{r['decided_at_0.05']:7.1%}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
