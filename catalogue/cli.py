@@ -235,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--max-error", type=float, default=None, help="decide alone at this rate of wrong decisions "
                    "(0.05: 5%%): match and new-whale thresholds chosen on the calibration's held-out photos; the rest "
                    "goes to review, most uncertain first (default: the calibration's threshold and --match-probability)")
+    i.add_argument("--confidence", type=float, default=0.8, help="with --max-error: how sure the held-out photos "
+                   "must make it that the error stays within it (0.8: the upper end of an 80%% interval; 0.5: the "
+                   "held-out error itself)")
     i.add_argument("--global-only", action="store_true", help="decide by the global score even when the calibration "
                    "has local evidence")
     i.set_defaults(func=identify)

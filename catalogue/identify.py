@@ -34,13 +34,13 @@ class ScoreRule:
         return decide(score, probability, self.threshold(viewpoint), self.match_probability)
 
 
-def operating_point(policy, max_error: float) -> dict:
-    """The operating point holding ``max_error`` on the calibration's held-out photos."""
+def operating_point(policy, max_error: float, confidence: float = 0.8) -> dict:
+    """The operating point holding ``max_error`` (with ``confidence``) on the calibration's held-out photos."""
     if not 0 < max_error < 1:
         raise ValueError(f"--max-error must be between 0 and 1 (0.05 for 5%), got {max_error}")
     if not getattr(policy, "operating", None):
         raise ValueError("--max-error needs a calibration with operating data: run `whaleid calibrate` again")
-    return operating.fit(policy.operating, max_error)
+    return operating.fit(policy.operating, max_error, confidence)
 
 
 def identify(args, cat) -> int:
@@ -120,7 +120,8 @@ def identify(args, cat) -> int:
                 ranked[i] = pooled
 
     policy = cal if cal is not None else ScoreRule(args.new_below, args.match_above)
-    point = operating_point(policy, args.max_error) if args.max_error is not None else None
+    confidence = getattr(args, "confidence", 0.8)
+    point = operating_point(policy, args.max_error, confidence) if args.max_error is not None else None
 
     def probability(score):
         return float(policy.probability([score])[0])
@@ -180,13 +181,13 @@ def identify(args, cat) -> int:
             print("best share decidable on these labels at 1% / 5% wrong decisions (hindsight, not an operating "
                   "point): ours " + " / ".join(f"{100 * v:.1f}%" for v in metrics["whaleid"]["workload"].values())
                   + ", global alone " + " / ".join(f"{100 * v:.1f}%" for v in metrics["global_only"]["workload"].values()))
-        metrics.update(evaluate_operating(policy, ranked, truth, [r["probability"] for r in out], ok))
+        metrics.update(evaluate_operating(policy, ranked, truth, [r["probability"] for r in out], ok, confidence))
         if args.metrics:
             args.metrics.write_text(json.dumps(metrics, indent=1))
     return 0
 
 
-def evaluate_operating(policy, ranked, truth, probabilities, ok) -> dict:
+def evaluate_operating(policy, ranked, truth, probabilities, ok, confidence: float = 0.8) -> dict:
     """Operating points at 1% and 5% (expected on the calibration's held-out photos, observed on these) and the
     reviewer's simulated workload with every photo reviewed and at each point."""
     keep = [i for i in range(len(truth)) if ok[i]]
@@ -201,7 +202,7 @@ def evaluate_operating(policy, ranked, truth, probabilities, ok) -> dict:
     if not getattr(policy, "operating", None):
         return out
     for rate in (0.01, 0.05):
-        point = operating.fit(policy.operating, rate)
+        point = operating.fit(policy.operating, rate, confidence)
         seen = operating.observed(data, point)
         work = operating.workload(cands, labels, [operating.decide(p, point) for p in data["p"]])
         out["operating_points"][f"{rate:g}"] = dict(point, **seen, actions_per_photo=work["actions_per_photo"])

@@ -5,8 +5,8 @@ A photo's evidence is P(top), the calibrated probability that its best candidate
 out-of-fold photos with labels and finds two thresholds: from ``accept`` up a photo is matched to its top
 whale, up to ``new`` it is a new whale, in between it goes to review; among all pairs with ``new < accept``,
 the one that decides the most photos while its wrong decisions (a match to the wrong whale, or "new" for a
-known whale) stay within ``max_error`` of those decided. The observed error on those photos is the expected
-one. The review queue is ordered by how much a review would change: ``min(P, 1 - P)``, the chance that the
+known whale) stay within ``max_error`` of those decided, with a confidence (``fit``). The error and share on
+those photos are the expected ones. The review queue is ordered by how much a review would change: ``min(P, 1 - P)``, the chance that the
 decision a reviewer would otherwise default to is wrong, most first.
 
 ``workload`` simulates a reviewer from the labels: a photo sent to review costs the rank of its whale among
@@ -32,16 +32,34 @@ def evidence(ranked, truth) -> dict:
             "is_new": [t == NEW for t in truth]}
 
 
-def fit(data: dict, max_error: float, max_candidates: int = 600) -> dict:
-    """The thresholds (accept, new) deciding the most of ``data``'s photos (``evidence``) with at most
-    ``max_error`` of those decided wrong; with that share and that error, as expected figures."""
+def wilson_upper(wrong, decided, z: float):
+    """The upper end of Wilson's score interval for a rate of ``wrong`` in ``decided`` (one-sided, ``z`` the
+    normal quantile of the confidence: 0.84 for 80%); 1 where nothing is decided."""
+    n = np.maximum(np.asarray(decided, np.float64), 1e-12)
+    p = np.asarray(wrong, np.float64) / n
+    up = (p + z * z / (2 * n) + z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+    return np.where(np.asarray(decided) > 0, up, 1.0)
+
+
+def fit(data: dict, max_error: float, confidence: float = 0.8, max_candidates: int = 600) -> dict:
+    """The thresholds (accept, new) deciding the most of ``data``'s photos (``evidence``) while the wrong share of
+    those decided stays within ``max_error`` with ``confidence``: the upper end of its one-sided Wilson interval,
+    not the share itself, must be at most ``max_error``, so that a few lucky held-out photos do not set the point
+    (the risk bound of selective classification, Geifman and El-Yaniv, NeurIPS 2017, with Wilson's interval in
+    place of their binomial tail). ``confidence`` 0.5 holds the share itself. The point's share decided and
+    wrong share are the expected figures."""
+    from statistics import NormalDist
+
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+    z = NormalDist().inv_cdf(confidence)
     p = np.asarray(data["p"], np.float64)
     wrong_accept = ~np.asarray(data["top_right"], bool)
     wrong_new = ~np.asarray(data["is_new"], bool)
     n = len(p)
     if not n:
-        return {"max_error": max_error, "accept": 1.01, "new": -0.01, "expected_error": 0.0, "expected_decided": 0.0,
-                "photos": 0}
+        return {"max_error": max_error, "accept": 1.01, "new": -0.01, "confidence": confidence, "expected_error": 0.0,
+                "expected_decided": 0.0, "error_bound": 1.0, "photos": 0}
     values = np.unique(p)
     if len(values) > max_candidates:
         values = np.unique(np.quantile(p, np.linspace(0, 1, max_candidates)))
@@ -58,21 +76,21 @@ def fit(data: dict, max_error: float, max_candidates: int = 600) -> dict:
     n_new, w_new = last_le, cum_wn[last_le]
     decided = n_acc[:, None] + n_new[None, :]
     wrong = w_acc[:, None] + w_new[None, :]
-    valid = (news[None, :] < accepts[:, None]) & (wrong <= max_error * decided + 1e-12)
+    valid = (news[None, :] < accepts[:, None]) & (wilson_upper(wrong, decided, z) <= max_error + 1e-12) & (decided > 0)
     score = np.where(valid, decided, -1)
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
     if score[i, j] <= 0:
-        return {"max_error": max_error, "accept": 1.01, "new": -0.01, "expected_error": 0.0, "expected_decided": 0.0,
-                "photos": int(n)}
+        return {"max_error": max_error, "accept": 1.01, "new": -0.01, "confidence": confidence, "expected_error": 0.0,
+                "expected_decided": 0.0, "error_bound": 1.0, "photos": int(n)}
     # thresholds between observed values, so a new photo's P is judged like its neighbours
     lower = ps[first_ge[i] - 1] if first_ge[i] > 0 else -np.inf
     accept = float((accepts[i] + lower) / 2) if np.isfinite(accepts[i]) and np.isfinite(lower) else float(
         min(accepts[i], 1.01))
     upper = ps[last_le[j]] if last_le[j] < n else np.inf
     new = float((news[j] + upper) / 2) if np.isfinite(news[j]) and np.isfinite(upper) else float(max(news[j], -0.01))
-    return {"max_error": max_error, "accept": accept, "new": new,
+    return {"max_error": max_error, "accept": accept, "new": new, "confidence": confidence,
             "expected_error": float(wrong[i, j] / decided[i, j]), "expected_decided": float(decided[i, j] / n),
-            "photos": int(n)}
+            "error_bound": float(wilson_upper(wrong[i, j], decided[i, j], z)), "photos": int(n)}
 
 
 def decide(p: float, point: dict) -> str:

@@ -30,7 +30,17 @@ def test_an_operating_point_holds_its_error_rate_on_fresh_photos(rate):
     assert seen["observed_error"] == pytest.approx(point["expected_error"])
     assert seen["observed_decided"] == pytest.approx(point["expected_decided"])
     again = operating.observed(fresh, point)
-    assert again["observed_error"] <= 1.5 * rate + 0.01 and again["observed_decided"] > 0.05
+    assert again["observed_error"] <= 1.5 * rate + 0.01 and again["observed_decided"] > 0.02
+
+
+def test_a_surer_point_decides_less_and_its_bound_holds_the_rate():
+    data = calibrated_photos(1500, 6)
+    loose, sure = operating.fit(data, 0.05, confidence=0.5), operating.fit(data, 0.05, confidence=0.95)
+    assert sure["expected_decided"] < loose["expected_decided"] and sure["error_bound"] <= 0.05 + 1e-12
+    assert sure["error_bound"] > sure["expected_error"] and loose["error_bound"] == pytest.approx(loose["expected_error"])
+    assert operating.wilson_upper(0, 100, 1.2816) == pytest.approx(0.0162, abs=1e-4)  # Wilson's bound, by hand
+    with pytest.raises(ValueError, match="confidence"):
+        operating.fit(data, 0.05, confidence=0.3)
 
 
 def test_a_looser_rate_decides_more_and_no_point_decides_what_is_always_wrong():
@@ -59,7 +69,7 @@ def test_the_search_is_the_best_pair_of_thresholds_by_brute_force():
                         for i in d)
                 if w <= rate * len(d):
                     best = max(best, len(d))
-        point = operating.fit(data, rate)
+        point = operating.fit(data, rate, confidence=0.5)  # the held-out error itself
         assert round(point["expected_decided"] * 60) == best
         assert operating.observed(data, point)["decided_photos"] == best
 
