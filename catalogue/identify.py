@@ -90,6 +90,7 @@ def identify(args, cat) -> int:
         evidence.extract(list(queries["file"]), desc="query keypoints")
         counts = evidence_for(evidence, ranked, list(queries["file"]), views, table)
         keypoints = [len(evidence.step.features(f)[0]) for f in queries["file"]]
+        print(f"local evidence: {len(queries)} photos matched with their candidates' best photos")
     verifier = None
     if cal is not None and cal.verifier and (use_local or not cal.verifier.get("local")):
         from catalogue import verifier as vf
@@ -104,8 +105,7 @@ def identify(args, cat) -> int:
     elif use_local:
         ranked = fuse(ranked, counts, global_cal.local["fusion"])
         cal = global_cal.fused()
-        print(f"local evidence: {len(queries)} photos matched with their candidates' best photos; deciding by the "
-              "fused P(same whale)")
+        print("deciding by the fused P(same whale) of the global score and the inliers")
     if args.by == "auto":  # one whale per encounter unless the user says otherwise (--by photo)
         args.by = "encounter" if queries["encounter_id"].notna().all() else "photo"
     if args.by == "encounter":
