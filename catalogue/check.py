@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalogue import tables
 from catalogue.photos import photo_roots, servable
 from catalogue.store import Catalogue
 
@@ -30,11 +31,10 @@ def check(path) -> tuple[list[str], list[str]]:
 
 def _check(cat: Catalogue) -> tuple[list[str], list[str]]:
     problems, notes = [], []
-    integrity = [r[0] for r in cat.conn.execute("PRAGMA integrity_check")]
+    integrity, dangling = tables.integrity(cat)
     if integrity != ["ok"]:
         problems += [f"SQLite integrity: {r}" for r in integrity[:10]]
-    problems += [f"foreign key: decision {r[1]} names a decision that is not there"
-                 for r in cat.conn.execute("PRAGMA foreign_key_check")]
+    problems += [f"foreign key: decision {r} names a decision that is not there" for r in dangling]
     meta = cat.meta
     try:
         dim = int(meta["dim"])
@@ -44,7 +44,7 @@ def _check(cat: Catalogue) -> tuple[list[str], list[str]]:
         return problems, notes
     roots = photo_roots(cat)
     bad_size, bad_value, outside, missing = [], [], [], 0
-    for image_id, blob, file in cat.conn.execute("SELECT image_id, embedding, path FROM photos"):
+    for image_id, blob, file in tables.photo_embeddings(cat):
         if blob is None or len(blob) != 4 * dim:
             bad_size.append(image_id)
         elif not np.isfinite(np.frombuffer(blob, np.float32)).all():
@@ -59,11 +59,11 @@ def _check(cat: Catalogue) -> tuple[list[str], list[str]]:
     state = cat.state()
     for s in state["skipped"]:
         notes.append(f"decision {s['id']} is skipped by the replay ({s['why']}); it stays in the append-only log")
-    other = cat.conn.execute("SELECT COUNT(*) FROM decisions WHERE model_hash != ?", (meta["model_hash"],)).fetchone()[0]
+    other = tables.decisions_by_other_model(cat, meta["model_hash"])
     if other:
         notes.append(f"{other} decisions were made with another model's proposals")
     stale = [f"{i} (searchable as {w}, the log says {state['identity'].get(i) or 'no whale'})"
-             for i, w in cat.conn.execute("SELECT image_id, whale_id FROM photos WHERE reviewed = 1")
+             for i, w in tables.reviewed_photos(cat)
              if state["identity"].get(i) != w]
     problems += _listed(stale, "reviewed photos that disagree with the decision log (`whaleid catalogue apply` "
                                "moves them)")
@@ -73,7 +73,7 @@ def _check(cat: Catalogue) -> tuple[list[str], list[str]]:
         notes.append(f"{len(waiting)} photos have an identity from review and are not searchable yet "
                      "(`whaleid catalogue apply` adds them)")
     unreadable = []
-    for image_id, candidates, blob, file in cat.conn.execute("SELECT image_id, candidates, embedding, path FROM proposals"):
+    for image_id, candidates, blob, file in tables.proposal_rows(cat):
         try:
             assert isinstance(json.loads(candidates), list)
         except (ValueError, AssertionError):
@@ -103,9 +103,8 @@ def main(db: Path) -> int:
     problems, notes = check(db)
     counts = Catalogue.open(db)
     try:
-        photos = counts.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-        decisions = counts.conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-        proposals = counts.conn.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
+        n = tables.counts(counts)
+        photos, decisions, proposals = n["photos"], n["decisions"], n["proposals"]
     finally:
         counts.close()
     print(f"{db}: {photos} searchable photos, {proposals} proposals, {decisions} decisions")

@@ -87,11 +87,9 @@ def add_photo_root(cat, root: Path, linked=()) -> None:
     roots = [str(p) for p in photo_roots(cat)[0]]
     new = [r for r in dict.fromkeys([str(Path(root).resolve()), *(str(Path(p)) for p in linked)]) if r not in roots]
     if new:
-        with cat._write():
-            if not roots and cat.conn.execute("SELECT EXISTS (SELECT 1 FROM photos) OR EXISTS "
-                                              "(SELECT 1 FROM proposals)").fetchone()[0]:
-                cat.set_meta("unrooted_photos", "1")
-            cat.set_meta("photo_roots", json.dumps(roots + new))
+        from catalogue import tables
+
+        tables.record_roots(cat, json.dumps(roots + new), unrooted=not roots and tables.has_photos(cat))
 
 
 def servable(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional[str]:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+from catalogue import tables
 from catalogue.decisions import describe
 from catalogue.store import Catalogue
 
@@ -19,25 +20,18 @@ DECISIONS = ("match", "review", "new_whale", "unreadable")
 VIEWPOINTS = ("top", "lateral")
 MAX_PAGE = 500
 
-VIEW_CLASS_SQL = ("CASE lower(coalesce(viewpoint, '')) WHEN 'top' THEN 'top' WHEN 'left' THEN 'lateral' "
-                  "WHEN 'right' THEN 'lateral' WHEN 'lateral' THEN 'lateral' ELSE 'unknown' END")
 
 
 def queue(cat: Catalogue, filters: dict, offset: int = 0, limit: int = 100, who: Optional[str] = None) -> dict:
     """``filters``: decision (one of DECISIONS), viewpoint (top or lateral), undecided (bool); the page of
     ``limit`` photos from ``offset`` in the filtered queue, plus the reviewer ``who``'s standing decisions."""
     state = cat.state()
-    sql, args = "SELECT image_id FROM proposals WHERE 1", []
-    if filters.get("decision"):
-        sql, args = sql + " AND decision = ?", args + [filters["decision"]]
-    if filters.get("viewpoint"):
-        sql, args = sql + f" AND {VIEW_CLASS_SQL} = ?", args + [filters["viewpoint"]]
-    ids = [r[0] for r in cat.conn.execute(sql + " ORDER BY rowid", args)]
+    ids = tables.proposal_ids(cat, filters.get("decision") or None, filters.get("viewpoint") or None)
     if filters.get("undecided"):
         ids = [i for i in ids if i not in state["assigned"]]
     page = ids[offset:offset + limit]
-    total = cat.conn.execute("SELECT COUNT(*) FROM proposals").fetchone()[0]
-    undecided = total - sum(1 for _ in _proposed(cat, state["assigned"]))
+    total = tables.counts(cat)["proposals"]
+    undecided = total - tables.proposed_among(cat, list(state["assigned"]))
     items = _items(cat, state, page)
     mine = [{"id": d["id"], "query": d["query"], "what": describe(d), "at": d["at"]}
             for d in sorted(state["standing"].values(), key=lambda d: -d["id"]) if who and d["who"] == who][:20]
@@ -47,18 +41,11 @@ def queue(cat: Catalogue, filters: dict, offset: int = 0, limit: int = 100, who:
             "model": {"name": cat.meta.get("model_name"), "hash": cat.meta.get("model_hash", "")[:12]}}
 
 
-def _proposed(cat: Catalogue, assigned: dict):
-    for chunk in _chunks(list(assigned), 500):
-        yield from cat.conn.execute(f"SELECT 1 FROM proposals WHERE image_id IN ({', '.join('?' * len(chunk))})",
-                                    chunk)
-
-
 def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
     if not page:
         return []
     cols = ("image_id", "decision", "score", "probability", "viewpoint", "date", "encounter_id", "path", "candidates")
-    rows = {r[0]: dict(zip(cols, r)) for r in cat.conn.execute(
-        f"SELECT {', '.join(cols)} FROM proposals WHERE image_id IN ({', '.join('?' * len(page))})", page)}
+    rows = tables.proposals_of(cat, page, cols)
     candidates = {}
     for image_id, row in rows.items():
         try:
@@ -66,11 +53,7 @@ def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
         except ValueError:
             candidates[image_id] = []
     wanted = sorted({str(p[0]) for cs in candidates.values() for c in cs for p in c.get("photos", [])})
-    info = {}
-    for chunk in _chunks(wanted, 500):
-        info.update({r[0]: r[1:] for r in cat.conn.execute(
-            f"SELECT image_id, date, encounter_id, path FROM photos WHERE image_id IN ({', '.join('?' * len(chunk))})",
-            chunk)})
+    info = tables.photo_info(cat, wanted)
     alias, items = state["alias"], []
     for image_id in page:
         row = rows[image_id]
@@ -114,7 +97,3 @@ def next_whale_id(whales) -> str:
         n += 1
     return f"new-whale-{n}"
 
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

@@ -20,57 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-STAGING = """CREATE TABLE IF NOT EXISTS reembed (kind TEXT NOT NULL, image_id TEXT NOT NULL, embedding BLOB NOT NULL,
-PRIMARY KEY (kind, image_id))"""
+from catalogue import tables
 
 
 def todo(cat) -> list:
     """(kind, image_id, path) of every embedding the catalogue holds that is not staged yet, in insertion order."""
-    staged = {(k, i) for k, i in cat.conn.execute("SELECT kind, image_id FROM reembed")}
-    rows = [("photo", i, p) for i, p in cat.conn.execute("SELECT image_id, path FROM photos ORDER BY rowid")]
-    rows += [("proposal", i, p) for i, p in cat.conn.execute(
-        "SELECT image_id, path FROM proposals WHERE embedding IS NOT NULL ORDER BY rowid")]
-    return [r for r in rows if (r[0], r[1]) not in staged]
+    return tables.unstaged(cat)
 
 
 def stage(cat, digest: str, name: str) -> int:
     """Prepare the staging table for ``digest``; returns how many embeddings it already holds (resumed)."""
-    with cat._write():
-        cat.conn.execute(STAGING)
-        target = cat.meta.get("reembed_target")
-        if target and target != digest:
-            cat.conn.execute("DELETE FROM reembed")  # a move to another model was left unfinished: start over
-            print(f"note: an unfinished move to model {target[:12]} is discarded", file=sys.stderr)
-        cat.set_meta("reembed_target", digest)
-        cat.set_meta("reembed_target_name", name)
-        return int(cat.conn.execute("SELECT COUNT(*) FROM reembed").fetchone()[0])
+    discarded = tables.open_staging(cat, digest, name)
+    if discarded:  # a move to another model was left unfinished: start over
+        print(f"note: an unfinished move to model {discarded[:12]} is discarded", file=sys.stderr)
+    return tables.staged_count(cat)
 
 
 def switch(cat, digest: str, name: str, dim: int) -> bool:
     """Swap every embedding for its staged one in one transaction; False (nothing changed) when some embedding is
     not staged yet (a photo added meanwhile)."""
-    with cat._write():
-        missing = cat.conn.execute(
-            "SELECT COUNT(*) FROM (SELECT 'photo' AS kind, image_id FROM photos UNION ALL SELECT 'proposal', image_id "
-            "FROM proposals WHERE embedding IS NOT NULL) AS need WHERE NOT EXISTS (SELECT 1 FROM reembed r WHERE "
-            "r.kind = need.kind AND r.image_id = need.image_id)").fetchone()[0]
-        if missing:
-            return False
-        cat.conn.execute("UPDATE photos SET embedding = (SELECT r.embedding FROM reembed r WHERE r.kind = 'photo' "
-                         "AND r.image_id = photos.image_id)")
-        cat.conn.execute("UPDATE proposals SET embedding = (SELECT r.embedding FROM reembed r WHERE r.kind = "
-                         "'proposal' AND r.image_id = proposals.image_id) WHERE embedding IS NOT NULL")
-        meta = cat.meta
-        cat.set_meta("reembedded_from", f"{meta['model_name']} {meta['model_hash']}")
-        if "calibration" in meta:
-            cat.set_meta("calibration_previous", meta["calibration"])
-            cat.conn.execute("DELETE FROM meta WHERE key = 'calibration'")
-        cat.set_meta("model_hash", digest)
-        cat.set_meta("model_name", name)
-        cat.set_meta("dim", str(int(dim)))
-        cat.conn.execute("DELETE FROM meta WHERE key IN ('reembed_target', 'reembed_target_name')")
-        cat.conn.execute("DROP TABLE reembed")
-    return True
+    return tables.switch_model(cat, digest, name, dim)
 
 
 def reembed(db: Path, bundle: Path, chunk: int = 2048, workers=None, device: str = "auto") -> int:
@@ -98,7 +67,7 @@ def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, 
     dim = None
     for attempt in range(3):
         work = todo(cat)
-        total = len(work) + int(cat.conn.execute("SELECT COUNT(*) FROM reembed").fetchone()[0])
+        total = len(work) + tables.staged_count(cat)
         print(f"{db}: {total} embeddings to move to {name}; {total - len(work)} done"
               + (f" (resumed: {resumed} from an earlier run)" if resumed and attempt == 0 else ""), flush=True)
         unreadable = []
@@ -108,17 +77,15 @@ def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, 
             emb, ok = embed_opened(unpacked, [p for _, _, p in part], workers, device)
             dim = emb.shape[1]
             unreadable += [part[i] for i in np.flatnonzero(~ok)]
-            with cat._write():  # one chunk, one commit: a crash loses at most this chunk
-                cat.conn.executemany("INSERT OR REPLACE INTO reembed VALUES (?, ?, ?)",
-                                     [(k, i, np.asarray(e, np.float32).tobytes())
-                                      for (k, i, _), e, good in zip(part, emb, ok) if good])
+            # one chunk, one commit: a crash loses at most this chunk
+            tables.stage_embeddings(cat, [(k, i, np.asarray(e, np.float32).tobytes())
+                                          for (k, i, _), e, good in zip(part, emb, ok) if good])
         if unreadable:
             listed = "; ".join(f"{k} {i} ({p})" for k, i, p in unreadable[:10])
             raise ValueError(f"{len(unreadable)} photo(s) cannot be read, so the catalogue stays on its old model "
                              f"(what was embedded is kept for the next run): {listed}")
         if dim is None:
-            row = cat.conn.execute("SELECT embedding FROM reembed LIMIT 1").fetchone()
-            dim = len(row[0]) // 4 if row else int(cat.meta["dim"])
+            dim = tables.staged_dim(cat) or int(cat.meta["dim"])
         old = cat.meta["model_hash"]
         if switch(cat, digest, name, dim):
             from catalogue.index import index_folder

@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from catalogue import tables
 from catalogue.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
 from catalogue.guard import Guard, check_token, is_loopback, is_wildcard, json_object
 from catalogue.photos import on_private_copies, photo_roots, photo_type, read_served
@@ -155,13 +156,8 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         body = await run_in_threadpool(with_catalogue, queue, filters, offset, max(limit, 1), reviewer)
         return JSONResponse(dict(body, who=reviewer, heatmaps=heatmaps is not None), headers={"Cache-Control": "no-store"})
 
-    def path_of(cat: Catalogue, image_id: str) -> Optional[str]:
-        row = cat.conn.execute("SELECT path FROM photos WHERE image_id = ? UNION ALL "
-                               "SELECT path FROM proposals WHERE image_id = ?", (image_id, image_id)).fetchone()
-        return row[0] if row else None  # read_served checks the file it opens, once
-
     def photo_bytes(cat: Catalogue, image_id: str) -> Optional[bytes]:
-        path = path_of(cat, image_id)
+        path = tables.path_of(cat, image_id)  # read_served checks the file it opens, once
         return None if path is None else read_served(path, photo_roots(cat))
 
     async def photo(request: Request):
@@ -178,7 +174,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
 
         def draw(cat):
-            return on_private_copies([path_of(cat, i) for i in ids], photo_roots(cat), heatmaps.png)
+            return on_private_copies([tables.path_of(cat, i) for i in ids], photo_roots(cat), heatmaps.png)
         try:  # drawn from private copies of the photos, read race-free
             png = await run_in_threadpool(with_catalogue, draw)
         except Exception as exc:  # an unreadable or undecodable photo: say so, the server goes on
@@ -198,19 +194,14 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         evidence.step.cache_dir = None  # it matches private copies: keep them out of the catalogue's keypoint store
         return evidence
 
-    def view_of(cat: Catalogue, image_id: str) -> str:
-        row = cat.conn.execute("SELECT viewpoint FROM photos WHERE image_id = ? UNION ALL "
-                               "SELECT viewpoint FROM proposals WHERE image_id = ?", (image_id, image_id)).fetchone()
-        return row[0] if row else "unknown"
-
     async def matches(request: Request):
         from catalogue.local import match_picture
 
         ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
 
         def work(cat):
-            views, evidence = [view_of(cat, i) for i in ids], local_evidence(cat)
-            return on_private_copies([path_of(cat, i) for i in ids], photo_roots(cat),
+            views, evidence = [tables.view_of(cat, i) for i in ids], local_evidence(cat)
+            return on_private_copies([tables.path_of(cat, i) for i in ids], photo_roots(cat),
                                      lambda a, b: match_picture(evidence, a, views[0], b, views[1]))
         try:  # drawn from private copies of the photos, read race-free
             drawn = await run_in_threadpool(with_catalogue, work)
@@ -242,10 +233,10 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
             raise CatalogueError("an undo names the decision it undoes (decision_id)")
 
         def work(cat):
-            row = cat.conn.execute("SELECT query FROM decisions WHERE id = ?", (target,)).fetchone()
-            if row is None:
+            query = tables.decision_query(cat, target)
+            if query is None:
                 raise CatalogueError(f"no decision {target}")
-            return cat.decide(body.get("who") or default_who, "undo", row[0], undoes=target)
+            return cat.decide(body.get("who") or default_who, "undo", query, undoes=target)
         return JSONResponse({"id": await run_in_threadpool(writes_catalogue, work)})
 
     async def favicon(request: Request):

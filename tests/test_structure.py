@@ -142,3 +142,23 @@ def test_one_reader_of_import_statements():
     readers = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
                      if "ast.ImportFrom" in p.read_text())
     assert readers == ["core/imports.py"], readers
+
+
+# the catalogue's SQL has one home: the store (store.py), its other statements (tables.py) and the schema
+SQL_HOMES = {"catalogue.store", "catalogue.tables", "catalogue.schema"}
+
+
+def test_the_catalogues_sql_lives_in_the_store_modules_only():
+    """No catalogue module outside the store's reaches the SQLite connection (``.conn``, ``._write()``) or spells a
+    statement (a string starting SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, PRAGMA or BEGIN)."""
+    import re
+
+    reach = re.compile(r"\.conn\b|\._write\(")
+    statement = re.compile(r"""["'](SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|PRAGMA|BEGIN)\b""")
+    bad = []
+    for name, path in project_modules().items():
+        if name.startswith("catalogue.") and name not in SQL_HOMES:
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if reach.search(line) or statement.search(line):
+                    bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not bad, bad
