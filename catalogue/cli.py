@@ -259,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from catalogue.store import CatalogueError
+    from catalogue.errors import CatalogueError
     from core.data import DataError
     from core.logs import setup_logging
 

@@ -17,6 +17,7 @@ import functools
 import math
 from typing import Any, Optional
 
+from catalogue.errors import CatalogueError, Conflict
 from catalogue.identity import IdError, Skeletons, normal
 
 ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
@@ -24,15 +25,6 @@ MAX_ID = 200  # characters of a photo or whale id
 MAX_WHO = 100  # characters of a reviewer's name
 MAX_SCORES = 200  # whales in the scores a decision records as shown
 ANY = object()  # decide(): no expectation about the log
-
-
-class CatalogueError(ValueError):
-    """A catalogue that cannot be used as asked (newer schema, another model, bad rows), or a decision that does
-    not fit the log or its own rules; nothing was written."""
-
-
-class Conflict(CatalogueError):
-    """A decision refused because the log moved on since the reviewer looked (or it would duplicate a whale)."""
 
 
 def clean_text(value: Any, what: str, limit: int = MAX_ID) -> str:

@@ -45,7 +45,8 @@ from catalogue.guard import Guard, check_token, is_loopback, is_wildcard, json_o
 from catalogue.photos import on_private_copies, photo_roots, photo_type, read_served
 from catalogue.slow_clients import HEADER_TIMEOUT, header_timeout_protocol
 from catalogue.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
-from catalogue.store import Catalogue, CatalogueError, Conflict
+from catalogue.errors import CatalogueError, Conflict
+from catalogue.store import Catalogue
 
 PAGE = Path(__file__).with_name("review.html")
 DECIDE_KEYS = ("who", "action", "query", "whale_id", "other_whale", "scores", "expect_last")

@@ -32,8 +32,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from catalogue.decisions import (ACTIONS, ANY, CatalogueError, Conflict, clean_scores, describe,  # noqa: F401
-                                 replay, validate)
+from catalogue.decisions import ANY, clean_scores, replay, validate
+from catalogue.errors import CatalogueError
 from catalogue.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_VERSION, UPGRADES,  # noqa: F401
                               _statements)
 

@@ -11,7 +11,8 @@ import pytest
 from catalogue.scores import (NEW, Isotonic, Logistic, auroc, baks, baus, choose_threshold, ece, open_set_scores,
                                  reliability)
 from catalogue.match import pool_encounter, rank_whales
-from catalogue.store import Catalogue, CatalogueError
+from catalogue.errors import CatalogueError
+from catalogue.store import Catalogue
 from tests.conftest import ROOT
 
 

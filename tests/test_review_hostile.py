@@ -24,7 +24,8 @@ from catalogue.check import check  # noqa: E402
 from catalogue.decisions import ACTIONS, replay  # noqa: E402
 from catalogue.photos import add_photo_root  # noqa: E402
 from catalogue.review import app  # noqa: E402
-from catalogue.store import Catalogue, CatalogueError  # noqa: E402
+from catalogue.errors import CatalogueError  # noqa: E402
+from catalogue.store import Catalogue  # noqa: E402
 
 TOKEN = "t0k-for-tests-0123456789"
 HOST = "127.0.0.1:8765"
