@@ -21,7 +21,18 @@ import numpy as np
 from catalogue.match import Candidate
 
 log = logging.getLogger("whaleid")
-DEFAULTS = {"detector": "sift", "max_keypoints": 500, "max_side": 512, "ratio": 0.8, "mirror": "opposite"}
+KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror")  # the options a keypoint store is kept for
+
+
+def step_defaults() -> dict:
+    """The registered ``local_match`` step's own defaults (its constructor's), the one source of them: the
+    catalogue, ``whaleid calibrate`` and ``tools.fit_local`` take theirs from here."""
+    import inspect
+
+    from core.plugins import build_registries
+
+    params = inspect.signature(build_registries()["postprocess"].factory("local_match")).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def local_step(**options):
@@ -47,7 +58,9 @@ def keypoint_dir(db: Path) -> Path:
 
 class Evidence:
     def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3):
-        self.options = dict(DEFAULTS, **(options or {}))
+        defaults = step_defaults()
+        self.options = dict({k: defaults[k] for k in KEYED_BY}, **{k: v for k, v in (options or {}).items()
+                                                                   if v is not None})
         self.step = local_step(cache_dir=str(keypoint_dir(db)), **self.options)
         self.per_whale = int(per_whale)
 

@@ -162,3 +162,23 @@ def test_the_catalogues_sql_lives_in_the_store_modules_only():
                 if reach.search(line) or statement.search(line):
                     bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not bad, bad
+
+
+def test_local_matching_has_one_source_of_defaults():
+    """The catalogue's keypoint options, ``whaleid calibrate``'s and ``tools.fit_local``'s defaults are the
+    ``local_match`` step's own: no module spells them again."""
+    import inspect
+    import re
+
+    from catalogue.cli import parser
+    from catalogue.local import KEYED_BY, step_defaults
+    from plugins.postprocess.local_match import LocalMatch
+
+    own = {k: p.default for k, p in inspect.signature(LocalMatch).parameters.items()}
+    assert {k: own[k] for k in KEYED_BY} == {k: step_defaults()[k] for k in KEYED_BY}
+    calibrate = parser()._subparsers._group_actions[0].choices["calibrate"]
+    assert {a.dest: a.default for a in calibrate._actions if a.dest in ("detector", "max_side")} == \
+        {"detector": None, "max_side": None}
+    spelled = re.compile(r"""["']detector["']\s*:\s*["']sift|max_side["']?\s*[:=]\s*512|default=512|default=["']sift""")
+    for path in (ROOT / "catalogue" / "local.py", ROOT / "catalogue" / "cli.py", ROOT / "tools" / "fit_local.py"):
+        assert not spelled.search(path.read_text()), path

@@ -38,19 +38,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.fit_local", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder with split.csv and oof.npz")
-    p.add_argument("--shortlist", type=int, default=50, help="candidates matched per query")
-    p.add_argument("--detector", choices=("sift", "orb"), default="sift")
-    p.add_argument("--max-keypoints", type=int, default=500)
-    p.add_argument("--max-side", type=int, default=512, help="the photo's longer side in px for keypoints")
-    p.add_argument("--ratio", type=float, default=0.8, help="Lowe's ratio test")
-    p.add_argument("--mirror", choices=("opposite", "never", "always"), default="opposite")
-    p.add_argument("--fit-kind", choices=("logistic", "mean"), default="logistic",
-                   help="one logistic on both scores, or each calibrated alone and averaged (WildFusion's)")
+    from catalogue.local import step_defaults
+
+    d = step_defaults()  # every default is the step's own (plugins/postprocess/local_match.py)
+    p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")
+    p.add_argument("--detector", choices=("sift", "orb"), help=f"default {d['detector']}")
+    p.add_argument("--max-keypoints", type=int, help=f"default {d['max_keypoints']}")
+    p.add_argument("--max-side", type=int, help=f"the photo's longer side in px for keypoints (default {d['max_side']})")
+    p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")
+    p.add_argument("--mirror", choices=("opposite", "never", "always"), help=f"default {d['mirror']}")
+    p.add_argument("--fit-kind", choices=("logistic", "mean"), help="one logistic on both scores, or each calibrated "
+                   f"alone and averaged (WildFusion's) (default {d['fit_kind']})")
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 
-    options = {"shortlist": args.shortlist, "detector": args.detector, "max_keypoints": args.max_keypoints,
-               "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror, "fit_kind": args.fit_kind}
+    given = {"shortlist": args.shortlist, "detector": args.detector, "max_keypoints": args.max_keypoints,
+             "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror, "fit_kind": args.fit_kind}
+    options = {k: (d[k] if v is None else v) for k, v in given.items()}
     config = args.run / "config.yaml"
     try:
         chain = local_chain(args.run, options)
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     if f.get("kind") == "mean":
         f = {"a": f["g"]["a"], "b": f["n"]["a"], "c": (f["g"]["c"], f["n"]["c"])}
     print(f"{args.run}: {step['pairs']} validation pairs ({step['true_pairs']} of one whale) from the top "
-          f"{args.shortlist} of {report['queries']} queries; ranked and matched in {report['rank_seconds']} s "
+          f"{options['shortlist']} of {report['queries']} queries; ranked and matched in {report['rank_seconds']} s "
           f"({1000 * report['rank_seconds'] / max(step['pairs'], 1):.1f} ms a pair, keypoints included)")
     if isinstance(f["c"], tuple):
         print(f"fusion: P = (sigmoid({f['a']:.3f} * global + {f['c'][0]:.3f}) + sigmoid({f['b']:.3f} * "
