@@ -18,6 +18,11 @@ What each check asserts:
   gradients with respect to the embeddings and its own parameters are finite.
 - postprocess: a callable ``step(ctx) -> ctx``; alone, after ``knn``, or before ``knn`` (whichever it is
   built for), it leaves a valid ranking: at most 20 rows a query, scores in [0, 1], never the query itself.
+  A fitted step (``FittedStep``: it has ``fit``) is also fitted: in the chain that ranked, with ``record`` set,
+  on queries whose near-copies (other ids) are in the database, ``fit`` returns exactly its ``fitted_keys``,
+  and the step rebuilt with them ranks validly and puts each such query's copy first.
+
+``LocalMatching`` states what the catalogue asks of a keypoint-matching step (``local_match``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,37 @@ class Loss(Protocol):
 @runtime_checkable
 class PostprocessStep(Protocol):
     def __call__(self, ctx: Any) -> Any: ...
+
+
+@runtime_checkable
+class FittedStep(Protocol):
+    """A postprocess step fitted on validation whales after training (``core.training.fit``): it appends what it
+    sees while ranking to ``record`` (a list the fit sets), ``fit(records, truth)`` returns its fitted options
+    (the names in ``fitted_keys``), and ``needs_top_k`` is how many candidates the ranking before it must keep."""
+    record: Any
+    fitted_keys: Sequence[str]
+    needs_top_k: int
+
+    def __call__(self, ctx: Any) -> Any: ...
+    def fit(self, records: list, truth: set) -> dict: ...
+
+
+@runtime_checkable
+class LocalMatching(Protocol):
+    """What a keypoint-matching step offers the catalogue (``catalogue/local.py``): a photo's keypoints (cached
+    per file), which mirrorings of a pair to try, the inliers of a pair and its matches and their inlier mask (the
+    review page draws them), the side the photos are read at, its thread count, and the fusion of a global score
+    with inliers it fits and applies."""
+    max_side: int
+    workers: int
+
+    def features(self, path: Any, flip: bool = False) -> Any: ...
+    def pair_flips(self, query_view: Any, photo_view: Any) -> tuple: ...
+    def inliers(self, a: Any, b: Any) -> int: ...
+    def matches(self, a: Any, b: Any) -> tuple: ...
+    def inlier_mask(self, src: Any, dst: Any) -> Any: ...
+    def fit(self, records: list, truth: set) -> dict: ...
+    def probability(self, g: Any, n: Any) -> Any: ...
 
 
 @runtime_checkable
@@ -217,5 +253,47 @@ def _check_postprocess(registry, spec, survey) -> None:
             validate_predictions(frame, {f"s-{i}": i for i in q_ids})
         except ValueError as exc:
             raise ContractError(f"the ranking it leaves is not valid: {exc}") from exc
+        if callable(getattr(step, "fit", None)):
+            _check_fitted(registry, spec, chain.index(step) if len(chain) > 1 else -1, knn)
         return
     raise ContractError("no chain with it ranks: " + " | ".join(errors))
+
+
+def _check_fitted(registry, spec, position: int, knn) -> None:
+    """Fit a fitted step on what it recorded while ranking queries whose near-copies (other ids) are in the
+    database, rebuild it with the fitted options and rank again: each such query's copy comes first."""
+    from core.metric import validate_predictions
+    from core.retrieval import RetrievalContext, rank_scenario
+
+    rng = np.random.default_rng(2)
+    db, ids = rng.normal(size=(40, 8)).astype(np.float32), [f"img{i}" for i in range(40)]
+    q = np.vstack([db[:6] + 0.05 * rng.normal(size=(6, 8)), rng.normal(size=(2, 8))]).astype(np.float32)
+    q_ids = [f"q{i}" for i in range(6)] + ["new0", "new1"]
+    truth = {(f"s-q{i}", f"img{i}") for i in range(6)}
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+
+    def ctx():
+        return RetrievalContext([f"s-{i}" for i in q_ids], list(q_ids), list(ids), unit(q.copy()), unit(db.copy()),
+                                scenario="s")
+
+    def chain_with(step):
+        return [s for s in ([knn, step] if position == 1 else [step, knn] if position == 0 else [step]) if s is not None]
+
+    step = registry.build(spec)
+    if not isinstance(step, FittedStep) or int(step.needs_top_k) < 1:
+        raise ContractError("it has fit() but not the rest of a fitted step (record, fitted_keys, needs_top_k >= 1)")
+    step.record = []
+    rank_scenario(ctx(), chain_with(step))
+    fitted = step.fit(step.record, truth)
+    if set(fitted) != set(step.fitted_keys):
+        raise ContractError(f"fit() returned {sorted(fitted)}, expected its fitted_keys {sorted(step.fitted_keys)}")
+    frame = rank_scenario(ctx(), chain_with(registry.build(dict(spec, **fitted))))
+    try:
+        validate_predictions(frame, {f"s-{i}": i for i in q_ids})
+    except ValueError as exc:
+        raise ContractError(f"the ranking it leaves after its fit is not valid: {exc}") from exc
+    first = frame.sort_values("score", ascending=False, kind="stable").groupby("query_id").head(1)
+    pairs = zip(first["query_id"].astype(str), first["database_image_id"].astype(str))
+    missed = sorted(q for q, d in pairs if q.startswith("s-q") and (q, d) not in truth)
+    if missed:
+        raise ContractError(f"after its fit, queries whose near-copy is in the database rank another first: {missed}")

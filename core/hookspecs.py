@@ -33,7 +33,9 @@ postprocess
     and ``ctx.db_files`` name the photo files where the caller knows them (validation, ``main.py``), for
     steps that read the photos themselves. A step fitted on validation whales has ``fit(records, truth)``
     returning its fitted options, ``record`` (a list it fills while ranking), ``needs_top_k`` and
-    ``fitted_keys``; the runner fits it after training (``core.training.fit``).
+    ``fitted_keys``; the runner fits it after training (``core.training.fit``). ``core.contracts.FittedStep``
+    states that interface and its contract check fits such a step on a tiny set; ``LocalMatching`` states what
+    the catalogue asks of a keypoint-matching step.
 """
 
 import pluggy

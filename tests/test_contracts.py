@@ -78,3 +78,49 @@ def test_an_installed_plugin_that_returns_nan_fails_the_generated_tests(tmp_path
     assert "FAILED tests/test_contracts.py::test_plugin_keeps_its_contract[loss-nan_loss]" in proc.stdout
     assert "the loss is not finite" in proc.stdout
     assert "1 failed" in proc.stdout and " passed" in proc.stdout  # the built-in losses still pass
+
+
+def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
+    """The contract fits a fitted step on what it recorded (local_match keeps it above); a fit that returns
+    other keys than its fitted_keys, or one that ranks the true copy low after the fit, is named."""
+    import numpy as np
+
+    from core.plugins import Registry
+
+    knn = REGISTRIES["postprocess"].factory("knn")
+
+    class Fitted:
+        fitted_keys = ("weight",)
+        needs_top_k = 5
+
+        def __init__(self, weight=None, wrong=False):
+            self.weight, self.wrong, self.record = weight, wrong, None
+
+        def __call__(self, ctx):
+            if self.record is not None:
+                self.record.append(ctx.query_ids)
+            if self.weight is not None and self.weight < 0:  # the fitted order: reversed, scores still in [0, 1]
+                ctx.ranked = [(idx[::-1].copy(), np.sort(sc)[::-1].copy()) for idx, sc in ctx.ranked]
+            return ctx
+
+        def fit(self, records, truth):
+            return {"other": 1} if self.wrong else {"weight": -1.0}
+
+    reg = {"postprocess": Registry("postprocess")}
+    reg["postprocess"].add("knn", knn, "here")
+    reg["postprocess"].add("wrong_keys", lambda: Fitted(wrong=True), "here")
+    with pytest.raises(ContractError, match="expected its fitted_keys"):
+        check("postprocess", "wrong_keys", reg)
+    reg["postprocess"].add("reverses", lambda weight=None: Fitted(weight), "here")
+    with pytest.raises(ContractError, match="rank another first|not valid"):
+        check("postprocess", "reverses", reg)
+
+
+def test_the_local_match_step_offers_what_the_catalogue_uses(tmp_path):
+    from catalogue.local import Evidence
+    from core.contracts import FittedStep, LocalMatching
+
+    step = REGISTRIES["postprocess"].build({"name": "local_match"})
+    assert isinstance(step, LocalMatching) and isinstance(step, FittedStep)
+    assert isinstance(Evidence(tmp_path / "c.sqlite").step, LocalMatching)
+    assert not isinstance(REGISTRIES["postprocess"].build({"name": "knn"}), LocalMatching)
