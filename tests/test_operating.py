@@ -149,3 +149,12 @@ def test_the_verifier_features_come_from_the_ranking_and_the_catalogue():
     assert rows[0, f["photos"]] == pytest.approx(np.log1p(2)) and rows[0, f["query_keypoints"]] == pytest.approx(np.log1p(300))
     days = (np.datetime64("2019-07-01") - np.datetime64("2017-06-01")).astype(int)
     assert rows[1, f["years_apart"]] == pytest.approx(np.log1p(days / 365.25))
+
+
+def test_identify_refuses_an_error_rate_it_cannot_hold():
+    from catalogue.identify import ScoreRule, operating_point
+
+    with pytest.raises(ValueError, match="run `whaleid calibrate` again"):
+        operating_point(ScoreRule(0.5, 0.8), 0.05)  # an uncalibrated catalogue has no held-out photos
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        operating_point(ScoreRule(0.5, 0.8), 5.0)
