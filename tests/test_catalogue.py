@@ -433,7 +433,7 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     r = bench.row("tiny", 0, run, 1.0)
     assert r["geometric_mean"] == metrics["whaleid"]["geometric_mean"]
     assert r["observed_decided@0.05"] == metrics["operating_points"]["0.05"]["observed_decided"]
-    assert f"| tiny | 0 | {metrics['calibration']['queries']} | {r['baks']:.3f} |" in bench.table([r])
+    assert f"| tiny | 0 | one | {metrics['calibration']['queries']} | {r['baks']:.3f} |" in bench.table([r])
     assert identify_demo.main([str(run), "--workers", "0"]) == 0  # again: nothing re-embedded
     assert "0 to embed" in capsys.readouterr().out
     build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)

@@ -41,13 +41,13 @@ def row(variant: str, seed: int, run: Path, seconds: float) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| survey | seed | held-out photos | BAKS | BAUS | geometric mean (top-1 cosine) | AUROC | decided at 1%: "
+    head = ("| survey | seed | folds | held-out photos | BAKS | BAUS | geometric mean (top-1 cosine) | AUROC | decided at 1%: "
             "expected / observed (wrong) | decided at 5%: expected / observed (wrong) | reviewer actions a photo: "
-            "all / at 5% |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "all / at 5% |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['calibration_queries']} | {r['baks']:.3f} | {r['baus']:.3f} | "
+            f"| {r['variant']} | {r['seed']} | {r.get('folds', 'one')} | {r['calibration_queries']} | {r['baks']:.3f} | {r['baus']:.3f} | "
             f"{r['geometric_mean']:.3f} ({r['baseline_geometric_mean']:.3f}) | {r['auroc']:.3f} | "
             f"{r['expected_decided@0.01']:.1%} / {r['observed_decided@0.01']:.1%} ({r['observed_error@0.01']:.1%}) | "
             f"{r['expected_decided@0.05']:.1%} / {r['observed_decided@0.05']:.1%} ({r['observed_error@0.05']:.1%}) | "
