@@ -167,8 +167,9 @@ def test_the_default_bundle_from_build_to_apply(command_bundles, fused_run, tiny
     assert "local evidence: P = sigmoid(" in out, out
     ids = tmp_path / "ids.csv"
     out = whaleid("identify", "--bundle", fused, "--db", db, "--data", train, "--from", "2019-01-01", "--evaluate",
-                  "--out", ids, "--workers", "0", cwd=cwd).stdout
+                  "--out", ids, "--workers", "0", "--max-error", "0.05", cwd=cwd).stdout
     assert "local evidence:" in out and "BAKS" in out, out  # identify fused the keypoint evidence
+    assert "operating point at most 5.0% wrong decisions" in out and "--max-error 0.05: decided" in out, out
     result = pd.read_csv(ids, dtype=str)
     assert len(result) == (meta.date >= "2019-01-01").sum()
 
