@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, read_json
+from tests.helpers import ROOT, read_json
 from tools.bench.ablate import SpecError, load_spec
 
 SMOKE_CONFIG = str(ROOT / "configs" / "smoke.yaml")

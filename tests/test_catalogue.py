@@ -13,7 +13,7 @@ from catalogue.scores import (NEW, Isotonic, Logistic, auroc, baks, baus, choose
 from catalogue.match import pool_encounter, rank_whales
 from catalogue.errors import CatalogueError
 from catalogue.store import Catalogue
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def rows(n, start=0, whale=lambda i: f"w{i % 3}"):

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.wildbook_rules import check as check_sheet
 
 WHALEID = Path(sys.executable).parent / "whaleid"

@@ -5,7 +5,7 @@ import yaml
 
 from core.config import ConfigError, load_config
 from core.plugins import PluginError, build_registries
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def write(path, data):

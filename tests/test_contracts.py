@@ -13,7 +13,7 @@ import pytest
 from core.contracts import ContractError, check
 from core.hookspecs import HOOK_POINTS
 from core.plugins import build_registries
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 REGISTRIES = build_registries()
 CASES = [(point, name) for point in HOOK_POINTS for name in sorted(REGISTRIES[point].factories)]

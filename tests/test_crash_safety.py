@@ -154,7 +154,7 @@ def test_the_runner_killed_at_file_system_steps_resumes_to_the_uninterrupted_res
 
     from safetensors.torch import load_file
 
-    from tests.conftest import ROOT, SMOKE, run_core
+    from tests.helpers import ROOT, SMOKE, run_core
 
     common = SMOKE + [f"data.root={tiny_survey / 'train'}", "train.epochs=3", "train.max_steps_per_epoch=2"]
     env = dict(__import__("os").environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import ROOT, SMOKE, read_json, run_core
+from tests.helpers import ROOT, SMOKE, read_json, run_core
 
 FAST = ["train.epochs=2", "train.max_steps_per_epoch=3"]
 
@@ -141,7 +141,7 @@ def test_build_packs_every_fold_of_a_cv_run(cv_run, tiny_survey, tmp_path):
     assert info["models"] == 3
     manifest = json.loads(zipfile.ZipFile(tmp_path / "s.zip").read("manifest.json"))
     assert [m["weight"] for m in manifest["models"]] == pytest.approx([1 / 3] * 3)
-    from tests.conftest import assert_same_in_twin
+    from tests.helpers import assert_same_in_twin
 
     assert_same_in_twin(tmp_path / "s.zip", tiny_survey)  # the 3-fold bundle runs in the 2022 runtime's twin
 

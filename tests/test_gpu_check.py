@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_gpu_check_help_says_what_and_how_long():

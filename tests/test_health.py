@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from core.training.health import MIN_EVALUATIONS, learning_warnings
-from tests.conftest import SMOKE, read_json, run_core
+from tests.helpers import SMOKE, read_json, run_core
 
 
 def history(maps, losses, random_mAP=0.1):

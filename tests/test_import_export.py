@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from catalogue.importing import crop_box, map_viewpoint
-from tests.conftest import SMOKE, run_core
+from tests.helpers import SMOKE, run_core
 from tests.wildbook_rules import check as check_sheet
 
 

@@ -6,7 +6,7 @@ from importlib import metadata
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 try:
     import tomllib

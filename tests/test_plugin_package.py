@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SMOKE, assert_same_in_twin
+from tests.helpers import ROOT, SMOKE, assert_same_in_twin
 
 EXAMPLE = ROOT / "examples" / "whaleid-plugin-example"
 

@@ -22,7 +22,7 @@ import pytest
 
 from catalogue.match import rank_whales
 from catalogue.store import Catalogue
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import SMOKE, assert_metrics_recomputed, read_json, run_core
+from tests.helpers import SMOKE, assert_metrics_recomputed, read_json, run_core
 
 
 def test_smoke_run_writes_metrics_config_and_weights(smoke_run):

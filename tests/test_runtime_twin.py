@@ -1,7 +1,7 @@
 """The 2022 runtime: one list of what it has, weights and mixed precision that work on its torch 1.8, a build
 that refuses newer Python, and bundles that run in its twin (Python 3.9, torch 1.8, timm 0.5.4) as they do here.
 
-Bundles built elsewhere in the suite run in the twin where they are built (tests/conftest.py,
+Bundles built elsewhere in the suite run in the twin where they are built (tests/helpers.py,
 ``assert_same_in_twin``): the demo-shaped bundle, the CV bundle, the example plugin package's bundle. This
 module adds one bundle per postprocess step and per neck, a ``tools.ensemble`` bundle with viewpoint
 weights, and every seed and winners config."""
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import RECIPES, SMOKE, assert_same_in_twin, run_core, runtime_twin
+from tests.helpers import RECIPES, SMOKE, assert_same_in_twin, run_core, runtime_twin
 
 
 def test_one_list_of_what_the_runtime_has(tmp_path):
@@ -211,7 +211,7 @@ def test_every_gpu_recipe_packs_and_runs_in_the_twin(recipe_run, tiny_survey, tm
     import numpy as np
 
     from submission.build import build
-    from tests.conftest import first_photos, twin_embeddings
+    from tests.helpers import first_photos, twin_embeddings
 
     twin_or_skip()
     runs = [recipe_run(config) for config in RECIPES]
@@ -232,7 +232,7 @@ def test_every_gpu_recipe_packs_and_runs_in_the_twin(recipe_run, tiny_survey, tm
 
 
 def test_the_ranking_comparison_allows_only_numerical_ties():
-    from tests.conftest import same_ranking
+    from tests.helpers import same_ranking
 
     a = [("x", 0.97), ("y", 0.96), ("z", 0.95)]
     assert same_ranking(a, list(a))

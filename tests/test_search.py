@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.search import exact_topk, exclude_own, plan_chunks, stream_topk
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def unit_rows(rng, n, dim):

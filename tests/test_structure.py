@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGES = ("core", "plugins", "submission", "tools", "catalogue")
 

@@ -56,7 +56,7 @@ def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
 
     from omegaconf import OmegaConf
 
-    from tests.conftest import assert_same_in_twin, run_core, runtime_twin, shrunk_gpu_recipe
+    from tests.helpers import assert_same_in_twin, run_core, runtime_twin, shrunk_gpu_recipe
 
     root = Path(__file__).resolve().parent.parent
     run_core(shrunk_gpu_recipe(root / "configs" / "synthetic_cpu.yaml", tiny_survey / "train", tmp_path / "run"))

@@ -13,7 +13,7 @@ import torch
 
 from core.plugins import build_registries
 from core.retrieval import RetrievalContext, rank_scenario
-from tests.conftest import ROOT, assert_metrics_recomputed, run_core
+from tests.helpers import ROOT, assert_metrics_recomputed, run_core
 
 
 @pytest.fixture(scope="module")
