@@ -163,7 +163,7 @@ def pooled(table, folds: list, how: str = "max", evidence=None) -> dict:
         path_of = dict(zip(table["image_id"].astype(str), table["path"]))
         files = [path_of.get(i) for i in split["image_ids"]]
         split["counts"] = evidence_for(evidence, split["ranked"], files, split["views"], table)
-        split["keypoints"] = [len(evidence.step.features(f)[0]) for f in files]
+        split["keypoints"] = evidence.keypoint_counts(files)
     rows, start, counts, keypoints = [], 0, split["counts"], split["keypoints"]
     for s in splits:  # each fold's candidates described against that fold's reference photos
         size = len(s["truth"])

@@ -89,7 +89,7 @@ def identify(args, cat) -> int:
         evidence = Evidence(args.db, cal.local["options"])
         evidence.extract(list(queries["file"]), desc="query keypoints")
         counts = evidence_for(evidence, ranked, list(queries["file"]), views, table)
-        keypoints = [len(evidence.step.features(f)[0]) for f in queries["file"]]
+        keypoints = evidence.keypoint_counts(list(queries["file"]))
         print(f"local evidence: {len(queries)} photos matched with their candidates' best photos")
     verifier = None
     if cal is not None and cal.verifier and (use_local or not cal.verifier.get("local")):
@@ -97,8 +97,8 @@ def identify(args, cat) -> int:
 
         verifier = vf.Verifier.from_dict(cal.verifier["verifier"])
         rows = vf.features(ranked, counts, views, list(queries["date"].astype(str)), vf.Context(table), keypoints)
-        why = {(q, c.whale_id): verifier.why(x) for q, (cands, r) in enumerate(zip(ranked, rows))
-               for c, x in zip(cands, r)}
+        why = {(q, c.whale_id): w for q, (cands, r) in enumerate(zip(ranked, rows))
+               for c, w in zip(cands, verifier.why_rows(r))}
         ranked, cal = vf.rescore(ranked, rows, verifier, counts), cal.verified()
         print(f"whale-level evidence: deciding by P(same whale) of the {global_cal.verifier['model'].replace('_', ' ')}"
               f" chosen on held-out whales, from {', '.join(verifier.use)}")

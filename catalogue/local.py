@@ -76,6 +76,10 @@ class Evidence:
                 pass
         return len(files)
 
+    def keypoint_counts(self, files: Sequence[Optional[str]]) -> list[int]:
+        """How many keypoints each photo has (from the store; none for a missing file)."""
+        return [len(self.step.features(f)[0]) for f in files]
+
     def inliers(self, query_file: Optional[str], query_view, candidates: list[Candidate], path_of: dict,
                 view_of: dict) -> list[int]:
         """Per candidate whale, the most inliers between the query and one of its supporting photos."""

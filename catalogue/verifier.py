@@ -109,9 +109,15 @@ class Verifier:
 
     def why(self, row: np.ndarray, top: int = 3) -> list:
         """The ``top`` features that moved this candidate's log-odds most from the average pair's, signed."""
-        parts = self._matrix(row[None])[0] * np.asarray([self.weights[f] for f in self.use])
-        order = np.argsort(-np.abs(parts))[:top]
-        return [[self.use[i], round(float(parts[i]), 2)] for i in order if parts[i] != 0]
+        return self.why_rows(row[None], top)[0]
+
+    def why_rows(self, x: np.ndarray, top: int = 3) -> list:
+        """``why`` of every row of ``x``, the contributions worked out for all rows at once."""
+        if not len(x):
+            return []
+        parts = self._matrix(x) * np.asarray([self.weights[f] for f in self.use])
+        order = np.argsort(-np.abs(parts), axis=1)[:, :top]
+        return [[[self.use[i], round(float(p[i]), 2)] for i in o if p[i] != 0] for p, o in zip(parts, order)]
 
     def to_dict(self) -> dict:
         return {"use": list(self.use), "ridge": self.ridge, "weights": self.weights, "mean": self.mean,

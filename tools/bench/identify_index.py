@@ -112,6 +112,7 @@ def verify_time(ranked, names, ids, rng) -> float:
     t = time.perf_counter()
     rows = vf.features(ranked, counts, ["top"] * len(ranked), dates, vf.Context(table), [500] * len(ranked))
     vf.rescore(ranked, rows, model, counts)
+    [model.why_rows(r) for r in rows]  # each candidate's explanation, as identify stores it
     return time.perf_counter() - t
 
 
