@@ -36,17 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
-from catalogue.embed import DEVICE_HELP
-from catalogue.photos import read_photos, refuse_lookalikes  # read_photos: tests import it here too
-from catalogue.index import INDEX_ABOVE
+from catalogue.embedding.embed import DEVICE_HELP
+from catalogue.records.photos import read_photos, refuse_lookalikes  # read_photos: tests import it here too
+from catalogue.embedding.index import INDEX_ABOVE
 
 log = logging.getLogger("whaleid")
 
 
 def build(args) -> int:
-    from catalogue.embed import bundle_hash, embed_files
-    from catalogue.photos import add_photo_root
-    from catalogue.store import Catalogue
+    from catalogue.embedding.embed import bundle_hash, embed_files
+    from catalogue.records.photos import add_photo_root
+    from catalogue.records.store import Catalogue
 
     meta = read_photos(args.data, require_identity=True, before=args.before, labels=args.labels)
     linked = meta.attrs.get("linked_folders", [])
@@ -75,7 +75,7 @@ def build(args) -> int:
     print(f"added {added} photos; {args.db} holds {len(cat.known_ids())}")
     cat.close()
     if args.keypoints and rows:
-        from catalogue.local import Evidence, keypoint_dir
+        from catalogue.deciding.local import Evidence, keypoint_dir
 
         Evidence(args.db).extract([r["path"] for r in rows])
         print(f"keypoints of the {len(rows)} photos stored in {keypoint_dir(args.db)}")
@@ -83,8 +83,8 @@ def build(args) -> int:
 
 
 def export(args) -> int:
-    from catalogue.exporting import write
-    from catalogue.store import Catalogue
+    from catalogue.exchange.exporting import write
+    from catalogue.records.store import Catalogue
 
     fmt = args.format or ("json" if args.out.suffix == ".json" else "csv")
     cat = Catalogue.open(args.db)
@@ -97,15 +97,15 @@ def export(args) -> int:
 
 
 def check(args) -> int:
-    from catalogue.check import main as check_main
+    from catalogue.records.check import main as check_main
 
     return check_main(args.db)
 
 
 def apply(args) -> int:
-    from catalogue.store import Catalogue
+    from catalogue.records.store import Catalogue
 
-    from catalogue.local import Evidence, keypoint_dir
+    from catalogue.deciding.local import Evidence, keypoint_dir
 
     cat = Catalogue.open(args.db)
     added = cat.apply_reviewed(args.batch)
@@ -118,15 +118,16 @@ def apply(args) -> int:
 
 
 def calibrate(args) -> int:
-    from catalogue import calibration, out_of_fold
-    from catalogue.store import Catalogue
+    from catalogue.deciding import calibration
+    from catalogue.deciding import out_of_fold
+    from catalogue.records.store import Catalogue
 
     out_of_fold.fold_runs(args.run)  # a clear error before the catalogue is read
     cat = Catalogue.open(args.db)
     table, emb = cat.photos()
     evidence = None
     if args.local:
-        from catalogue.local import Evidence
+        from catalogue.deciding.local import Evidence
 
         evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
     folds = out_of_fold.folds(args.run, table, emb, getattr(args, "device", "cpu"), args.workers, db=args.db)
@@ -139,12 +140,12 @@ def calibrate(args) -> int:
 
 
 def identify(args) -> int:
-    from catalogue.embed import bundle_hash
-    from catalogue.store import Catalogue
+    from catalogue.embedding.embed import bundle_hash
+    from catalogue.records.store import Catalogue
 
     cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
     try:
-        from catalogue.identify import identify as run_identify
+        from catalogue.deciding.identify import identify as run_identify
 
         return run_identify(args, cat)
     finally:
@@ -153,7 +154,7 @@ def identify(args) -> int:
 
 def review(args) -> int:
     try:
-        from catalogue.review import serve
+        from catalogue.review.server import serve
     except ImportError as exc:
         raise ValueError(f"the review page needs its server ({exc.name} is not installed): pip install "
                          "'whaleid[review]'") from exc
@@ -187,10 +188,10 @@ def parser() -> argparse.ArgumentParser:
                        "against decisions; exit 1 when something is wrong")
     k.add_argument("--db", type=Path, required=True)
     k.set_defaults(func=check)
-    from catalogue.reembed import add_parser as add_reembed
+    from catalogue.embedding.reembed import add_parser as add_reembed
 
     add_reembed(cat)
-    from catalogue.exporting import add_parser as add_export
+    from catalogue.exchange.exporting import add_parser as add_export
 
     add_export(cat, export)
     c = sub.add_parser("calibrate", help="fit P(same whale), the whale-level verifier, the new-whale threshold and "
@@ -254,14 +255,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--who", default=None, help="the reviewer's name in the log (default: $USER; ?who= in the URL wins)")
     r.add_argument("--bundle", type=Path, help="the catalogue's bundle: pair heatmaps on the page")
     r.set_defaults(func=review)
-    from catalogue.import_cli import add_parser as add_import
+    from catalogue.exchange.import_cli import add_parser as add_import
 
     add_import(sub)
     return p
 
 
 def main(argv=None) -> int:
-    from catalogue.errors import CatalogueError
+    from catalogue.records.errors import CatalogueError
     from core.data import DataError
     from core.logs import setup_logging
 

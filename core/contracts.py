@@ -77,7 +77,7 @@ class FittedStep(Protocol):
 
 @runtime_checkable
 class LocalMatching(Protocol):
-    """What a keypoint-matching step offers the catalogue (``catalogue/local.py``): a photo's keypoints (cached
+    """What a keypoint-matching step offers the catalogue (``catalogue/deciding/local.py``): a photo's keypoints (cached
     per file), which mirrorings of a pair to try, the inliers of a pair and its matches and their inlier mask (the
     review page draws them), the side the photos are read at, its thread count, and the fusion of a global score
     with inliers it fits and applies."""

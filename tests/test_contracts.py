@@ -117,7 +117,7 @@ def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
 
 
 def test_the_local_match_step_offers_what_the_catalogue_uses(tmp_path):
-    from catalogue.local import Evidence
+    from catalogue.deciding.local import Evidence
     from core.contracts import FittedStep, LocalMatching
 
     step = REGISTRIES["postprocess"].build({"name": "local_match"})

@@ -67,9 +67,10 @@ def test_cv_oof_map_equals_the_metric_recomputed_from_saved_embeddings(cv_run):
 def test_calibrate_on_a_cross_validated_run_pools_every_folds_held_out_whales(cv_run, tiny_survey, tmp_path, capsys):
     """``whaleid calibrate --run CV`` scores each fold's held-out whales with that fold's model (which never
     trained on them) and fits on all of them: every training whale is a calibration whale once."""
-    from catalogue import calibration, out_of_fold
+    from catalogue.deciding import calibration
+    from catalogue.deciding import out_of_fold
     from catalogue.cli import main
-    from catalogue.store import Catalogue
+    from catalogue.records.store import Catalogue
     from submission.build import build
 
     out, _ = cv_run

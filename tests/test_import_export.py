@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from catalogue.importing import crop_box, map_viewpoint
+from catalogue.exchange.importing import crop_box, map_viewpoint
 from tests.helpers import SMOKE, run_core
 from tests.wildbook_rules import check as check_sheet
 
@@ -102,7 +102,7 @@ def test_a_wild_me_export_imports_with_crops_and_every_skipped_row_named(importe
 def test_the_imported_survey_trains_catalogues_and_exports_to_wildbook_and_capture_histories(
         imported, smoke_run, tmp_path, capsys):
     from catalogue.cli import main
-    from catalogue.store import Catalogue
+    from catalogue.records.store import Catalogue
     from submission.build import build
 
     survey, meta = imported

@@ -1,14 +1,16 @@
 """Decisions at an error rate the user chooses: the operating points, the whale-level verifier and its fitter,
-and the reviewer's simulated workload (catalogue.operating, catalogue.verifier, catalogue.scores.fit_logistic)."""
+and the reviewer's simulated workload (catalogue.deciding.operating, catalogue.deciding.verifier, core.logistic.fit_logistic)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from catalogue import operating, verifier as vf
-from catalogue.match import Candidate
-from catalogue.scores import NEW, fit_logistic
+from catalogue.deciding import operating
+from catalogue.deciding import verifier as vf
+from catalogue.deciding.match import Candidate
+from catalogue.deciding.open_set import NEW
+from core.logistic import fit_logistic
 
 
 def calibrated_photos(n: int, seed: int) -> dict:
@@ -152,7 +154,7 @@ def test_the_verifier_features_come_from_the_ranking_and_the_catalogue():
 
 
 def test_identify_refuses_an_error_rate_it_cannot_hold():
-    from catalogue.identify import ScoreRule, operating_point
+    from catalogue.deciding.identify import ScoreRule, operating_point
 
     with pytest.raises(ValueError, match="run `whaleid calibrate` again"):
         operating_point(ScoreRule(0.5, 0.8), 0.05)  # an uncalibrated catalogue has no held-out photos

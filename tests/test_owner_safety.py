@@ -29,10 +29,10 @@ import pytest
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from catalogue.check import check  # noqa: E402
-from catalogue.photos import add_photo_root, read_photos  # noqa: E402
-from catalogue.review import app  # noqa: E402
-from catalogue.store import Catalogue  # noqa: E402
+from catalogue.records.check import check  # noqa: E402
+from catalogue.records.photos import add_photo_root, read_photos  # noqa: E402
+from catalogue.review.server import app  # noqa: E402
+from catalogue.records.store import Catalogue  # noqa: E402
 from tests.wildbook_rules import check as check_sheet  # noqa: E402
 from tests.test_review_hostile import HOST, TOKEN, client, good_headers, make_catalogue  # noqa: E402
 
@@ -141,7 +141,7 @@ def test_a_photo_swapped_with_a_link_while_served_never_leaks_a_byte(hostile, tm
 def test_heatmaps_are_drawn_from_the_photo_read_race_free_never_from_a_swapped_link(hostile, monkeypatch):
     """The heatmap and the match picture read their photos once, as /photo does, into private copies: a drawer that
     echoes its input files' bytes never echoes the secret a swapped link points to."""
-    import catalogue.review as review
+    import catalogue.review.server as review
 
     class Echo:
         def __init__(self, bundle, model_hash):
@@ -167,7 +167,7 @@ def test_heatmaps_are_drawn_from_the_photo_read_race_free_never_from_a_swapped_l
 # ---- exports safe for the programs that open them ---------------------------------------------------------------
 
 def test_exports_never_hand_a_spreadsheet_a_formula_nor_mark_a_made_up_history(hostile, tmp_path):
-    from catalogue.exporting import write
+    from catalogue.exchange.exporting import write
 
     cat = Catalogue.open(hostile)
     queries = [f"q{i}" for i in range(6)]
@@ -193,7 +193,7 @@ def test_exports_never_hand_a_spreadsheet_a_formula_nor_mark_a_made_up_history(h
 
 
 def test_numbers_stay_numbers():
-    from catalogue.exporting import safe_text
+    from catalogue.records.cells import safe_text
 
     assert safe_text(-151.245) == -151.245 and safe_text("-151.245") == "-151.245" and safe_text("+3") == "+3"
     assert safe_text("-1+1") == "'-1+1" and safe_text("  =1") == "'  =1" and safe_text("whale0001") == "whale0001"
@@ -219,7 +219,7 @@ def test_look_alike_whale_ids_are_refused_at_the_review_server(hostile):
 
 
 def test_look_alike_names_are_skipped_at_import_and_refused_at_build(tmp_path):
-    from catalogue.importing import Record, write_survey
+    from catalogue.exchange.importing import Record, write_survey
 
     images = tmp_path / "photos"
     for i in range(len(LOOKALIKES) + 1):
@@ -254,7 +254,7 @@ def test_look_alike_names_are_skipped_at_import_and_refused_at_build(tmp_path):
 
 
 def test_build_refuses_a_look_alike_of_a_catalogue_whale(tmp_path):
-    from catalogue.photos import refuse_lookalikes
+    from catalogue.records.photos import refuse_lookalikes
 
     meta = pd.DataFrame({"row": [2, 3], "whale_id": ["w0016", "W0016"]})
     refuse_lookalikes(meta.head(1), {"w0016"}, "m.csv")  # the same whale again is fine
@@ -296,7 +296,7 @@ def test_rows_a_write_would_refuse_are_skipped_named_and_never_searchable(hostil
 # ---- the server's loose ends ------------------------------------------------------------------------------------
 
 def test_tokens_numbers_and_loopback_addresses(hostile):
-    from catalogue.review import serve
+    from catalogue.review.server import serve
 
     for weak in ("  ", "x", "short-token-15c", "sixteen chars ok", "sixteen-chars-\u00e9\u00e9"):
         with pytest.raises(ValueError, match="at least 16 visible"):
@@ -350,7 +350,7 @@ def test_a_busy_catalogue_says_another_program_holds_it_and_the_servers_own_writ
 def test_a_client_that_never_finishes_its_headers_is_cut_off(hostile):
     import uvicorn
 
-    from catalogue.slow_clients import header_timeout_protocol
+    from catalogue.review.slow_clients import header_timeout_protocol
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from catalogue.crops import corners, outer_box
-from catalogue.store import Catalogue
+from catalogue.exchange.crops import corners, outer_box
+from catalogue.records.store import Catalogue
 from tests.wildbook_rules import check as check_sheet
 
 BRIGHT = 200
@@ -252,7 +252,7 @@ def test_a_wildbook_export_refuses_to_guess_a_species(tmp_path, capsys):
 
 
 def test_a_sighting_is_a_day_and_a_place_not_a_grid_cell():
-    from catalogue.wildbook import sighting_ids
+    from catalogue.exchange.wildbook import sighting_ids
 
     day = pd.Series(["2019-08-03"] * 5 + [None])
     lat = pd.Series([60.5449, 60.5451, 60.5453, 60.60, np.nan, 60.5])  # 0.5 km apart across 60.545; 6 km away

@@ -59,8 +59,8 @@ def same_identification(a: pd.DataFrame, b: pd.DataFrame, tol: float = 2e-4) -> 
 def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_build(two_bundles, tiny_survey, tmp_path,
                                                                                     capsys):
     from catalogue.cli import main
-    from catalogue.embed import bundle_hash
-    from catalogue.store import Catalogue
+    from catalogue.embedding.embed import bundle_hash
+    from catalogue.records.store import Catalogue
 
     a, b = two_bundles
     train, db, fresh = tiny_survey / "train", tmp_path / "c.sqlite", tmp_path / "fresh.sqlite"
@@ -68,7 +68,7 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
         assert main(["catalogue", "build", "--bundle", str(bundle), "--data", str(train), "--db", str(path),
                      "--before", "2019-01-01", "--workers", "0", "--no-keypoints", "--device", "cpu"]) == 0
     identify(main, a, db, train, tmp_path / "a.csv", "--index-above", "1")  # proposals of model a; its index
-    from catalogue.index import index_folder
+    from catalogue.embedding.index import index_folder
 
     old_index = index_folder(db, bundle_hash(a))
     assert old_index.is_dir()
@@ -112,7 +112,7 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
     assert not old_index.exists()  # the old model's index went with it
     emb = {r[0]: np.frombuffer(r[1], np.float32) for r in cat.conn.execute("SELECT image_id, embedding FROM proposals")}
     cat.close()
-    from catalogue.embed import embed_files
+    from catalogue.embedding.embed import embed_files
 
     again, ok = embed_files(b, [first["path"]], 0, "cpu")  # a proposal's embedding is model b's now
     assert ok.all() and np.allclose(emb[first["image_id"]], again[0], atol=1e-4)
@@ -126,8 +126,8 @@ def test_reembed_survives_kill_9_resumes_keeps_decisions_and_equals_a_fresh_buil
 
 def test_identify_through_the_index_ranks_whales_as_exact_search(two_bundles, tiny_survey, tmp_path, capsys):
     from catalogue.cli import main
-    from catalogue.embed import bundle_hash
-    from catalogue.index import index_folder
+    from catalogue.embedding.embed import bundle_hash
+    from catalogue.embedding.index import index_folder
 
     a, _ = two_bundles
     train, db = tiny_survey / "train", tmp_path / "c.sqlite"
@@ -154,7 +154,7 @@ def test_identify_through_the_index_ranks_whales_as_exact_search(two_bundles, ti
 
 def test_several_devices_each_embed_a_share_and_the_shares_join_in_order(two_bundles, tiny_survey):
     """Several devices (GPUs on a CUDA machine; here two CPU entries, the same code path) give what one gives."""
-    from catalogue.embed import embed_files
+    from catalogue.embedding.embed import embed_files
 
     meta = pd.read_csv(tiny_survey / "train" / "metadata.csv", dtype=str).head(21)
     files = [str(tiny_survey / "train" / p) for p in meta.path]
@@ -166,7 +166,7 @@ def test_several_devices_each_embed_a_share_and_the_shares_join_in_order(two_bun
 def test_embedding_refuses_a_device_that_is_not_there(capsys):
     import torch
 
-    from catalogue.embed import resolve_device, resolve_devices
+    from catalogue.embedding.embed import resolve_device, resolve_devices
 
     assert [d.type for d in resolve_devices("cpu,cpu")] == ["cpu", "cpu"]
     assert resolve_device("cpu").type == "cpu"

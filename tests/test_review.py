@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalogue.match import rank_whales
-from catalogue.store import Catalogue
+from catalogue.exchange.exporting import plain
+from catalogue.deciding.match import rank_whales
+from catalogue.records.store import Catalogue
 from tests.helpers import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -294,7 +295,7 @@ def test_the_review_page_in_headless_chromium(server, tmp_path):
         ana.wait_for_selector("#query-card img")
         assert "new-whale-1" in ana.text_content("#identity")
         chromium.close()
-    exported = json.loads(Catalogue.open(server.db).export(tmp_path / "c.json").read_text())
+    exported = json.loads(plain(Catalogue.open(server.db), tmp_path / "c.json").read_text())
     assigned = {p["image_id"]: p["current_whale"] for p in exported["photos"]}
     assert assigned[first["image_id"]] == "new-whale-1"
     merged = second["candidates"][1]["whale_id"]

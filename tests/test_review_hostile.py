@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from catalogue.check import check  # noqa: E402
-from catalogue.decisions import ACTIONS, replay  # noqa: E402
-from catalogue.photos import add_photo_root  # noqa: E402
-from catalogue.review import app  # noqa: E402
-from catalogue.errors import CatalogueError  # noqa: E402
-from catalogue.store import Catalogue  # noqa: E402
+from catalogue.exchange.exporting import plain
+from catalogue.records.check import check  # noqa: E402
+from catalogue.records.decisions import ACTIONS, replay  # noqa: E402
+from catalogue.records.photos import add_photo_root  # noqa: E402
+from catalogue.review.server import app  # noqa: E402
+from catalogue.records.errors import CatalogueError  # noqa: E402
+from catalogue.records.store import Catalogue  # noqa: E402
 
 TOKEN = "t0k-for-tests-0123456789"
 HOST = "127.0.0.1:8765"
@@ -171,7 +172,7 @@ def test_the_request_that_bricked_a_catalogue_is_refused_and_an_old_bricked_log_
     assert cat.state()["skipped"] == [{"id": 1, "why": "reject: it names no whale"}]
     cat.decide("ana", "accept", "q0", whale_id="w1", expect_last=None)  # the skipped row is not the photo's last
     assert cat.apply_reviewed() == 1
-    exported = json.loads(cat.export(tmp_path / "c.json").read_text())
+    exported = json.loads(plain(cat, tmp_path / "c.json").read_text())
     assert [p["current_whale"] for p in exported["photos"] if p["image_id"] == "q0"] == ["w1"]
     problems, notes = check(db)
     assert problems == [PLANTED] and any("decision 1 is skipped" in n for n in notes)
@@ -215,7 +216,7 @@ def test_only_the_servers_own_page_can_write(catalogue_file, tmp_path):
 
 
 def test_off_loopback_a_token_is_required_for_every_request(catalogue_file, tmp_path, capsys):
-    from catalogue.review import serve
+    from catalogue.review.server import serve
 
     with pytest.raises(CatalogueError, match="--token"):
         serve(catalogue_file, host="0.0.0.0")
@@ -298,7 +299,7 @@ def test_corrections_after_apply_move_the_photo_and_export_lists_it_once(catalog
     assert cat.apply_reviewed() == 1 and searchable()["q0"] == "new-whale-2"
     cat.decide("bob", "merge", "q0", whale_id="w2", other_whale="new-whale-2")
     assert cat.current_whales(["new-whale-2"]) == ["w2"]
-    exported = cat.export(tmp_path / "c.csv").read_text().splitlines()
+    exported = plain(cat, tmp_path / "c.csv").read_text().splitlines()
     rows = [r.split(",") for r in exported[1:]]
     assert len([r for r in rows if r[0] == "q0"]) == 1 and len(rows) == len({r[0] for r in rows})
     assert [r[-1] for r in rows if r[0] == "q0"] == ["w2"]
@@ -367,7 +368,7 @@ def test_the_replay_never_raises_on_any_log(rows):
 
 
 def test_a_heatmap_that_cannot_be_drawn_is_a_422_not_a_500(catalogue_file, tmp_path, monkeypatch):
-    import catalogue.review as review
+    import catalogue.review.server as review
 
     class Unreadable:
         def __init__(self, bundle, model_hash):
@@ -384,7 +385,7 @@ def test_a_heatmap_that_cannot_be_drawn_is_a_422_not_a_500(catalogue_file, tmp_p
 
 
 def test_photos_catalogued_before_folders_were_recorded_are_served_only_as_photo_files(tmp_path):
-    from catalogue.photos import photo_roots, servable
+    from catalogue.records.photos import photo_roots, servable
 
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
@@ -412,3 +413,17 @@ def test_the_matched_keypoints_of_a_pair_are_drawn(catalogue_file):
         assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert c.get("/matches/q0/outside", headers={"host": HOST}).status_code == 404  # never opened
         assert c.get("/matches/q0/nope", headers={"host": HOST}).status_code == 404
+
+
+def test_a_lone_surrogate_in_an_id_is_refused_before_sqlite_sees_it(catalogue_file, tmp_path):
+    """A JSON body may escape a lone surrogate (``"\\ud800"``), which UTF-8 cannot carry: the store looked the
+    photo up in SQLite before validating it, and SQLite's encoder raised (a 500, found by the property test above).
+    Now it is a 400 naming the id, and nothing is written."""
+    db = tmp_path / "c.sqlite"
+    db.write_bytes(catalogue_file.read_bytes())
+    with client(db) as c:
+        for body in (b'{"query": "\\ud800", "action": "accept", "whale_id": "w0"}',
+                     b'{"query": "q0\\udfff", "action": "new_whale"}'):
+            r = c.post("/api/decide", content=body, headers=good_headers())
+            assert r.status_code == 400 and "surrogate" in r.json()["error"], (body, r.status_code, r.text)
+    assert Catalogue.open(db).decisions() == []

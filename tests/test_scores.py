@@ -8,7 +8,8 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")  # in the dev extra; make test installs it
 
-from catalogue.scores import Isotonic, Logistic, auroc, reliability  # noqa: E402
+from catalogue.deciding.calibrators import Isotonic, Logistic, reliability
+from catalogue.deciding.open_set import auroc  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

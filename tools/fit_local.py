@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.fit_local", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder with split.csv and oof.npz")
-    from catalogue.local import step_defaults
+    from catalogue.deciding.local import step_defaults
 
     d = step_defaults()  # every default is the step's own (plugins/postprocess/local_match.py)
     p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")

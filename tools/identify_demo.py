@@ -50,9 +50,11 @@ def main(argv=None) -> int:
 
     from omegaconf import OmegaConf
 
-    from catalogue import calibration, cli, out_of_fold
-    from catalogue.embed import bundle_hash
-    from catalogue.store import Catalogue
+    from catalogue.deciding import calibration
+    from catalogue import cli
+    from catalogue.deciding import out_of_fold
+    from catalogue.embedding.embed import bundle_hash
+    from catalogue.records.store import Catalogue
     from submission.build import BuildError, build
 
     run = args.run

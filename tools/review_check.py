@@ -3,7 +3,7 @@
     python -m tools.review_check RUN [--screenshot docs/review.png] [--heatmap]
 
 RUN is a run folder that ``make identify-demo`` went through (``RUN/identify/catalogue.sqlite`` and
-``bundle.zip``). The page is served by ``catalogue.review`` with uvicorn on a free port of 127.0.0.1, driven by
+``bundle.zip``). The page is served by ``catalogue.review.server`` with uvicorn on a free port of 127.0.0.1, driven by
 Playwright in Debian's ``chromium`` (the first photo under review, its Heatmap button for the pair heatmap), checked (every
 photo loaded, the filters shown, no error on the page or its console) and screenshotted. Nothing is decided:
 the catalogue's log is left as it was. Exits 1 with the problems listed, 2 without Chromium or Playwright.
@@ -27,7 +27,7 @@ def check(db: Path, bundle: Path | None, screenshot: Path, heatmap: bool, width:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from catalogue.review import app
+    from catalogue.review.server import app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from core.hookspecs import hookimpl
+from core.logistic import fit_logistic
 
 log = logging.getLogger(__name__)
 DETECTORS = ("sift", "orb")  # AKAZE left OpenCV's main package in 5.0
@@ -262,6 +263,7 @@ def _sigmoid(z):
 
 
 FUSIONS = ("logistic", "mean")
+RIDGE = 1e-3  # on the weights: finite on separable validation pairs
 
 
 def check_fusion(fusion) -> dict:
@@ -306,36 +308,19 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, s
     return within[int(np.argmax(counts))] if mask else int(counts.max())
 
 
-def fit_fusion(g, n, same, kind: str = "logistic", iters: int = 50) -> dict:
+def fit_fusion(g, n, same, kind: str = "logistic") -> dict:
     """``kind`` logistic: ``{a, b, c}`` of P(same) = sigmoid(a g + b log(1 + n) + c); ``kind`` mean (WildFusion's
     "mean of calibrated scores"): each score's own logistic, ``{kind: mean, g: {a, c}, n: {a, c}}``. Fitted by
-    Newton's method (a small ridge keeps it finite on separable data) with every weight on a score ``>= 0``: a
-    feature whose weight comes out negative is dropped and the rest refitted, so P never falls as a score rises."""
+    the project's one logistic fitter (``core.logistic``: Newton's method, a small ridge keeps it finite on
+    separable data) with every weight on a score ``>= 0``, so P never falls as a score rises."""
+    y = np.asarray(same, np.float64)
+    g, n = np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
     if kind == "mean":
-        one = [fit_fusion(g, np.zeros(len(g)), same), fit_fusion(np.zeros(len(n)), n, same)]
-        return {"kind": "mean", "g": {"a": one[0]["a"], "c": one[0]["c"]}, "n": {"a": one[1]["b"], "c": one[1]["c"]}}
-    g, n, y = (np.asarray(v, np.float64) for v in (g, n, same))
-    x_all = np.stack([g, np.log1p(n), np.ones_like(g)], 1)
-    use = [0, 1]
-    while True:
-        x = x_all[:, use + [2]]
-        w = np.zeros(x.shape[1])
-        for _ in range(iters):
-            p = 1 / (1 + np.exp(-np.clip(x @ w, -60, 60)))
-            grad = x.T @ (p - y) + 1e-3 * np.r_[w[:-1], 0]
-            hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
-            step = np.linalg.solve(hess, grad)
-            w -= step
-            if np.abs(step).max() < 1e-10:
-                break
-        negative = [k for k, v in zip(use, w[:-1]) if v < 0]
-        if not negative:
-            break
-        use = [k for k in use if k not in negative]
-    out = {"a": 0.0, "b": 0.0, "c": float(w[-1])}
-    for k, v in zip(use, w[:-1]):
-        out["ab"[k]] = float(v)
-    return out
+        (a, *_), c = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
+        (b, *_), d = fit_logistic(n[:, None], y, monotone=[True], ridge=RIDGE)
+        return {"kind": "mean", "g": {"a": float(a), "c": c}, "n": {"a": float(b), "c": d}}
+    (a, b), c = fit_logistic(np.stack([g, n], 1), y, monotone=[True, True], ridge=RIDGE)
+    return {"a": float(a), "b": float(b), "c": c}
 
 
 @hookimpl

@@ -246,11 +246,11 @@ def bundle_stage(work: Path, dry: bool) -> dict:
 
 
 def catalogue_stage(work: Path, dry: bool, device) -> dict:
-    """The catalogue's embedding (``catalogue.embed.embed_files``, what ``catalogue build``, ``identify`` and
+    """The catalogue's embedding (``catalogue.embedding.embed.embed_files``, what ``catalogue build``, ``identify`` and
     ``reembed`` run) of the bundle stage's photos with the seed's bundle: photos/s on ``device`` and on the CPU."""
     import time
 
-    from catalogue.embed import embed_files
+    from catalogue.embedding.embed import embed_files
 
     zip_path, photos = work / "seed.zip", sorted((work / "test" / "images").glob("*.jpg"))
     if not zip_path.is_file() or not photos:

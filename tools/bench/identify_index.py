@@ -3,8 +3,8 @@
     python -m tools.bench.identify_index [--photos 1000000] [--queries 500] [--dim 512] [--top 20]
 
 A synthetic catalogue shaped like ``tools.bench.search``'s (groups of similar whales, 8 photos a whale around
-its whale's direction, 512-d unit embeddings), ranked at whale level by ``catalogue.match.rank_whales`` for
-``--queries`` new photos of catalogue whales: once by exact search and once through ``catalogue.index`` (built
+its whale's direction, 512-d unit embeddings), ranked at whale level by ``catalogue.deciding.match.rank_whales`` for
+``--queries`` new photos of catalogue whales: once by exact search and once through ``catalogue.embedding.index`` (built
 in a temporary folder, its build timed apart: it is done once per catalogue; its first search, which reads the
 float file's pages and warms faiss up, timed apart too). Prints milliseconds per query for each (the timings
 include the whale ranking and, for the index, its recall check on a sample against exact search),
@@ -33,8 +33,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from catalogue.index import searcher
-    from catalogue.match import rank_whales
+    from catalogue.embedding.index import searcher
+    from catalogue.deciding.match import rank_whales
     from tools.bench.search import directions
 
     rng = np.random.default_rng(args.seed)
@@ -98,7 +98,7 @@ def verify_time(ranked, names, ids, rng) -> float:
     every whale's photo count), the features of every candidate, a fitted verifier's P and the re-ranking."""
     import pandas as pd
 
-    from catalogue import verifier as vf
+    from catalogue.deciding import verifier as vf
 
     n = len(ids)
     table = pd.DataFrame({"image_id": ids, "whale_id": names, "viewpoint": np.where(rng.random(n) < 0.5, "top", "left"),

@@ -51,10 +51,10 @@ def main(argv=None) -> dict:
     p.add_argument("--size", default="96x64", help="photo width x height")
     args = p.parse_args(argv)
 
-    from catalogue.coco import read_coco
-    from catalogue.exporting import write
-    from catalogue.importing import write_survey
-    from catalogue.store import Catalogue
+    from catalogue.exchange.coco import read_coco
+    from catalogue.exchange.exporting import write
+    from catalogue.exchange.importing import write_survey
+    from catalogue.records.store import Catalogue
     from tools.bench.search import PeakRSS
 
     w, h = (int(v) for v in args.size.split("x"))

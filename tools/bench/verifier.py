@@ -3,14 +3,14 @@ richer models, on one catalogue and one run's held-out folds.
 
     python -m tools.bench.verifier --db RUN/identify/catalogue.sqlite --run RUN [--local]
 
-The pairs are ``whaleid calibrate``'s (``catalogue.calibration.pooled``: each fold's held-out whales scored by
+The pairs are ``whaleid calibrate``'s (``catalogue.deciding.calibration.pooled``: each fold's held-out whales scored by
 that fold's model). Every model is fitted on all folds but one and scored on the one left out (a single run:
 five groups of photos): the held-out log-loss and AUROC of its P(same whale) over every candidate pair, the
 top-1 accuracy of its re-ranking on known photos, and the share of photos decided without review at 1% and 5%
-wrong decisions (``catalogue.operating`` on the held-out P, the point fitted and scored on the same photos).
+wrong decisions (``catalogue.deciding.operating`` on the held-out P, the point fitted and scored on the same photos).
 
 Models: the global score alone (a one-feature logistic), the two-score fusion (score and inliers), the verifier
-(``catalogue.verifier``: a monotone logistic on its default features), the verifier with every pairwise
+(``catalogue.deciding.verifier``: a monotone logistic on its default features), the verifier with every pairwise
 interaction, the verifier with the two features it leaves out (``verifier.SPLIT_ARTEFACTS``), and
 scikit-learn's histogram gradient boosting with the verifier's monotone constraints.
 """
@@ -37,8 +37,8 @@ def _interactions(z):
 
 
 def models(local: bool) -> dict:
-    from catalogue import verifier as vf
-    from catalogue.scores import fit_logistic
+    from catalogue.deciding import verifier as vf
+    from core.logistic import fit_logistic
 
     every = [f for f in vf.DEFAULT if local or f not in vf.LOCAL]
     leaky = [f for f in vf.FEATURES if local or f not in vf.LOCAL]
@@ -77,8 +77,9 @@ def models(local: bool) -> dict:
 
 
 def compare(split: dict, local: bool) -> dict:
-    from catalogue import operating, verifier as vf
-    from catalogue.scores import NEW, auroc
+    from catalogue.deciding import operating
+    from catalogue.deciding import verifier as vf
+    from catalogue.deciding.open_set import NEW, auroc
 
     ranked, rows, truth, groups = split["ranked"], split["rows"], split["truth"], np.asarray(split["groups"])
     results = {}
@@ -112,15 +113,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="write the table as JSON here")
     args = p.parse_args(argv)
 
-    from catalogue import calibration, out_of_fold
-    from catalogue.store import Catalogue
+    from catalogue.deciding import calibration
+    from catalogue.deciding import out_of_fold
+    from catalogue.records.store import Catalogue
 
     cat = Catalogue.open(args.db)
     table, emb = cat.photos()
     cat.close()
     evidence = None
     if args.local:
-        from catalogue.local import Evidence
+        from catalogue.deciding.local import Evidence
 
         evidence = Evidence(args.db)
     split = calibration.pooled(table, out_of_fold.folds(args.run, table, emb, "cpu", args.workers,

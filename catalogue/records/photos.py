@@ -87,7 +87,7 @@ def add_photo_root(cat, root: Path, linked=()) -> None:
     roots = [str(p) for p in photo_roots(cat)[0]]
     new = [r for r in dict.fromkeys([str(Path(root).resolve()), *(str(Path(p)) for p in linked)]) if r not in roots]
     if new:
-        from catalogue import tables
+        from catalogue.records import tables
 
         tables.record_roots(cat, json.dumps(roots + new), unrooted=not roots and tables.has_photos(cat))
 
@@ -198,7 +198,7 @@ def read_served(path: Optional[str], rules: tuple[list[Path], bool]) -> Optional
 
 def refuse_lookalikes(meta, existing, source: str) -> None:
     """``ValueError`` naming the rows of ``meta`` whose whale id is a look-alike of another whale in ``existing``."""
-    from catalogue.identity import Skeletons
+    from catalogue.records.identity import Skeletons
 
     existing = {w for w in existing if isinstance(w, str)}
     names, twins = Skeletons(sorted(existing)), {}  # each distinct new id looked up once
@@ -214,9 +214,9 @@ def refuse_lookalikes(meta, existing, source: str) -> None:
 
 
 def check_ids(meta, source: str) -> None:
-    """Photo ids and whale ids of ``meta`` (with ``row``) put in normal form in place (``catalogue.identity``);
+    """Photo ids and whale ids of ``meta`` (with ``row``) put in normal form in place (``catalogue.records.identity``);
     ``ValueError`` naming the file and rows (up to ten) when one breaks the rule, or two whale ids are look-alikes."""
-    from catalogue.identity import IdError, normal_names, photo_id
+    from catalogue.records.identity import IdError, normal_names, photo_id
 
     bad, images, firsts = [], [], {}
     for row, image in zip(meta["row"], meta["image_id"]):
@@ -252,7 +252,7 @@ def read_photos(data: Path, require_identity: bool, before: str | None = None, s
 
     meta = read_metadata(data, require_identity=require_identity and labels is None)
     if labels is not None:
-        from catalogue.test_labels import identities_from_labels
+        from catalogue.records.test_labels import identities_from_labels
 
         meta["whale_id"] = meta["image_id"].astype(str).map(identities_from_labels(data, labels))
     for col in ("encounter_id", "date", "whale_id", "latitude", "longitude", "species"):

@@ -11,12 +11,12 @@ identity and last standing decision, the reviewer's own standing decisions), ``P
 new whale's id exists, or the decision is undone already), ``GET /photo/{image_id}``, and with ``--bundle``
 ``GET /heatmap/{query}/{photo}`` (the pair heatmap of the query and a candidate's photo, as ``tools.explain``
 draws it), and ``GET /matches/{query}/{photo}`` (the two photos side by side with a line between each keypoint
-pair that RANSAC kept, ``catalogue.local``). Every decision is validated and appended to the catalogue's log (``catalogue.store``) with who, when,
+pair that RANSAC kept, ``catalogue.deciding.local``). Every decision is validated and appended to the catalogue's log (``catalogue.records.store``) with who, when,
 the model hash and the scores shown; nothing is kept in the server, so decisions survive a restart and two
 servers on one catalogue see each other's.
 
-What a request must be before anything is read or written is ``catalogue.guard``'s; which files may be served,
-``catalogue.photos``'. The database is used from a thread pool, never on the event loop: a database another
+What a request must be before anything is read or written is ``catalogue.review.guard``'s; which files may be served,
+``catalogue.records.photos``'. The database is used from a thread pool, never on the event loop: a database another
 process keeps locked answers 503 with ``Retry-After`` after ``busy_timeout`` seconds, and the page itself never
 touches it.
 """
@@ -39,14 +39,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from catalogue import tables
-from catalogue.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
-from catalogue.guard import Guard, check_token, is_loopback, is_wildcard, json_object
-from catalogue.photos import on_private_copies, photo_roots, photo_type, read_served
-from catalogue.slow_clients import HEADER_TIMEOUT, header_timeout_protocol
-from catalogue.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
-from catalogue.errors import CatalogueError, Conflict
-from catalogue.store import Catalogue
+from catalogue.records import tables
+from catalogue.records.decisions import ANY, MAX_ID, MAX_WHO, clean_text, optional_id
+from catalogue.review.guard import Guard, check_token, is_loopback, is_wildcard, json_object
+from catalogue.records.photos import on_private_copies, photo_roots, photo_type, read_served
+from catalogue.review.slow_clients import HEADER_TIMEOUT, header_timeout_protocol
+from catalogue.review.queue import DECISIONS, MAX_PAGE, VIEWPOINTS, queue
+from catalogue.records.errors import CatalogueError, Conflict
+from catalogue.records.store import Catalogue
 
 PAGE = Path(__file__).with_name("review.html")
 DECIDE_KEYS = ("who", "action", "query", "whale_id", "other_whale", "scores", "expect_last")
@@ -186,8 +186,8 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         return Response(png, media_type="image/png")
 
     def local_evidence(cat: Catalogue):
-        from catalogue.local import Evidence
-        from catalogue.calibration import Calibration
+        from catalogue.deciding.local import Evidence
+        from catalogue.deciding.calibration import Calibration
 
         stored = cat.meta.get("calibration")
         local = Calibration.from_json(stored).local if stored else {}
@@ -196,7 +196,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
         return evidence
 
     async def matches(request: Request):
-        from catalogue.local import match_picture
+        from catalogue.review.pictures import match_picture
 
         ids = [clean_text(request.path_params[k], "the photo id", MAX_ID) for k in ("query", "photo")]
 

@@ -1,11 +1,11 @@
-"""``whaleid import coco|csv``: the command line of ``catalogue.importing``."""
+"""``whaleid import coco|csv``: the command line of ``catalogue.exchange.importing``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from catalogue.crops import ROTATED
-from catalogue.importing import UNKNOWN_NAMES, VIEWS, parse_map, write_survey
+from catalogue.exchange.crops import ROTATED
+from catalogue.exchange.importing import UNKNOWN_NAMES, VIEWS, parse_map, write_survey
 
 
 def report(summary: dict, out: Path) -> str:
@@ -22,8 +22,8 @@ def report(summary: dict, out: Path) -> str:
 
 def add_parser(sub) -> None:
     """``whaleid import coco|csv``."""
-    from catalogue.coco import FIELDS, read_coco
-    from catalogue.spreadsheet import TABLE_FIELDS, read_table
+    from catalogue.exchange.coco import FIELDS, read_coco
+    from catalogue.exchange.spreadsheet import TABLE_FIELDS, read_table
 
     def common(p):
         p.add_argument("--images", type=Path, required=True, help="the folder the photo paths are relative to")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catalogue import tables
-from catalogue.photos import photo_roots, servable
-from catalogue.store import Catalogue
+from catalogue.records import tables
+from catalogue.records.photos import photo_roots, servable
+from catalogue.records.store import Catalogue
 
 
 def check(path) -> tuple[list[str], list[str]]:

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from catalogue import tables
-from catalogue.decisions import describe
-from catalogue.store import Catalogue
+from catalogue.records import tables
+from catalogue.records.decisions import describe
+from catalogue.records.store import Catalogue
 
 DECISIONS = ("match", "review", "new_whale", "unreadable")
 VIEWPOINTS = ("top", "lateral")
@@ -82,7 +82,7 @@ def _items(cat: Catalogue, state: dict, page: list) -> list[dict]:
 
 
 def _why(value) -> list:
-    """identify's explanation of a candidate's P (``catalogue.verifier``): [name, contribution] pairs, the
+    """identify's explanation of a candidate's P (``catalogue.deciding.verifier``): [name, contribution] pairs, the
     well-formed ones only."""
     if not isinstance(value, list):
         return []

@@ -1,8 +1,8 @@
-"""The catalogue's SQL that is not the store's own (``catalogue/store.py``): the reads of the check, the review
+"""The catalogue's SQL that is not the store's own (``catalogue/records/store.py``): the reads of the check, the review
 queue and the review server, the move to a new model's staging table, the recorded photo folders. With
 ``store.py`` the only module that touches the SQLite connection (``tests/test_structure.py`` says so): a
 reader of the catalogue finds every statement in these two files, each function named for what it reads or
-writes, the tables in ``catalogue/schema.py``.
+writes, the tables in ``catalogue/records/schema.py``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Below ``INDEX_ABOVE`` searchable photos identify scans them all exactly (``core.
 ``C.sqlite.index-<model hash>/``: built once (about 30 s per million photos on two cores), appended to when
 photos were only added since, rebuilt when the photos changed otherwise (a review moved or removed one), and
 never used for another model's embeddings. Each search logs its recall against exact search on a sample of its
-queries. The whale-level ranking on top (``catalogue.match.rank_whales``) is the same either way: only which
+queries. The whale-level ranking on top (``catalogue.deciding.match.rank_whales``) is the same either way: only which
 photos reach the shortlist can differ, and the recall says how often.
 """
 

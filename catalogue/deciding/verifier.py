@@ -6,7 +6,7 @@ apart for a pair of one view class and a cross-view pair, top against lateral, w
 the pair is cross-view, the years between the photo and the whale's best photo, how many photos the whale has,
 and (with local evidence) how many keypoints the photo has. The years and the photo count are left out by
 default (``SPLIT_ARTEFACTS``: measured to separate whales in a time-aware split for a reason that does not hold
-in use). ``Verifier`` is a logistic regression on the features, standardised, with a small ridge, fitted by Newton's method (``catalogue.scores.fit_logistic``) and
+in use). ``Verifier`` is a logistic regression on the features, standardised, with a small ridge, fitted by Newton's method (``core.logistic.fit_logistic``) and
 monotone where it must be: a weight on a score, a margin or an inlier count that comes out negative is dropped
 and the rest refitted, so P never falls as the evidence rises. A logistic is chosen over boosted trees because
 it is measured as good here (``tools.bench.verifier``) and explains itself: ``why`` lists each feature's
@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from catalogue.match import Candidate, view_class
-from catalogue.scores import fit_logistic
+from catalogue.deciding.match import Candidate, view_class
+from core.logistic import fit_logistic
 
 FEATURES = ("score", "best_k", "margin", "inliers_same_view", "inliers_cross_view", "cross_view", "years_apart",
             "photos", "query_keypoints")

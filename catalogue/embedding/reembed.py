@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalogue import tables
+from catalogue.records import tables
 
 
 def todo(cat) -> list:
@@ -43,8 +43,8 @@ def switch(cat, digest: str, name: str, dim: int) -> bool:
 
 
 def reembed(db: Path, bundle: Path, chunk: int = 2048, workers=None, device: str = "auto") -> int:
-    from catalogue.embed import bundle_hash
-    from catalogue.store import Catalogue
+    from catalogue.embedding.embed import bundle_hash
+    from catalogue.records.store import Catalogue
     from core.bundle import opened
 
     digest, name = bundle_hash(bundle), Path(bundle).name
@@ -60,7 +60,7 @@ def reembed(db: Path, bundle: Path, chunk: int = 2048, workers=None, device: str
 
 def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, device) -> int:
     """Stage every embedding not staged yet with the opened bundle ``unpacked``, then switch (see the module)."""
-    from catalogue.embed import embed_opened
+    from catalogue.embedding.embed import embed_opened
     from core.progress import progress
 
     resumed = stage(cat, digest, name)
@@ -88,7 +88,7 @@ def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, 
             dim = tables.staged_dim(cat) or int(cat.meta["dim"])
         old = cat.meta["model_hash"]
         if switch(cat, digest, name, dim):
-            from catalogue.index import index_folder
+            from catalogue.embedding.index import index_folder
 
             stale = index_folder(db, old)  # the old model's search index serves no query any more
             if stale.is_dir():
@@ -103,7 +103,7 @@ def _move(cat, db: Path, unpacked, digest: str, name: str, chunk: int, workers, 
 
 
 def add_parser(cat_sub) -> None:
-    from catalogue.embed import DEVICE_HELP
+    from catalogue.embedding.embed import DEVICE_HELP
 
     r = cat_sub.add_parser("reembed", help="move the catalogue to a new model: every embedding recomputed, decisions "
                            "kept; resumable, the switch atomic")

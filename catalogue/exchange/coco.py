@@ -1,5 +1,5 @@
 """Reading a Wild Me COCO export (what Wildbook and WBIA write, and the form the public Beluga ID 2022 release on
-LILA takes) into ``catalogue.importing.Record``s.
+LILA takes) into ``catalogue.exchange.importing.Record``s.
 
 The fields, as Wild Me's exporter writes them (WildMeOrg/wildbook-ia, ``wbia/other/detectcore.py``,
 ``export_to_coco``) and WildlifeDatasets' ``create_catalogue_wildme`` reads them: ``images`` with ``id``,
@@ -12,7 +12,7 @@ free label such as "up", "left", "frontright"), ``name`` (the individual; "____"
 of). Exports differ: every field is looked up in the annotation first and then in its image, under the key
 ``--field`` gives.
 
-- **The box**: ``bbox`` with its ``theta`` (cut as ``--rotated`` says, ``catalogue.crops``); without ``bbox``,
+- **The box**: ``bbox`` with its ``theta`` (cut as ``--rotated`` says, ``catalogue.exchange.crops``); without ``bbox``,
   ``segmentation_bbox`` (already the outer box: no rotation); without either, the polygon ``segmentation``'s box.
 - **The individual** is ``name`` alone. ``individual_ids`` lists the *annotation* ids of the animals seen with this
   one (Wild Me's exporter fills it from the annotation's image), not an individual's id: it is not read.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from catalogue.importing import Record, SourceError
+from catalogue.exchange.importing import Record, SourceError
 
 FIELDS = {"individual": "name", "viewpoint": "viewpoint", "bbox": "bbox", "file_name": "file_name",
           "date": "date_captured", "encounter": "encounter_id", "latitude": "gps_lat_captured",

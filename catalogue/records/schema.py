@@ -1,6 +1,6 @@
 """The catalogue file's SQLite schema, by version (``PRAGMA user_version``): 1 photos, decisions and the log's
 append-only triggers; 2 identify's proposals; 3 ``photos.reviewed``; 4 latitude and longitude; 5 species. A file of an
-older version is upgraded in place by the scripts after its version, in one transaction (``catalogue.store``).
+older version is upgraded in place by the scripts after its version, in one transaction (``catalogue.records.store``).
 """
 
 from __future__ import annotations

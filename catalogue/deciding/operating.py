@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from catalogue.scores import NEW
+from catalogue.deciding.open_set import NEW
 
 MATCH, REVIEW = "match", "review"
 

@@ -1,11 +1,11 @@
 """Reading a plain table of photos (CSV or tab-separated, one row per photo or per box) into
-``catalogue.importing.Record``s, by a map from whaleid's fields to the table's column names."""
+``catalogue.exchange.importing.Record``s, by a map from whaleid's fields to the table's column names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from catalogue.importing import Record, SourceError
+from catalogue.exchange.importing import Record, SourceError
 
 TABLE_FIELDS = ("path", "image_id", "whale_id", "viewpoint", "date", "encounter_id", "latitude", "longitude", "bbox",
                 "theta", "species")

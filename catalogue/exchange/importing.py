@@ -1,6 +1,6 @@
 """Photo-ID data in: a survey folder this project trains and catalogues from, written from someone else's records.
 
-``whaleid import coco`` (``catalogue.coco``) and ``whaleid import csv`` turn each record (one annotation: a photo,
+``whaleid import coco`` (``catalogue.exchange.coco``) and ``whaleid import csv`` turn each record (one annotation: a photo,
 optionally a bounding box, an individual, a viewpoint, a date, an encounter, a location) into a ``Record`` and
 ``write_survey`` writes them out:
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from catalogue.crops import ROTATED, crop_box, crop_rotated, outer_box, parse_bbox, parse_theta  # noqa: F401
+from catalogue.exchange.crops import ROTATED, crop_box, crop_rotated, outer_box, parse_bbox, parse_theta  # noqa: F401
 
 VIEWS = ("top", "left", "right")
 # labels that name no individual, in the published sets: Wild Me's "____", the Kaggle humpback set's "new_whale",
@@ -115,10 +115,10 @@ SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def check_names(records: list) -> None:
-    """Each known individual's name in normal form (``catalogue.identity``); a name that breaks the rule, or is a
+    """Each known individual's name in normal form (``catalogue.records.identity``); a name that breaks the rule, or is a
     look-alike of another name of the same import (``whale0016`` and ``WHALE0016``, a zero-width space, a Cyrillic
     letter), marks its record as not importable, saying which."""
-    from catalogue.identity import normal_names
+    from catalogue.records.identity import normal_names
 
     labels = [None if r.problem or r.whale_id is None else str(r.whale_id) for r in records]
     for r, (text, why, first) in zip(records, normal_names(labels, "the individual's name")):
@@ -145,11 +145,11 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
                  species: Optional[str] = None, rotated: str = "upright") -> dict:
     """Write ``records`` as a survey folder at ``out`` (see the module's doc); returns the counts and the skipped.
     ``unknown``: the labels that name no individual; ``species``: import only that species' records (the others
-    are named in skipped.csv); ``rotated``: how a box with a rotation is cut (``catalogue.crops``)."""
+    are named in skipped.csv); ``rotated``: how a box with a rotation is cut (``catalogue.exchange.crops``)."""
     import pandas as pd
     from PIL import Image
 
-    from catalogue.photos import resolved_inside
+    from catalogue.records.photos import resolved_inside
     from core.progress import progress
 
     out, images = Path(out), Path(images).resolve()
@@ -263,7 +263,7 @@ def write_survey(records: list, images: Path, out: Path, margin: float = 0.1, vi
             table = table.drop(columns=[c for c in ("species", "theta") if table[c].eq("").all()])
             table.to_csv(folder / "metadata.csv", index=False)
         skipped = [{k: v for k, v in s.items() if k != "order"} for s in sorted(skipped, key=lambda s: s["order"])]
-        from catalogue.exporting import safe_cells  # the sources' own text: no cell runs as a formula
+        from catalogue.records.cells import safe_cells  # the sources' own text: no cell runs as a formula
 
         safe_cells(pd.DataFrame(skipped, columns=["source_row", "source_image", "reason"])).to_csv(tmp / "skipped.csv",
                                                                                                  index=False)

@@ -16,9 +16,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from catalogue.match import Candidate
+from catalogue.deciding.match import Candidate
 
 log = logging.getLogger("whaleid")
 KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror")  # the options a keypoint store is kept for
@@ -114,62 +112,3 @@ def evidence_for(evidence: Evidence, ranked, query_files, query_views, table) ->
     jobs = list(zip(query_files, query_views, ranked))
     with ThreadPoolExecutor(evidence.step.workers) as pool:
         return list(pool.map(lambda j: evidence.inliers(j[0], j[1], j[2], path_of, view_of), jobs))
-
-
-def workload(ranked, truth, rates=(0.01, 0.05)) -> dict:
-    """The share of photos that could be decided without review at each rate of wrong decisions: each photo
-    decided as its top whale when P(top) >= 0.5, else as new, the most confident first (confidence
-    ``max(P, 1 - P)``); the largest share whose wrong decisions stay within the rate. Computed on labelled
-    photos: how well the scores sort right from wrong, not a threshold to deploy."""
-    from catalogue.scores import NEW
-
-    p = np.asarray([min(max(c[0].score, 0.0), 1.0) if c else 0.0 for c in ranked], np.float64)
-    said = [c[0].whale_id if c and pi >= 0.5 else NEW for c, pi in zip(ranked, p)]
-    wrong = np.asarray([s != t for s, t in zip(said, truth)], np.float64)
-    order = np.argsort(-np.maximum(p, 1 - p), kind="stable")
-    rate = np.cumsum(wrong[order]) / np.arange(1, len(order) + 1) if len(order) else np.zeros(0)
-    out = {}
-    for r in rates:
-        ok = np.flatnonzero(rate <= r)
-        out[f"{r:g}"] = float((ok.max() + 1) / len(order)) if len(ok) else 0.0
-    return out
-
-
-def match_picture(evidence: Evidence, query_file: str, query_view, photo_file: str, photo_view) -> tuple[bytes, int]:
-    """(PNG of the two photos side by side at the keypoints' resolution with a line between each RANSAC inlier
-    pair, the inlier count). The query is drawn mirrored when it was matched mirrored (opposite lateral sides)."""
-    import cv2
-
-    step = evidence.step
-    target = step.features(photo_file)
-    best = None
-    for flip in step.pair_flips(query_view, photo_view):
-        src, dst = step.matches(step.features(query_file, flip), target)
-        keep = step.inlier_mask(src, dst)
-        if best is None or keep.sum() > best[3].sum():
-            best = (flip, src, dst, keep)
-    flip, src, dst, keep = best
-
-    def load(path, mirrored):
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read {path}")
-        scale = step.max_side / max(img.shape[:2])
-        img = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))),
-                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        return np.ascontiguousarray(img[:, ::-1]) if mirrored else img
-
-    a, b = load(query_file, flip), load(photo_file, False)
-    gap = 8
-    canvas = np.full((max(a.shape[0], b.shape[0]), a.shape[1] + gap + b.shape[1], 3), 255, np.uint8)
-    canvas[:a.shape[0], :a.shape[1]] = a
-    canvas[:b.shape[0], a.shape[1] + gap:] = b
-    for (x0, y0), (x1, y1) in zip(src[keep], dst[keep]):
-        p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)) + a.shape[1] + gap, int(round(y1)))
-        cv2.line(canvas, p0, p1, (60, 200, 60), 1, cv2.LINE_AA)
-        cv2.circle(canvas, p0, 3, (40, 160, 255), 1, cv2.LINE_AA)
-        cv2.circle(canvas, p1, 3, (40, 160, 255), 1, cv2.LINE_AA)
-    ok, png = cv2.imencode(".png", canvas)
-    if not ok:
-        raise ValueError("cannot encode the picture")
-    return png.tobytes(), int(keep.sum())

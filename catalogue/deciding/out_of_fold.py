@@ -52,7 +52,7 @@ def embed_run(run: Path, files: list, device="cpu", workers=None) -> np.ndarray:
     of that one run embeds them; plugins from this installation."""
     from omegaconf import OmegaConf
 
-    from catalogue.embed import resolve_device
+    from catalogue.embedding.embed import resolve_device
     from core.inference import embed_with_bundle
     from core.plugins import build_registries
 

@@ -17,8 +17,8 @@ import functools
 import math
 from typing import Any, Optional
 
-from catalogue.errors import CatalogueError, Conflict
-from catalogue.identity import IdError, Skeletons, normal
+from catalogue.records.errors import CatalogueError, Conflict
+from catalogue.records.identity import IdError, Skeletons, normal
 
 ACTIONS = ("accept", "reject", "new_whale", "merge", "undo")
 MAX_ID = 200  # characters of a photo or whale id
@@ -28,7 +28,7 @@ ANY = object()  # decide(): no expectation about the log
 
 
 def clean_text(value: Any, what: str, limit: int = MAX_ID) -> str:
-    """``value`` in the normal form of ``catalogue.identity`` (NFKC, trimmed, non-empty, at most ``limit``
+    """``value`` in the normal form of ``catalogue.records.identity`` (NFKC, trimmed, non-empty, at most ``limit``
     characters, no control, invisible format or direction-override character, letters of one script)."""
     try:
         return normal(value, what, limit)

@@ -38,7 +38,7 @@ def rank_whales(query_emb: np.ndarray, query_views: Sequence[str], cat_emb: np.n
                 shortlist: int = 200, exclude: Optional[Sequence[str]] = None, search=None) -> list[list[Candidate]]:
     """Per query, up to ``top_n`` candidate whales, best first. ``exclude``: per query, a catalogue image id
     never to use (the query's own photo when it is in the catalogue). ``search``: ``(queries, k) -> (similarities,
-    positions)`` in place of exact search (``catalogue.index``; -1 positions are skipped)."""
+    positions)`` in place of exact search (``catalogue.embedding.index``; -1 positions are skipped)."""
     if how not in ("max", "mean_top"):
         raise ValueError(f"how must be max or mean_top, got {how!r}")
     if len(cat_emb) == 0:

@@ -1,5 +1,5 @@
 """Photo-ID data out: the catalogue's identities as CSV or JSON, as a Wildbook bulk-import sheet
-(``catalogue.wildbook``), or as capture histories.
+(``catalogue.exchange.wildbook``), or as capture histories.
 
 ``--format capture-history``: one row per whale and one column per sampling occasion (1: photographed in it),
 occasions being the periods (``--period year|month|week|day``) in which any catalogue photo was taken, and
@@ -13,62 +13,14 @@ Every CSV written here goes through ``safe_cells``: a spreadsheet opens it witho
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from catalogue.records.cells import mark_comment, safe_cells
+from catalogue.records.current import identities
+
 PERIODS = {"year": "Y", "month": "M", "week": "W", "day": "D"}
-# OWASP "CSV Injection": a cell a spreadsheet would read as a formula begins with one of these (after any spaces);
-# full-width forms too, which some spreadsheets fold. Such a text cell is written behind a single quote.
-FORMULA_START = tuple("=+-@\t\r") + ("\uff1d", "\uff0b", "\uff0d", "\uff20")
-PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def safe_text(value):
-    """``value`` as a spreadsheet will show it, never run it: a text beginning (after spaces) with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return gets a leading ``'``; numbers, and texts that are plain numbers, stay."""
-    if not isinstance(value, str) or PLAIN_NUMBER.match(value.strip()):
-        return value
-    return "'" + value if value.lstrip(" ").startswith(FORMULA_START) else value
-
-
-def safe_cells(frame):
-    """``frame`` with every text cell (and column name) through ``safe_text``, for a CSV a spreadsheet opens."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    out = frame.copy()
-    for col in out.columns:
-        if not (is_numeric_dtype(out[col]) or is_bool_dtype(out[col])):
-            out[col] = out[col].astype(object).map(safe_text)
-    out.columns = [safe_text(c) if isinstance(c, str) else c for c in out.columns]
-    return out
-
-
-def mark_comment(text) -> str:
-    """``text`` safe inside a Program MARK ``/* ... */`` comment: no ``*/`` or ``/*`` (which would end the comment
-    and let the rest be read as a capture history), no line breaks or control characters."""
-    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", str(text))
-    while "*/" in text or "/*" in text:
-        text = text.replace("*/", "*_/").replace("/*", "/_*")
-    return text
-
-
-def identities(cat):
-    """The photos of catalogue ``cat`` with their identity now (no embeddings): the searchable photos and the
-    reviewed photos not applied yet, ``current_whale`` following merges."""
-    import pandas as pd
-
-    table, _ = cat.photos()
-    state, known = cat.state(), set(table["image_id"])
-    table["current_whale"] = [state["alias"].get(w, w) for w in table["whale_id"]]
-    decided = pd.DataFrame([{"image_id": q, "whale_id": None, "encounter_id": p["encounter_id"],
-                             "viewpoint": p["viewpoint"], "date": p["date"], "path": p["path"], "batch": p["batch"],
-                             "latitude": p["latitude"], "longitude": p["longitude"], "species": p.get("species"),
-                             "current_whale": state["assigned"][q]}
-                            for p in cat.proposals() for q in [p["image_id"]]
-                            if q in state["assigned"] and q not in known])
-    return pd.concat([table, decided], ignore_index=True) if len(decided) else table
 
 
 def encounter_key(frame):
@@ -102,7 +54,7 @@ def plain(cat, path, fmt=None) -> Path:
     and the decisions; default for a .json ``path``)."""
     import json
 
-    table, path = cat.identities(), Path(path)
+    table, path = identities(cat), Path(path)
     if (fmt or ("json" if path.suffix == ".json" else "csv")) == "json":
         path.write_text(json.dumps({"meta": cat.meta, "photos": table.to_dict(orient="records"),
                                     "decisions": cat.decisions()}, indent=1, default=str))
@@ -118,10 +70,10 @@ def write(cat, out: Path, fmt: str, period: str = "year", media: str = "name", g
     out = Path(out)
     if fmt in ("csv", "json"):
         return str(plain(cat, out, fmt))
-    table = cat.identities()
+    table = identities(cat)
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "wildbook":
-        from catalogue.wildbook import sheet as wildbook_sheet
+        from catalogue.exchange.wildbook import sheet as wildbook_sheet
 
         frame, left_out = wildbook_sheet(table, out, media, genus, species, location_id, submitter, undated_date, names,
                                          copy_media)

@@ -13,7 +13,7 @@ scores and calibrated probabilities and the three-way decision; the review page 
 photos, merged whales, undone decisions skipped. ``decide`` takes the id of the last decision the reviewer
 saw for that photo: when another reviewer has decided it since, it refuses (``Conflict``) and nothing is
 written, so no decision is overwritten unseen. What a decision may say and what the log means are the rules of
-``catalogue.decisions``: every decision is validated against the replayed state inside its write transaction,
+``catalogue.records.decisions``: every decision is validated against the replayed state inside its write transaction,
 and the replay never raises on a logged row (a row it cannot apply is skipped and reported).
 
 ``photos.reviewed`` (schema 3) marks the photos ``apply`` added from review: a later undo, reject or new whale on
@@ -32,9 +32,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from catalogue.decisions import ANY, clean_scores, replay, validate
-from catalogue.errors import CatalogueError
-from catalogue.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_VERSION, UPGRADES,  # noqa: F401
+from catalogue.records.decisions import ANY, clean_scores, replay, validate
+from catalogue.records.errors import CatalogueError
+from catalogue.records.schema import (INSERT_PHOTO, NUMERIC, PHOTO_COLUMNS, SCHEMA, SCHEMA_VERSION, UPGRADES,  # noqa: F401
                               _statements)
 
 
@@ -200,14 +200,14 @@ class Catalogue:
     def decide(self, who: str, action: str, query: str, whale_id: Optional[str] = None, other_whale: Optional[str] = None,
                scores: Optional[dict] = None, undoes: Optional[int] = None, expect_last: Any = ANY) -> int:
         """Append one decision (who, when, the model, the scores shown) and return its id, all in one write
-        transaction, after ``catalogue.decisions.validate`` has checked it against the state inside that
+        transaction, after ``catalogue.records.decisions.validate`` has checked it against the state inside that
         transaction. ``expect_last``: the id of the last standing decision on ``query`` the reviewer saw (None:
         none); if the log holds another, ``Conflict`` names it and nothing is written. A photo that ``apply``
         made searchable moves with the decision (to its new whale, or out when it has none)."""
         shown = json.dumps(clean_scores(scores), allow_nan=False)
         with self._write():
             state = self.state()
-            proposed = isinstance(query, str) and self.conn.execute(
+            proposed = isinstance(query, str) and _storable(query) and self.conn.execute(
                 "SELECT 1 FROM proposals WHERE image_id = ?", (query.strip(),)).fetchone() is not None
             d = validate(state, proposed, who, action, query, whale_id, other_whale, undoes, expect_last)
             cur = self.conn.execute(
@@ -271,19 +271,15 @@ class Catalogue:
         alias = self.state()["alias"]
         return [alias.get(w, w) for w in whale_ids]
 
-    # ---- export -----------------------------------------------------------------------------------------
 
-    def identities(self):
-        """Every photo with its identity now (``catalogue.exporting.identities``)."""
-        from catalogue.exporting import identities
-
-        return identities(self)
-
-    def export(self, path, fmt: Optional[str] = None) -> Path:
-        """The photos and identities (no embeddings) as csv or json (``catalogue.exporting.plain``)."""
-        from catalogue.exporting import plain
-
-        return plain(self, path, fmt)
+def _storable(text: str) -> bool:
+    """Whether SQLite can take ``text`` (a lone surrogate cannot be UTF-8): one that cannot is refused by
+    ``validate`` as an id, never sent to SQLite."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(value) -> Optional[str]:

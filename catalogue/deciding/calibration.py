@@ -2,15 +2,15 @@
 
 ``fit_folds`` takes a catalogue and, per fold of a run, the catalogue embedded by that fold's model and the
 fold's held-out photos (whales that model never trained on: every training whale once over a cross-validated
-run, or one validation fold; ``catalogue.out_of_fold``), and makes a time-aware open set of each, as WildlifeDatasets' time-aware splits do: the fold's photos from its
+run, or one validation fold; ``catalogue.deciding.out_of_fold``), and makes a time-aware open set of each, as WildlifeDatasets' time-aware splits do: the fold's photos from its
 latest year are queries, everything else in the catalogue is the reference, so a validation whale first seen
 in that year is "new" and one seen before is "known" (the training whales are distractors). Each query's
-candidate whales (``catalogue.match``) give labelled pairs, the candidate's score and whether it is the
+candidate whales (``catalogue.deciding.match``) give labelled pairs, the candidate's score and whether it is the
 query's whale, on which isotonic and logistic calibration are fitted; the threshold under which a photo is a
 new whale is the one that maximises the geometric mean of BAKS and BAUS on those queries, optionally one per
 viewpoint (top, lateral) where each has enough known and new queries. The folds' queries are pooled. On the
-same pairs it fits the whale-level verifier (``catalogue.verifier``) and records, per query, the calibrated
-P(top) of a verifier fitted without that query's fold, from which ``catalogue.operating`` chooses the
+same pairs it fits the whale-level verifier (``catalogue.deciding.verifier``) and records, per query, the calibrated
+P(top) of a verifier fitted without that query's fold, from which ``catalogue.deciding.operating`` chooses the
 thresholds that hold an error rate.
 
 ``Calibration`` is what ``whaleid identify`` applies: P(same) per candidate, and the three-way decision
@@ -25,8 +25,9 @@ from typing import Optional
 
 import numpy as np
 
-from catalogue.scores import NEW, Isotonic, Logistic, choose_threshold, ece, open_set_scores
-from catalogue.match import rank_whales, view_class
+from catalogue.deciding.calibrators import Isotonic, Logistic, ece
+from catalogue.deciding.open_set import NEW, choose_threshold, open_set_scores
+from catalogue.deciding.match import rank_whales, view_class
 
 METHODS = ("logistic", "isotonic")
 
@@ -40,17 +41,17 @@ class Calibration:
     match_probability: float = 0.9
     fitted_on: dict = field(default_factory=dict)  # run, queries, pairs, cut, ECE before and after
     local: dict = field(default_factory=dict)  # with local evidence: options, fusion and the fields above, fused
-    operating: dict = field(default_factory=dict)  # per held-out query: calibrated P(top), truth (catalogue.operating)
+    operating: dict = field(default_factory=dict)  # per held-out query: calibrated P(top), truth (catalogue.deciding.operating)
     verifier: dict = field(default_factory=dict)  # the whale-level verifier and the fields above, on its P
 
     def fused(self) -> Optional["Calibration"]:
-        """The calibration of the fused scores (``catalogue.local.fuse``), or None when fitted without them."""
+        """The calibration of the fused scores (``catalogue.deciding.local.fuse``), or None when fitted without them."""
         if not self.local:
             return None
         return self._of(self.local)
 
     def verified(self) -> Optional["Calibration"]:
-        """The calibration of the whale-level verifier's P (``catalogue.verifier``), or None when it has none."""
+        """The calibration of the whale-level verifier's P (``catalogue.deciding.verifier``), or None when it has none."""
         return self._of(self.verifier) if self.verifier else None
 
     def _of(self, part: dict) -> "Calibration":
@@ -150,7 +151,7 @@ def pooled(table, folds: list, how: str = "max", evidence=None) -> dict:
     """The folds' open sets pooled (``fold_split`` per fold; ``folds``: ``(source, embeddings of the catalogue by
     that fold's model, that fold's held-out photo ids)``), with the fold of each query, the inliers of every
     candidate and each query's keypoint count (with ``evidence``), and the verifier's feature rows."""
-    from catalogue import verifier as vf
+    from catalogue.deciding import verifier as vf
 
     splits = [fold_split(table, emb, held_out, source, how) for source, emb, held_out in folds]
     split = {k: [x for s in splits for x in s[k]] for k in ("ranked", "real", "truth", "views", "image_ids", "plain",
@@ -158,7 +159,7 @@ def pooled(table, folds: list, how: str = "max", evidence=None) -> dict:
     split["fold"] = [k for k, s in enumerate(splits) for _ in s["truth"]]
     split["splits"], split["counts"], split["keypoints"] = splits, None, None
     if evidence is not None:
-        from catalogue.local import evidence_for
+        from catalogue.deciding.local import evidence_for
 
         path_of = dict(zip(table["image_id"].astype(str), table["path"]))
         files = [path_of.get(i) for i in split["image_ids"]]
@@ -178,12 +179,12 @@ def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", pe
               match_probability: float = 0.9, min_per_side: int = 3, evidence=None) -> Calibration:
     """Calibration and "new whale" thresholds from the time-aware open sets of one or more folds (``pooled``;
     each fold's held-out whales are new to its model). Raises ValueError when the pool has no known or no new
-    query. Also the whale-level verifier (``catalogue.verifier``: chosen against the plain score, or with
-    ``evidence`` (``catalogue.local.Evidence``) against the fusion of the score with keypoint inliers, by held-out
+    query. Also the whale-level verifier (``catalogue.deciding.verifier``: chosen against the plain score, or with
+    ``evidence`` (``catalogue.deciding.local.Evidence``) against the fusion of the score with keypoint inliers, by held-out
     log-loss over the folds), and with ``evidence`` that fusion (``Calibration.local``)."""
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
-    from catalogue import verifier as vf
+    from catalogue.deciding import verifier as vf
 
     split = pooled(table, folds, how, evidence)
     splits, truth, real, counts = split["splits"], split["truth"], split["real"], split["counts"]
@@ -201,7 +202,7 @@ def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", pe
     calibration = Calibration(method, match_probability=match_probability,
                               **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted, method))
     if evidence is not None:
-        from catalogue.local import fit_whale_fusion, fuse
+        from catalogue.deciding.local import fit_whale_fusion, fuse
 
         n = [k for ks in counts for k in ks]
         _, same = labelled_pairs(split["ranked"], truth)
@@ -222,8 +223,8 @@ def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fit
                 method: str = "logistic") -> dict:
     """Logistic and isotonic calibration of the candidates' scores, the new-whale thresholds on the top scores
     (per viewpoint where each side has ``min_per_side`` known and new queries), and per query the calibrated
-    P(top) with its truth, from which ``catalogue.operating`` chooses operating points."""
-    from catalogue import operating
+    P(top) with its truth, from which ``catalogue.deciding.operating`` chooses operating points."""
+    from catalogue.deciding import operating
 
     truth, real = split["truth"], split["real"]
     scores, labels = labelled_pairs(ranked, truth)
@@ -289,7 +290,7 @@ def summary(cal: Calibration, run, db) -> str:
         weights = ", ".join(f"{k} {w:+.2f}" for k, w in v["verifier"]["weights"].items() if w)
         lines.append(f"whale-level evidence: held-out log-loss {losses}: the {v['model']} is used ({weights}, on "
                      "standardised features); identify decides by its P")
-        from catalogue import operating
+        from catalogue.deciding import operating
 
         for rate in (0.01, 0.05):
             point = operating.fit(v["operating"], rate)

@@ -1,7 +1,7 @@
 """``whaleid identify``'s work: rank the catalogue's whales for new photos, pool encounters, decide, store the
 proposals, and (``--evaluate``) score the decisions as an open-set task. ``catalogue.cli`` parses and prints.
 
-One decision policy: a ``Calibration`` (``catalogue.calibration``) when the catalogue is calibrated, else
+One decision policy: a ``Calibration`` (``catalogue.deciding.calibration``) when the catalogue is calibrated, else
 ``ScoreRule``, the same rule on the raw score (P = the score clipped to [0, 1], the new-whale threshold
 ``--new-below``, a match from ``--match-above``).
 """
@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from catalogue import operating
-from catalogue.calibration import decide
-from catalogue.scores import NEW as NEW_WHALE
+from catalogue.deciding import operating
+from catalogue.deciding.calibration import decide
+from catalogue.deciding.open_set import NEW as NEW_WHALE
 
 
 class ScoreRule:
@@ -46,12 +46,12 @@ def operating_point(policy, max_error: float, confidence: float = 0.8) -> dict:
 def identify(args, cat) -> int:
     import pandas as pd
 
-    from catalogue import calibration
-    from catalogue.scores import NEW
-    from catalogue.photos import read_photos
-    from catalogue.embed import embed_files
-    from catalogue.match import pool_encounter, rank_whales
-    from catalogue.photos import add_photo_root
+    from catalogue.deciding import calibration
+    from catalogue.deciding.open_set import NEW
+    from catalogue.records.photos import read_photos
+    from catalogue.embedding.embed import embed_files
+    from catalogue.deciding.match import pool_encounter, rank_whales
+    from catalogue.records.photos import add_photo_root
 
     stored = cat.meta.get("calibration")
     cal = calibration.Calibration.from_json(stored) if stored else None
@@ -70,7 +70,7 @@ def identify(args, cat) -> int:
         return 1
     emb, ok = embed_files(args.bundle, list(queries["file"]), args.workers, getattr(args, "device", "auto"))
     views = list(queries["viewpoint"])
-    from catalogue.index import INDEX_ABOVE, searcher
+    from catalogue.embedding.index import INDEX_ABOVE, searcher
 
     search = searcher(args.db, cat.meta["model_hash"], list(table["image_id"]), cat_emb,
                       getattr(args, "index_above", INDEX_ABOVE))
@@ -84,7 +84,7 @@ def identify(args, cat) -> int:
     counts, keypoints, evidence = None, None, None
     use_local = cal is not None and cal.local and not args.global_only
     if use_local:
-        from catalogue.local import Evidence, evidence_for, fuse
+        from catalogue.deciding.local import Evidence, evidence_for, fuse
 
         evidence = Evidence(args.db, cal.local["options"])
         evidence.extract(list(queries["file"]), desc="query keypoints")
@@ -93,7 +93,7 @@ def identify(args, cat) -> int:
         print(f"local evidence: {len(queries)} photos matched with their candidates' best photos")
     verifier = None
     if cal is not None and cal.verifier and (use_local or not cal.verifier.get("local")):
-        from catalogue import verifier as vf
+        from catalogue.deciding import verifier as vf
 
         verifier = vf.Verifier.from_dict(cal.verifier["verifier"])
         rows = vf.features(ranked, counts, views, list(queries["date"].astype(str)), vf.Context(table), keypoints)
@@ -155,7 +155,7 @@ def identify(args, cat) -> int:
     order = sorted(range(len(out)), key=lambda k: (out[k]["decision"] != "review", -out[k]["review_value"], k))
     cat.add_proposals([out[k] for k in order], emb[order], args.batch or args.data.name)
     if args.out:
-        from catalogue.exporting import safe_cells  # a spreadsheet opens it: no cell runs as a formula
+        from catalogue.records.cells import safe_cells  # a spreadsheet opens it: no cell runs as a formula
 
         safe_cells(frame.drop(columns=["path"])).to_csv(args.out, index=False)
     counts = frame["decision"].value_counts().to_dict()
@@ -168,7 +168,7 @@ def identify(args, cat) -> int:
         known = set(table["whale_id"])
         truth = [w if w in known else NEW for w in queries["whale_id"]]
         if global_cal is not cal:  # the same photos decided by the global score alone, for comparison
-            from catalogue.local import workload
+            from catalogue.deciding.open_set import workload
 
             split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
             alone = calibration.evaluate(split, global_cal)
@@ -214,9 +214,9 @@ def evaluate_operating(policy, ranked, truth, probabilities, ok, confidence: flo
 
 def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict:
     """Open-set scores of identify's decisions, and of the plain top-1 cosine baseline on the same photos."""
-    from catalogue import calibration
-    from catalogue.scores import NEW
-    from catalogue.match import rank_whales
+    from catalogue.deciding import calibration
+    from catalogue.deciding.open_set import NEW
+    from catalogue.deciding.match import rank_whales
 
     known = set(table["whale_id"])
     real = list(queries["whale_id"])
@@ -241,7 +241,7 @@ def evaluate_identified(args, table, cat_emb, queries, emb, ranked, cal) -> dict
     if cal is not None:
         print(f"ECE over the candidates shown: raw score {ours['ece_raw']:.4f}  logistic {ours['ece_logistic']:.4f}  "
               f"isotonic {ours['ece_isotonic']:.4f}  ({cal.method} is used)")
-    from catalogue.scores import reliability
+    from catalogue.deciding.calibrators import reliability
 
     scores, labels = calibration.labelled_pairs(ranked, split["truth"])
     bins = {"raw": reliability(np.clip(scores, 0, 1), labels)}
