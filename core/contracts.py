@@ -20,9 +20,8 @@ What each check asserts:
   built for), it leaves a valid ranking: at most 20 rows a query, scores in [0, 1], never the query itself.
   A fitted step (``FittedStep``: it has ``fit``) is also fitted: in the chain that ranked, with ``record`` set,
   on queries whose near-copies (other ids) are in the database, ``fit`` returns exactly its ``fitted_keys``,
-  and the step rebuilt with them ranks validly and puts each such query's copy first.
-
-``LocalMatching`` states what the catalogue asks of a keypoint-matching step (``local_match``).
+  the step then ranks as one rebuilt with them, validly, each such query's copy first. ``LocalMatching`` states
+  what the catalogue asks of a keypoint-matching step (``local_match``).
 """
 
 from __future__ import annotations
@@ -66,7 +65,8 @@ class PostprocessStep(Protocol):
 class FittedStep(Protocol):
     """A postprocess step fitted on validation whales after training (``core.training.fit``): it appends what it
     sees while ranking to ``record`` (a list the fit sets), ``fit(records, truth)`` returns its fitted options
-    (the names in ``fitted_keys``), and ``needs_top_k`` is how many candidates the ranking before it must keep."""
+    (the names in ``fitted_keys``, a class attribute) and ranks with them from then on, and ``needs_top_k`` is how
+    many candidates the ranking before it must keep."""
     record: Any
     fitted_keys: Sequence[str]
     needs_top_k: int
@@ -98,9 +98,7 @@ class Dataset(Protocol):
     metadata: Any
 
     def split(self, num_folds: int, fold: int, holdout_whales: bool, seed: int) -> tuple: ...
-
     def train_dataset(self, df: Any, labels: Sequence[int]) -> Any: ...
-
     def eval_dataset(self, df: Any, on_error: str = "raise") -> Any: ...
 
 
@@ -287,7 +285,10 @@ def _check_fitted(registry, spec, position: int, knn) -> None:
     fitted = step.fit(step.record, truth)
     if set(fitted) != set(step.fitted_keys):
         raise ContractError(f"fit() returned {sorted(fitted)}, expected its fitted_keys {sorted(step.fitted_keys)}")
-    frame = rank_scenario(ctx(), chain_with(registry.build(dict(spec, **fitted))))
+    step.record = None  # fit applies its options: the step ranks as one rebuilt with them (core.training.fit)
+    frame, own = (rank_scenario(ctx(), chain_with(s)) for s in (registry.build(dict(spec, **fitted)), step))
+    if not frame.reset_index(drop=True).equals(own.reset_index(drop=True)):
+        raise ContractError("after fit() the step ranks otherwise than one rebuilt with the options it returned")
     try:
         validate_predictions(frame, {f"s-{i}": i for i in q_ids})
     except ValueError as exc:

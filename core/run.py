@@ -7,7 +7,7 @@ competition metric every ``train.eval_every`` epochs, and keeps the best and las
 ``history.jsonl`` (one line per evaluation), ``best.safetensors``, ``last.safetensors``, ``checkpoint/``
 (for ``resume=true``), and for the best evaluation ``oof.npz`` (validation ids and embeddings) and
 ``per_query.csv`` (query_id, scenario, ap), which ``tools.compare`` and ``tools.ensemble`` read; a step fitted on
-validation whales (``local_match``) is fitted then (``core.training.fit``: ``config.yaml``, ``postprocess_fit.json``).
+validation whales (``local_match``) is fitted then (``core.training.fit``: ``fitted.yaml``, ``postprocess_fit.json``).
 
 ``data.fold=all`` (or ``data.fold=[0,2]``) trains one run per fold into ``output_dir/fold<k>/`` and writes
 ``cv.json`` (out-of-fold mAP); ``seeds=[0,1,2]`` repeats the run (or the folds) per seed into

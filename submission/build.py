@@ -348,6 +348,8 @@ def expand_viewpoint_weights(runs: list[Path], weights: list[float] | None, spec
 def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewpoint_weights: dict | None = None) -> dict:
     from omegaconf import OmegaConf
 
+    from core.training.runs import RunError, run_config
+
     if not runs:
         raise BuildError("give at least one --run")
     given, given_weights = [Path(r) for r in runs], weights
@@ -356,10 +358,10 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     files: dict[str, bytes] = {}
     models, modules, postprocess = [], set(), None
     for k, run in enumerate(runs):
-        cfg_path = run / "config.yaml"
-        if not cfg_path.is_file():
-            raise BuildError(f"{run}: no config.yaml; is this a whaleid run folder?")
-        cfg = OmegaConf.load(cfg_path)
+        try:  # what was asked with what was fitted on its validation whales (fitted.yaml)
+            cfg = run_config(run)
+        except RunError as exc:
+            raise BuildError(str(exc)) from exc
         chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
         if postprocess is None:
             postprocess = chain

@@ -82,7 +82,8 @@ def test_an_installed_plugin_that_returns_nan_fails_the_generated_tests(tmp_path
 
 def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
     """The contract fits a fitted step on what it recorded (local_match keeps it above); a fit that returns
-    other keys than its fitted_keys, or one that ranks the true copy low after the fit, is named."""
+    other keys than its fitted_keys, one that ranks the true copy low after the fit, or one that returns options it
+    does not rank with itself (core.training.fit ranks with the step it fitted), is named."""
     import numpy as np
 
     from core.plugins import Registry
@@ -93,8 +94,8 @@ def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
         fitted_keys = ("weight",)
         needs_top_k = 5
 
-        def __init__(self, weight=None, wrong=False):
-            self.weight, self.wrong, self.record = weight, wrong, None
+        def __init__(self, weight=None, wrong=False, applies=True):
+            self.weight, self.wrong, self.applies, self.record = weight, wrong, applies, None
 
         def __call__(self, ctx):
             if self.record is not None:
@@ -104,6 +105,8 @@ def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
             return ctx
 
         def fit(self, records, truth):
+            if self.applies:
+                self.weight = -1.0
             return {"other": 1} if self.wrong else {"weight": -1.0}
 
     reg = {"postprocess": Registry("postprocess")}
@@ -114,6 +117,9 @@ def test_a_fitted_step_is_fitted_by_its_contract_and_a_broken_fit_fails_it():
     reg["postprocess"].add("reverses", lambda weight=None: Fitted(weight), "here")
     with pytest.raises(ContractError, match="rank another first|not valid"):
         check("postprocess", "reverses", reg)
+    reg["postprocess"].add("forgets", lambda weight=None: Fitted(weight, applies=False), "here")
+    with pytest.raises(ContractError, match="ranks otherwise than one rebuilt"):  # fit returned, never applied
+        check("postprocess", "forgets", reg)
 
 
 def test_the_local_match_step_offers_what_the_catalogue_uses(tmp_path):

@@ -160,7 +160,8 @@ def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_t
             LocalMatch(fusion=bad)
 
 
-def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(smoke_run, tmp_path, capsys):
+def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(smoke_run, tmp_path, capsys,
+                                                                                  monkeypatch):
     import json
     import shutil
     import zipfile
@@ -170,8 +171,12 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
     from submission.build import build
     from tools import fit_local
 
+    from core.training.runs import RunError, run_config
+    from submission.build import BuildError
+
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("checkpoint"))
+    asked = (run / "config.yaml").read_text()
     assert fit_local.main([str(run), "--shortlist", "25", "--max-side", "256"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((run / "postprocess_fit.json").read_text())
@@ -179,18 +184,30 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
     assert step["name"] == "local_match" and 0 < step["true_pairs"] < step["pairs"] and "validation mAP: global" in printed
     fusion = step["options"]["fusion"]
     assert fusion["a"] >= 0 and fusion["b"] >= 0 and report["validation_before"]["mAP"] > 0
-    chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
+    assert (run / "config.yaml").read_text() == asked  # what was asked stays; what was fitted is in fitted.yaml
+    chain = OmegaConf.to_container(run_config(run).postprocess)
     names = [s["name"] for s in chain]
-    assert names[names.index("local_match") - 1] == "knn" and chain[names.index("knn")]["top_k"] == 25
-    assert chain[names.index("local_match")]["fusion"] == fusion and (run / "config.yaml.before-local").is_file()
+    assert names[names.index("knn") + 1] == "local_match" and chain[names.index("knn")]["top_k"] == 25
+    assert chain[names.index("local_match")]["fusion"] == fusion
     assert chain[names.index("local_match")]["top_k"] == 20  # the rows a query gets stay as before
+    import core.retrieval
+
+    built, build_steps = [], core.retrieval.build_steps
+    monkeypatch.setattr(core.retrieval, "build_steps", lambda *a, **k: built.append(1) or build_steps(*a, **k))
     assert fit_local.main([str(run), "--shortlist", "25", "--max-side", "256"]) == 0  # again: one step, not two
-    chain = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess)
-    assert [s["name"] for s in chain].count("local_match") == 1
+    assert len(built) == 1  # the chain is built once per fit: the fitted step ranks again itself
+    chain = OmegaConf.to_container(run_config(run).postprocess)
+    assert [s["name"] for s in chain].count("local_match") == 1 and (run / "config.yaml").read_text() == asked
     build([run], tmp_path / "s.zip")
     manifest = json.loads(zipfile.ZipFile(tmp_path / "s.zip").read("manifest.json"))
     assert manifest["postprocess"][-1]["name"] == "local_match" and manifest["postprocess"][-1]["fusion"] == fusion
-    shutil.copy(run / "config.yaml.before-local", run / "config.yaml")  # a chain with nothing to fit: no report
+    (run / "config.yaml").write_text(asked.replace("top_k: 20", "top_k: 21"))  # edited after its fit: refused
+    with pytest.raises(RunError, match="changed after its postprocess was fitted"):
+        run_config(run)
+    with pytest.raises(BuildError, match="fitted.yaml"):
+        build([run], tmp_path / "t.zip")
+    (run / "config.yaml").write_text(asked)
+    (run / "fitted.yaml").unlink()  # the chain as asked has nothing to fit: no report
     from core.training.fit import fit_postprocess
 
     assert fit_postprocess(run) is None
@@ -198,13 +215,17 @@ def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(
 
 def test_the_runner_fits_local_match_on_its_validation_whales(fused_run):
     """A config that names ``local_match`` (``fused_run``: the smoke run's weights, ``eval_only``, the chain knn then
-    local_match): ``core/run.py`` fits it after evaluating and writes the fusion into the run's config, which the
-    bundle then carries."""
+    local_match): ``core/run.py`` fits it after evaluating and writes the fusion to the run's ``fitted.yaml`` beside
+    its config, which the bundle then carries."""
     import json
 
     from omegaconf import OmegaConf
 
-    chain = OmegaConf.to_container(OmegaConf.load(fused_run / "config.yaml").postprocess)
+    from core.training.runs import run_config
+
+    asked = OmegaConf.to_container(OmegaConf.load(fused_run / "config.yaml").postprocess)
+    assert [s["name"] for s in asked] == ["knn", "local_match"] and "fusion" not in asked[1]  # config.yaml: as asked
+    chain = OmegaConf.to_container(run_config(fused_run).postprocess)
     assert [s["name"] for s in chain] == ["knn", "local_match"] and set(chain[1]["fusion"]) == {"a", "b", "c"}
     report = json.loads((fused_run / "postprocess_fit.json").read_text())
     assert report["steps"][0]["options"]["fusion"] == chain[1]["fusion"] and report["validation_before"]["mAP"] > 0

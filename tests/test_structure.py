@@ -218,3 +218,24 @@ def test_local_matching_has_one_source_of_defaults():
     spelled = re.compile(r"""["']detector["']\s*:\s*["']sift|max_side["']?\s*[:=]\s*512|default=512|default=["']sift""")
     for path in (ROOT / "catalogue" / "deciding" / "local.py", ROOT / "catalogue" / "cli.py", ROOT / "tools" / "fit_local.py"):
         assert not spelled.search(path.read_text()), path
+
+
+def test_a_fit_leaves_config_yaml_as_asked():
+    """``core.training.fit`` writes what it fitted to ``fitted.yaml`` (``core.training.runs.write_fitted``), never to
+    ``config.yaml``; the bundle's builder and the tools that rank a run read the two through ``run_config``
+    (tests/test_local_match.py checks the file is byte for byte the same after a fit)."""
+    fit = (ROOT / "core" / "training" / "fit.py").read_text()
+    assert "OmegaConf.save" not in fit and "write_text" not in fit and "write_fitted(" in fit
+    for reader in ("submission/build.py", "tools/report.py", "tools/ensemble.py", "tools/fit_local.py"):
+        assert "run_config(" in (ROOT / reader).read_text(), reader
+
+
+def test_identify_takes_plain_values_not_the_command_line():
+    """``catalogue.deciding.identify`` is a function of plain values returning a result; the console parses
+    arguments and prints (``catalogue/cli.py``)."""
+    from core.imports import read_imports
+
+    path = ROOT / "catalogue" / "deciding" / "identify.py"
+    text = path.read_text()
+    assert "argparse" not in {i.top for i in read_imports(text, str(path))}
+    assert "args." not in text and "print(" not in text

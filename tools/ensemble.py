@@ -29,7 +29,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from core.training.runs import RunError, fold_scenarios, kind, leaf_runs, read_oof
+from core.training.runs import RunError, fold_scenarios, kind, leaf_runs, read_oof, run_config
 
 RULE = ("per-model unit embeddings scaled by sqrt(weight / sum of weights) and concatenated, as in the submission: "
         "a weighted mean of cosine similarities")
@@ -45,8 +45,6 @@ class Fold:
 
 def load_members(members: list[Path]) -> tuple[list[Fold], list]:
     """Folds with every member's embeddings, and the postprocess steps of the first member."""
-    from omegaconf import OmegaConf
-
     from core.config import component
     from core.plugins import build_registries
     from core.retrieval import build_steps
@@ -67,7 +65,7 @@ def load_members(members: list[Path]) -> tuple[list[Fold], list]:
                 raise RunError(f"{group[k]} validates on other images than {leaves[0][k]}: the members' folds differ "
                                "(same data, data.num_folds and data.fold_seed are needed)")
         folds.append(Fold(name, scenarios, image_ids, [read_oof(group[k], image_ids) for group in leaves]))
-    cfg = OmegaConf.load(leaves[0][0] / "config.yaml")
+    cfg = run_config(leaves[0][0])
     steps = build_steps(component(cfg, "postprocess"), build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"])
     return folds, steps
 

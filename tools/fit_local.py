@@ -6,8 +6,9 @@ RUN is a run folder ``core/run.py`` wrote (``split.csv``, ``oof.npz``, ``config.
 at least ``--shortlist`` candidates, ``local_match`` goes after it with these options (replacing one already
 there), and ``core.training.fit`` fits the fusion on the run's validation whales, exactly as the runner does
 after training when its config names the step. It prints the validation mAP before and after (in sample) and
-the matching cost; RUN's ``config.yaml`` then ranks with the fitted step (``config.yaml.before-local`` keeps the
-old one), so ``submission.build`` packs it. Nothing of a test set is read.
+the matching cost. RUN's ``fitted.yaml`` then holds the chain with the fitted step, so ``submission.build`` packs
+it; ``config.yaml`` stays what was asked (remove ``fitted.yaml`` to rank without the step again). Nothing of a
+test set is read.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ def local_chain(run: Path, options: dict) -> list:
     """RUN's postprocess chain with ``local_match`` (``options``) after its ranking step, widened to the shortlist."""
     from omegaconf import OmegaConf
 
-    chain = [dict(s) for s in OmegaConf.to_container(OmegaConf.load(run / "config.yaml").postprocess, resolve=True)]
+    from core.training.runs import run_config
+
+    chain = [dict(s) for s in OmegaConf.to_container(run_config(run).postprocess, resolve=True)]
     present = [s for s in chain if s["name"] == "local_match"]
     specs = [s for s in chain if s["name"] != "local_match"]
     ranking = [k for k, s in enumerate(specs) if s["name"] in ("knn", "db_anchor_rerank", "k_reciprocal")]
@@ -55,17 +58,11 @@ def main(argv=None) -> int:
     given = {"shortlist": args.shortlist, "detector": args.detector, "max_keypoints": args.max_keypoints,
              "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror, "fit_kind": args.fit_kind}
     options = {k: (d[k] if v is None else v) for k, v in given.items()}
-    config = args.run / "config.yaml"
     try:
-        chain = local_chain(args.run, options)
-        before = config.read_text()
-        report = fit_postprocess(args.run, chain)
+        report = fit_postprocess(args.run, local_chain(args.run, options))
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    backup = args.run / "config.yaml.before-local"
-    if not backup.exists():
-        backup.write_text(before)
     step = report["steps"][0]
     f = step["options"]["fusion"]
     if f.get("kind") == "mean":
@@ -79,8 +76,8 @@ def main(argv=None) -> int:
     else:
         print(f"fusion: P = sigmoid({f['a']:.3f} * global + {f['b']:.3f} * log(1 + inliers) + {f['c']:.3f})")
     print(f"validation mAP: global {report['validation_before']['mAP']:.4f}, fused "
-          f"{report['validation_after_in_sample']['mAP']:.4f} (in sample); {config} ranks with it "
-          f"(the old one: {backup.name})")
+          f"{report['validation_after_in_sample']['mAP']:.4f} (in sample); {args.run / 'fitted.yaml'} holds the "
+          "fitted chain (config.yaml stays what was asked)")
     return 0
 
 

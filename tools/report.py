@@ -113,16 +113,14 @@ def curves_png(hist: list[dict], out: Path) -> tuple[Path, Path]:
 
 def gallery_rows(run: Path, queries_per_scenario: int, top_k: int, seed: int = 0) -> list[dict]:
     """Gallery rows of a training run's validation fold, from its saved embeddings and postprocess chain."""
-    from omegaconf import OmegaConf
-
     from core.config import component
     from core.plugins import build_registries
     from core.retrieval import build_steps
-    from core.training.runs import fold_scenarios, read_oof
+    from core.training.runs import fold_scenarios, read_oof, run_config
 
     image_ids, scenarios = fold_scenarios(run)
     emb = read_oof(run, image_ids)
-    cfg = OmegaConf.load(run / "config.yaml")
+    cfg = run_config(run)
     steps = build_steps(component(cfg, "postprocess"), build_registries(cfg.plugins)["postprocess"])
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     whale = dict(zip(split["image_id"], split["whale_id"]))

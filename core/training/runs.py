@@ -116,6 +116,52 @@ def flat_config(run: Path) -> dict:
     return flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
+FITTED = "fitted.yaml"  # the options core.training.fit fitted, beside config.yaml (what was asked), never in it
+
+
+def run_config(run: Path):
+    """The run's config as it ranks: ``config.yaml`` (what was asked) with the postprocess chain the fit wrote to
+    ``fitted.yaml`` when there is one (``core.training.fit``). A config edited after its fit is refused, naming
+    both files: the fitted options belong to the chain they were fitted in."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    run = Path(run)
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run}: no config.yaml; is this a whaleid run folder?")
+    cfg = OmegaConf.load(path)
+    if (run / FITTED).is_file():
+        fitted = OmegaConf.load(run / FITTED)
+        if fitted.get("config_sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise RunError(f"{path} changed after its postprocess was fitted ({run / FITTED}): fit again "
+                           "(python -m tools.fit_local, or rerun with eval_only=true) or remove the stale file")
+        cfg.postprocess = fitted.postprocess
+    return cfg
+
+
+def write_fitted(run: Path, fitted: list[dict], chain: list[dict]) -> None:
+    """``fitted.yaml``: the chain as it ranks after the fit (``chain`` with each ``fitted`` step's options), what was
+    fitted, and the hash of the ``config.yaml`` it belongs to; written atomically."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    run = Path(run)
+    chain = [dict(s) for s in chain]
+    for f in fitted:
+        chain[f["step"]].update({k: v for k, v in f.items() if k not in ("step", "name")})
+    doc = {"config_sha256": hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest(),
+           "fitted": [{"step": f["step"], "name": f["name"], "keys": sorted(k for k in f if k not in ("step", "name"))}
+                      for f in fitted],
+           "postprocess": chain}
+    tmp = run / (FITTED + ".tmp")
+    tmp.write_text("# options fitted on the validation whales (core.training.fit); config.yaml holds what was asked\n"
+                   + OmegaConf.to_yaml(OmegaConf.create(doc)))
+    os.replace(tmp, run / FITTED)
+
+
 def fold_scenarios(run: Path):
     """(validation image ids, scenarios) of one fold run, rebuilt from its ``split.csv`` as the run built them."""
     from core.scenarios import build_scenarios

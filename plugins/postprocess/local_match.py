@@ -238,7 +238,7 @@ class LocalMatch:
     def fit(self, records: list, truth: set) -> dict:
         """``{"fusion": {a, b, c}}`` fitted on what the step recorded over validation scenarios (``record``: per
         query, its id, the shortlist's database ids, global scores and inlier counts) and ``truth``, the
-        (query id, database image id) pairs of one whale."""
+        (query id, database image id) pairs of one whale. The step ranks with the fitted fusion from then on."""
         g, n, same = [], [], []
         for query, candidates, scores, counts in records:
             g += list(scores)
@@ -249,7 +249,8 @@ class LocalMatch:
                              "fusion needs both kinds")
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)),
                           "photos": len(self.cache), "photos_with_keypoints": sum(1 for v in self.cache.values() if len(v[0]))}
-        return {"fusion": fit_fusion(g, n, same, self.fit_kind)}
+        self.fusion = fit_fusion(g, n, same, self.fit_kind)  # from here on the step ranks fused
+        return {"fusion": self.fusion}
 
     def probability(self, g, n) -> np.ndarray:
         f, g, n = self.fusion, np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))

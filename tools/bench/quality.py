@@ -122,7 +122,10 @@ def run_global(survey: Path, run_dir: Path) -> dict:
     if plain.exists():
         shutil.rmtree(plain)
     shutil.copytree(run_dir, plain, ignore=shutil.ignore_patterns("checkpoint", "*.zip", "global"))
-    cfg = OmegaConf.load(plain / "config.yaml")
+    from core.training.runs import FITTED, run_config
+
+    cfg = run_config(plain)
+    (plain / FITTED).unlink(missing_ok=True)
     chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
     rows = next(int(s.get("top_k", 20)) for s in chain if s["name"] == "local_match")
     chain = [s for s in chain if s["name"] != "local_match"]
