@@ -30,6 +30,8 @@ mark-recapture; ``reembed`` moves a catalogue to a new model, resumable, the swi
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -143,13 +145,22 @@ def identify(args) -> int:
     from catalogue.embedding.embed import bundle_hash
     from catalogue.records.store import Catalogue
 
+    from catalogue.deciding.identify import Request, identify as run_identify
+    from catalogue.records.cells import safe_cells
+
+    req = Request(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Request)})
     cat = Catalogue.open(args.db, model_hash=bundle_hash(args.bundle))
     try:
-        from catalogue.deciding.identify import identify as run_identify
-
-        return run_identify(args, cat)
+        res = run_identify(cat, req, say=lambda line, warning: print(line, file=sys.stderr if warning else sys.stdout))
     finally:
         cat.close()
+    if res.frame is None:
+        return 1
+    if args.out:  # a spreadsheet opens it: no cell runs as a formula
+        safe_cells(res.frame.drop(columns=["path"])).to_csv(args.out, index=False)
+    if args.metrics and res.metrics is not None:
+        args.metrics.write_text(json.dumps(res.metrics, indent=1))
+    return 0
 
 
 def review(args) -> int:
