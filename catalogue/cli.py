@@ -79,7 +79,7 @@ def build(args) -> int:
     if args.keypoints and rows:
         from catalogue.deciding.local import Evidence, keypoint_dir
 
-        Evidence(args.db).extract([r["path"] for r in rows])
+        Evidence(args.db, bundle=args.bundle).extract([r["path"] for r in rows])
         print(f"keypoints of the {len(rows)} photos stored in {keypoint_dir(args.db)}")
     return 0
 

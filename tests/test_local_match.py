@@ -248,3 +248,18 @@ def test_many_threads_extracting_one_photo_into_the_disk_cache(photos, tmp_path)
         got = list(pool.map(lambda s: s.features(photos["a"]), steps))
     assert all(np.array_equal(g[0], got[0][0]) for g in got)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1 and not list((tmp_path / "cache").glob("*.tmp.npz"))
+
+
+def test_the_catalogue_takes_the_step_from_the_bundle_it_opened(command_bundles, tmp_path):
+    """Evidence for a catalogue gets ``local_match`` from the bundle it was given when the bundle carries it (the
+    class defined in the bundle's own unpacked module), and this installation's step from a global-only bundle."""
+    from catalogue.deciding.local import Evidence
+    from core.contracts import LocalMatching
+
+    fused = Evidence(tmp_path / "c.sqlite", bundle=command_bundles["fused"])
+    assert fused.source == "the bundle fused.zip" and isinstance(fused.step, LocalMatching)
+    made = type(fused.step).__init__.__code__.co_filename  # where the class was compiled from: the bundle's folder
+    assert "whaleid_bundle_" in made and type(fused.step) is not LocalMatch, made
+    plain = Evidence(tmp_path / "c.sqlite", bundle=command_bundles["global"])
+    assert plain.source == "this installation's plugins" and type(plain.step) is LocalMatch
+    assert plain.options == fused.options  # one source of defaults, whichever copy of the step

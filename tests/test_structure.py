@@ -239,3 +239,27 @@ def test_identify_takes_plain_values_not_the_command_line():
     text = path.read_text()
     assert "argparse" not in {i.top for i in read_imports(text, str(path))}
     assert "args." not in text and "print(" not in text
+
+
+# core/'s modules that never ship in a bundle (core/__init__.py names the three kinds)
+CORE_HELPERS = {"core.bundle", "core.contracts", "core.imports", "core.ann", "core.explain"}
+
+
+def test_core_is_described_as_it_is():
+    """Every module of core/ is named in core/__init__.py's docstring, and what a bundle's ``main.py`` and the
+    built-in plugins reach of core/ is neither training code nor one of the never-shipped helpers."""
+    import core
+
+    names = {m.split(".")[1] for m in project_modules() if m.startswith("core.") and m.count(".") == 1}
+    missing = sorted(n for n in names if f"``{n}``" not in core.__doc__ and n not in ("run", "training"))
+    assert not missing, f"core/__init__.py does not describe {missing}"
+    g = graph()
+    start = {m for m in g if m.startswith("plugins.")} | {"core.inference"}
+    reach, todo = set(start), list(start)
+    while todo:
+        for t in g.get(todo.pop(), ()):
+            if t not in reach:
+                reach.add(t)
+                todo.append(t)
+    assert not reach & CORE_HELPERS, sorted(reach & CORE_HELPERS)
+    assert not {m for m in reach if layer(m) == "training"}

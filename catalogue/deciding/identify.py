@@ -133,11 +133,12 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
     if use_local:
         from catalogue.deciding.local import Evidence, evidence_for, fuse
 
-        evidence = Evidence(req.db, cal.local["options"])
+        evidence = Evidence(req.db, cal.local["options"], bundle=req.bundle)
         evidence.extract(list(queries["file"]), desc="query keypoints")
         counts = evidence_for(evidence, ranked, list(queries["file"]), views, table)
         keypoints = evidence.keypoint_counts(list(queries["file"]))
-        res.note(f"local evidence: {len(queries)} photos matched with their candidates' best photos")
+        res.note(f"local evidence: {len(queries)} photos matched with their candidates' best photos (the step of "
+                 f"{evidence.source})")
     verifier = None
     if cal is not None and cal.verifier and (use_local or not cal.verifier.get("local")):
         from catalogue.deciding import verifier as vf
@@ -150,7 +151,7 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
         res.note(f"whale-level evidence: deciding by P(same whale) of the {global_cal.verifier['model'].replace('_', ' ')}"
                  f" chosen on held-out whales, from {', '.join(verifier.use)}")
     elif use_local:
-        ranked = fuse(ranked, counts, global_cal.local["fusion"])
+        ranked = fuse(ranked, counts, global_cal.local["fusion"], bundle=req.bundle)
         cal = global_cal.fused()
         res.note("deciding by the fused P(same whale) of the global score and the inliers")
     res.by = req.by

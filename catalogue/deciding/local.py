@@ -1,7 +1,10 @@
 """Local evidence in the catalogue: keypoints matched between a photo and each candidate whale's best photos,
 fused with the whale's global score (``plugins/postprocess/local_match.py`` does the matching and the fusion).
 
-The step comes from the plugin registry (``postprocess: local_match``), as a run's chain gets it. A whale's
+The step is the one the catalogue's bundle carries (``postprocess: local_match`` in the bundle's own plugin
+modules) wherever a command opens that bundle (``catalogue build``, ``identify``, ``review --bundle``); a bundle
+without it, and the commands that open none (``calibrate``, ``apply``), take this installation's registered
+step (``Evidence.source`` says which). It offers what ``core.contracts.LocalMatching`` states. A whale's
 local score for a query is the most RANSAC inliers between the query photo and any of the whale's supporting
 photos (its best ``per_whale`` by cosine). ``fuse`` replaces each candidate's score by the fused
 P(same whale) and re-sorts, so everything downstream (the new-whale threshold, encounter pooling, the open-set
@@ -12,6 +15,7 @@ photos it adds, ``identify`` for its queries, so each photo is read for keypoint
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,28 +26,45 @@ log = logging.getLogger("whaleid")
 KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror")  # the options a keypoint store is kept for
 
 
-def step_defaults() -> dict:
-    """The registered ``local_match`` step's own defaults (its constructor's), the one source of them: the
-    catalogue, ``whaleid calibrate`` and ``tools.fit_local`` take theirs from here."""
-    import inspect
+@functools.lru_cache(maxsize=8)
+def step_factory(bundle: Optional[str] = None) -> tuple:
+    """(the ``local_match`` factory, where it comes from): the bundle's own when ``bundle`` (a zip's path) carries
+    the step, else this installation's registered one."""
+    if bundle:
+        from core.bundle import opened
 
+        with opened(bundle) as b:
+            registry = b.registries["postprocess"]
+            if "local_match" in registry.factories:
+                return registry.factory("local_match"), f"the bundle {Path(bundle).name}"
     from core.plugins import build_registries
 
-    params = inspect.signature(build_registries()["postprocess"].factory("local_match")).parameters
+    return build_registries()["postprocess"].factory("local_match"), "this installation's plugins"
+
+
+def step_defaults(bundle: Optional[str] = None) -> dict:
+    """The ``local_match`` step's own defaults (its constructor's), the one source of them: the catalogue,
+    ``whaleid calibrate`` and ``tools.fit_local`` take theirs from here."""
+    import inspect
+
+    params = inspect.signature(step_factory(bundle)[0]).parameters
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
-def local_step(**options):
-    """The registered ``local_match`` postprocess step with ``options``."""
-    from core.plugins import build_registries
+def local_step(bundle: Optional[str] = None, **options):
+    """The ``local_match`` step with ``options`` (``step_factory``: the bundle's when it carries it); an option
+    the step does not take is refused by name."""
+    from core.plugins import check_options
 
-    return build_registries()["postprocess"].build(dict(options, name="local_match"))
+    factory = step_factory(str(bundle) if bundle else None)[0]
+    check_options(factory, options, "postprocess 'local_match'")
+    return factory(**options)
 
 
-def fit_whale_fusion(ranked, counts, truth) -> dict:
+def fit_whale_fusion(ranked, counts, truth, bundle: Optional[str] = None) -> dict:
     """The step's fusion fitted on whale-level pairs: every candidate whale of every query, its score, its
     inliers, and whether it is the query's whale (``truth``, per query)."""
-    step = local_step()
+    step = local_step(bundle)
     records = [(str(q), [c.whale_id for c in cands], [c.score for c in cands], list(n))
                for q, (cands, n) in enumerate(zip(ranked, counts))]
     return step.fit(records, {(str(q), w) for q, w in enumerate(truth)})["fusion"]
@@ -55,11 +76,16 @@ def keypoint_dir(db: Path) -> Path:
 
 
 class Evidence:
-    def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3):
-        defaults = step_defaults()
+    """Keypoint evidence for catalogue ``db``: the step (``local_step``; from ``bundle`` when it carries one) with
+    the keypoint ``options`` the catalogue was calibrated with, its keypoints stored beside the file."""
+
+    def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3, bundle: Optional[Path] = None):
+        bundle = str(bundle) if bundle else None
+        defaults = step_defaults(bundle)
         self.options = dict({k: defaults[k] for k in KEYED_BY}, **{k: v for k, v in (options or {}).items()
                                                                    if v is not None})
-        self.step = local_step(cache_dir=str(keypoint_dir(db)), **self.options)
+        self.step = local_step(bundle, cache_dir=str(keypoint_dir(db)), **self.options)
+        self.source = step_factory(bundle)[1]
         self.per_whale = int(per_whale)
 
     def extract(self, files: Sequence[str], desc: str = "keypoints") -> int:
@@ -92,9 +118,10 @@ class Evidence:
         return out
 
 
-def fuse(ranked: list[list[Candidate]], inliers: list[list[int]], fusion: dict) -> list[list[Candidate]]:
+def fuse(ranked: list[list[Candidate]], inliers: list[list[int]], fusion: dict,
+         bundle: Optional[Path] = None) -> list[list[Candidate]]:
     """The candidates with the fused P(same whale) as their score, best first (inliers kept on each)."""
-    model = local_step(fusion=fusion)
+    model = local_step(bundle, fusion=fusion)
     out = []
     for cands, counts in zip(ranked, inliers):
         p = model.probability([c.score for c in cands], counts) if cands else []

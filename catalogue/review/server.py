@@ -191,7 +191,7 @@ def app(db: Path, who: Optional[str] = None, bundle: Optional[Path] = None, host
 
         stored = cat.meta.get("calibration")
         local = Calibration.from_json(stored).local if stored else {}
-        evidence = Evidence(db, local.get("options"))
+        evidence = Evidence(db, local.get("options"), bundle=bundle)
         evidence.step.cache_dir = None  # it matches private copies: keep them out of the catalogue's keypoint store
         return evidence
 
