@@ -1,7 +1,7 @@
 """The plugin contracts of ``core.hookspecs`` as code: a ``typing.Protocol`` per hook point, and ``check`` that
 builds a registered plugin at a tiny size and exercises it, returning what breaks the contract.
 
-``tests/test_contracts.py`` runs ``check`` on every name of every registry (built-in, from the config's
+``tests/core/test_contracts.py`` runs ``check`` on every name of every registry (built-in, from the config's
 ``plugins:`` or installed by entry point), so a plugin is tested the moment it registers. A factory with
 required options beyond the ones the runner passes gives them in a ``contract_options`` attribute (a dict:
 the options to build it with for the check), e.g. ``TimmBackbone.contract_options = {"model": "resnet18"}``.

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT
-from tests.wildbook_rules import check as check_sheet
+from tests.catalogue.wildbook_rules import check as check_sheet
 
 WHALEID = Path(sys.executable).parent / "whaleid"
 

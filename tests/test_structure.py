@@ -223,7 +223,7 @@ def test_local_matching_has_one_source_of_defaults():
 def test_a_fit_leaves_config_yaml_as_asked():
     """``core.training.fit`` writes what it fitted to ``fitted.yaml`` (``core.training.runs.write_fitted``), never to
     ``config.yaml``; the bundle's builder and the tools that rank a run read the two through ``run_config``
-    (tests/test_local_match.py checks the file is byte for byte the same after a fit)."""
+    (tests/plugins/test_local_match.py checks the file is byte for byte the same after a fit)."""
     fit = (ROOT / "core" / "training" / "fit.py").read_text()
     assert "OmegaConf.save" not in fit and "write_text" not in fit and "write_fitted(" in fit
     for reader in ("submission/build.py", "tools/report.py", "tools/ensemble.py", "tools/fit_local.py"):
@@ -263,3 +263,15 @@ def test_core_is_described_as_it_is():
                 todo.append(t)
     assert not reach & CORE_HELPERS, sorted(reach & CORE_HELPERS)
     assert not {m for m in reach if layer(m) == "training"}
+
+
+# the suite mirrors the packages; at its root only what spans them all (the fixtures, the helpers, the house's
+# structure, the install and every console command as users run it)
+TEST_ROOT = {"__init__.py", "conftest.py", "helpers.py", "test_structure.py", "test_install.py", "test_commands.py"}
+
+
+def test_the_tests_mirror_the_packages():
+    root = ROOT / "tests"
+    assert {p.name for p in root.glob("*.py")} == TEST_ROOT
+    folders = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == set(PACKAGES), folders

@@ -12,7 +12,7 @@ from the field lists of the tools users come from (none is copied from them):
 - a Kaggle humpback ``train.csv`` (``Image,Id``, ``new_whale`` for an animal not identified, as wildlife-datasets'
   ``HumpbackWhaleID`` reader treats it);
 
-and every Wildbook sheet written is checked by ``tests/wildbook_rules.py``, the importer's own rules.
+and every Wildbook sheet written is checked by ``tests/catalogue/wildbook_rules.py``, the importer's own rules.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from catalogue.exchange.crops import corners, outer_box
 from catalogue.records.store import Catalogue
-from tests.wildbook_rules import check as check_sheet
+from tests.catalogue.wildbook_rules import check as check_sheet
 
 BRIGHT = 200
 

@@ -72,10 +72,10 @@ def test_an_installed_plugin_that_returns_nan_fails_the_generated_tests(tmp_path
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", OMP_NUM_THREADS="1")
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-                           "tests/test_contracts.py", "-k", "keeps_its_contract and loss-"], cwd=ROOT, env=env,
+                           "tests/core/test_contracts.py", "-k", "keeps_its_contract and loss-"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "FAILED tests/test_contracts.py::test_plugin_keeps_its_contract[loss-nan_loss]" in proc.stdout
+    assert "FAILED tests/core/test_contracts.py::test_plugin_keeps_its_contract[loss-nan_loss]" in proc.stdout
     assert "the loss is not finite" in proc.stdout
     assert "1 failed" in proc.stdout and " passed" in proc.stdout  # the built-in losses still pass
 

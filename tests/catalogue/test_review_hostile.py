@@ -315,7 +315,7 @@ def test_a_killed_server_loses_no_acknowledged_decision(catalogue_file, tmp_path
     import urllib.error
     import urllib.request
 
-    from tests.test_review import Server
+    from tests.catalogue.test_review import Server
 
     db = tmp_path / "c.sqlite"
     db.write_bytes(catalogue_file.read_bytes())

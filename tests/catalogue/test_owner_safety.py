@@ -33,8 +33,8 @@ from catalogue.records.check import check  # noqa: E402
 from catalogue.records.photos import add_photo_root, read_photos  # noqa: E402
 from catalogue.review.server import app  # noqa: E402
 from catalogue.records.store import Catalogue  # noqa: E402
-from tests.wildbook_rules import check as check_sheet  # noqa: E402
-from tests.test_review_hostile import HOST, TOKEN, client, good_headers, make_catalogue  # noqa: E402
+from tests.catalogue.wildbook_rules import check as check_sheet  # noqa: E402
+from tests.catalogue.test_review_hostile import HOST, TOKEN, client, good_headers, make_catalogue  # noqa: E402
 
 LOOKALIKES = {  # of the existing whale w0016: (what it is, the status the server answers)
     "w0016\u200b": ("zero width space", 400), "w0016\ufeff": ("byte order mark", 400),

@@ -1,6 +1,6 @@
 """Run core/run.py with a crash injected at the n-th file-system step (fault-injection helper for tests).
 
-    python tests/faulty_run.py N COUNT_FILE core/run.py args...
+    python tests/core/faulty_run.py N COUNT_FILE core/run.py args...
 
 Every call of ``os.replace``, ``shutil.rmtree`` and safetensors' ``save_file`` counts as a step. At step N
 the process ends at once with ``os._exit(137)``, as SIGKILL would: no handler, no cleanup. N = 0 never

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_compare_ensemble import make_cv_member
+from tests.tools.test_compare_ensemble import make_cv_member
 
 
 class PatchModel(nn.Module):

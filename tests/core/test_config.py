@@ -67,7 +67,7 @@ def test_invalid_values(tmp_path):
 
 
 SHIPPED = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")
-                 if "ablation" not in p.relative_to(ROOT / "configs").parts)  # ablation specs: tests/test_ablate.py
+                 if "ablation" not in p.relative_to(ROOT / "configs").parts)  # ablation specs: tests/tools/test_ablate.py
 
 
 @pytest.mark.parametrize("name", SHIPPED)

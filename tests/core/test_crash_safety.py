@@ -161,7 +161,7 @@ def test_the_runner_killed_at_file_system_steps_resumes_to_the_uninterrupted_res
 
     def faulty(n, out):
         count = tmp_path / f"count_{n}"
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_run.py"), str(n), str(count),
+        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "core" / "faulty_run.py"), str(n), str(count),
                                str(ROOT / "core" / "run.py")] + common + [f"output_dir={out}"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         return proc.returncode, int(count.read_text()) if count.exists() else None

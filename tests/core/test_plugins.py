@@ -175,7 +175,7 @@ def test_focal_reductions_match_hand_computed_values(reg):
 def test_seed_configs_reduce_focal_over_the_batch():
     from core.config import load_config
 
-    root = Path(__file__).resolve().parent.parent / "configs" / "seed_3rd_place"
+    root = Path(__file__).resolve().parent.parent.parent / "configs" / "seed_3rd_place"
     for name in ("convnext_large", "tf_efficientnet_b5_ns", "tf_efficientnet_b7_ns"):
         cfg = load_config(root / f"{name}.yaml")
         assert cfg.loss.reduction == "batch" and cfg.loss.gamma == 6.0 and cfg.loss.ls_eps == 0.2
@@ -257,7 +257,7 @@ def test_builtins_are_found_like_any_plugin_and_helpers_are_public():
     found = builtin_plugins()
     assert "plugins.necks.gem_bn" in found and "plugins.postprocess.knn" in found
     assert "plugins.necks.pooling" not in found and "plugins.backbones.weight_sources" not in found
-    for path in (Path(__file__).resolve().parent.parent / "plugins").rglob("*.py"):
+    for path in (Path(__file__).resolve().parent.parent.parent / "plugins").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("plugins."):
