@@ -366,7 +366,8 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
         if postprocess is None:
             postprocess = chain
         elif chain != postprocess:
-            print(f"note: {run} has another postprocess chain; the first run's is used", file=sys.stderr)
+            print(f"note: {run} has another postprocess chain; the first run's is used (its fitted steps "
+                  "fitted again on the ensemble's own scores)", file=sys.stderr)
         modules |= set(plugin_modules(cfg))
         weight = float(weights[k])
         # the trained weights replace any starting point: nothing may be fetched or read from the build machine
@@ -379,6 +380,21 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
         models.append({"run": f"{run.parent.name}/{run.name}" if run.name.startswith(("fold", "seed")) else run.name, "config": f"models/{k}/config.yaml", "weights": f"models/{k}/weights.safetensors",
                        "weight": weight, "image_size": list(cfg.data.image_size), "tta_flip": bool(cfg.infer.tta_flip),
                        "backbone": OmegaConf.to_container(cfg.backbone)})
+    fit = None
+    if len(runs) > 1:  # an ensemble ranks with its own scores: its fitted steps are fitted on them, not on run 0's
+        from core.training.fit import fit_ensemble
+
+        try:
+            fit = fit_ensemble(runs, weights, postprocess)
+        except (RunError, FileNotFoundError) as exc:
+            raise BuildError(f"an ensemble with a fitted postprocess step is fitted on its members' validation "
+                             f"whales: {exc}") from exc
+        if fit is not None:
+            postprocess = fit["chain"]
+            print(f"fitted {', '.join(s['name'] for s in fit['steps'])} on the ensemble's own scores for "
+                  f"{fit['queries']} validation queries of {fit['folds']} fold(s) ({fit['members']} models): val mAP "
+                  f"{fit['validation_before']['mAP']:.4f} before, {fit['validation_after_in_sample']['mAP']:.4f} "
+                  "after (in sample)", file=sys.stderr)
     files["main.py"] = (ROOT / "submission" / "main.py").read_bytes()
     packages = set()
     for name in sorted(modules):
@@ -402,6 +418,12 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     manifest = {
         "whaleid_version": __version__, "git_commit": git_commit(), "packages": package_versions(),
         "plugins": sorted(modules), "postprocess": postprocess, "models": models, "viewpoint_weights": by_view,
+        "postprocess_fit": None if fit is None else {
+            "on": "the ensemble's scores for its members' validation whales", "folds": fit["folds"],
+            "queries": fit["queries"], "steps": [{"step": s["step"], "name": s["name"], "options": s["options"]}
+                                                 for s in fit["steps"]],
+            "validation_before": fit["validation_before"]["mAP"],
+            "validation_after_in_sample": fit["validation_after_in_sample"]["mAP"]},
         "combine": "per-model L2-normalised embeddings scaled by sqrt(weight / sum of weights) and concatenated: "
                    "inner products are the weighted mean of per-model cosine similarities",
         "files": {arc: hashlib.sha256(data).hexdigest() for arc, data in sorted(files.items())},

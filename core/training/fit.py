@@ -1,15 +1,20 @@
-"""Postprocess steps fitted on a run's validation whales after training (``local_match``'s fusion).
+"""Postprocess steps fitted on validation whales (``local_match``'s fusion): after training, on a run's own, and
+when several runs are packed, on what their ensemble ranks.
 
 A step takes part when it is a ``core.contracts.FittedStep``: ``fit(records, truth) -> options`` (and from then on
 it ranks with them), ``record`` (set to a list, the step appends what it saw while ranking), ``needs_top_k``
 (candidates the ranking step before it must keep) and ``fitted_keys`` (the options ``fit`` returns).
-``fit_postprocess(run)`` builds the run's chain once, as asked in its ``config.yaml`` less any fitted options,
-ranks the run's validation scenarios (``split.csv``, the best epoch's embeddings in ``oof.npz``, the photo files
-from ``data.root``) with the steps recording, calls each ``fit`` with the pairs of one whale, ranks again with
-the fitted steps, and writes the options to the run's ``fitted.yaml`` (``config.yaml`` stays what was asked;
-``core.training.runs.run_config`` reads the two together, and so does ``submission.build``) and
-``postprocess_fit.json``: the validation mAP of the chain before the fit and after it (in sample: fitted on
-those pairs). Nothing of a test set is read.
+``fit_chain`` builds the chain once, as asked less any fitted options, ranks validation scenarios (``split.csv``,
+the best epoch's embeddings in ``oof.npz``, the photo files from ``data.root``) with the steps recording, calls
+each ``fit`` with the pairs of one whale, and ranks again with the fitted steps. Nothing of a test set is read.
+
+- ``fit_postprocess(run)``: a run's own validation fold; the options go to the run's ``fitted.yaml``
+  (``config.yaml`` stays what was asked; ``core.training.runs.run_config`` reads the two together, and so does
+  ``submission.build``) and ``postprocess_fit.json`` holds the validation mAP before and after (in sample).
+- ``fit_ensemble(runs, weights, chain)``: what a bundle of several runs ranks (``submission.build``): the members
+  grouped by their validation fold, each group's embeddings combined as the bundle combines them, the groups'
+  records pooled. A whale is scored only by members that never trained on it: a fold ensemble fits on its
+  out-of-fold scores, a seeds ensemble on its own combined scores, never on one member's.
 """
 
 from __future__ import annotations
@@ -39,15 +44,47 @@ def fit_postprocess(run: Path, chain: list | None = None) -> dict | None:
     fold; None when no step is fittable."""
     from omegaconf import OmegaConf
 
+    from core.training.runs import write_fitted, write_json
+
+    run = Path(run)
+    cfg = OmegaConf.load(run / "config.yaml")
+    report = fit_chain(chain or OmegaConf.to_container(cfg.postprocess, resolve=True), cfg, [[(run, 1.0)]])
+    if report is None:
+        return None
+    write_fitted(run, [{"step": f["step"], "name": f["name"], **f["options"]} for f in report["steps"]], report["asked"])
+    write_json(run / "postprocess_fit.json", {k: v for k, v in report.items() if k not in ("asked", "chain")})
+    log.info("postprocess fitted on the validation whales: %s; val mAP %.4f before, %.4f after (in sample)",
+             json.dumps([s["options"] for s in report["steps"]]), report["validation_before"]["mAP"],
+             report["validation_after_in_sample"]["mAP"])
+    return report
+
+
+def fit_ensemble(runs: list, weights: list, chain: list) -> dict | None:
+    """The fittable steps of ``chain`` fitted on what the ensemble of ``runs`` (weighted by ``weights``) ranks for
+    validation whales: members sharing a validation fold (their ``split.csv``) form a group whose embeddings are
+    combined as the bundle combines them; the groups' records are pooled. None when no step is fittable."""
+    from core.training.runs import fold_scenarios, run_config
+
+    groups: dict = {}
+    for run, weight in zip(runs, weights):
+        if float(weight) > 0:
+            groups.setdefault(tuple(fold_scenarios(Path(run))[0]), []).append((Path(run), float(weight)))
+    return fit_chain(chain, run_config(runs[0]), list(groups.values()))
+
+
+def fit_chain(chain: list, cfg, groups: list) -> dict | None:
+    """Fit ``chain``'s fittable steps on ``groups`` (each a list of (run, weight) sharing a validation fold);
+    the report holds the chain as asked and as fitted, what each step fitted, and the validation mAP before and
+    after (in sample, pooled over the groups' queries)."""
+    import numpy as np
+
     from core.data import read_metadata
     from core.plugins import build_registries
     from core.retrieval import build_steps, predict
     from core.metric import score_scenarios
-    from core.training.runs import fold_scenarios, read_oof, write_fitted, write_json
+    from core.training.runs import fold_scenarios, read_oof
 
-    run = Path(run)
-    cfg = OmegaConf.load(run / "config.yaml")
-    specs = [dict(s) for s in (chain or OmegaConf.to_container(cfg.postprocess, resolve=True))]
+    specs = [dict(s) for s in chain]
     registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
     for spec in specs:  # the chain as it ranks before the fit: no fitted options
         for key in getattr(registry.factory(spec["name"]), "fitted_keys", ()):
@@ -62,29 +99,45 @@ def fit_postprocess(run: Path, chain: list | None = None) -> dict | None:
             raise ValueError(f"postprocess step {specs[k]['name']} matches {steps[k].needs_top_k} candidates a query, "
                              f"but {specs[ranking[-1]]['name']} before it keeps {specs[ranking[-1]]['top_k']}: "
                              f"set its top_k to at least {steps[k].needs_top_k}")
-    image_ids, scenarios = fold_scenarios(run)
-    emb = read_oof(run, image_ids)
     meta = read_metadata(cfg.data.root, require_identity=False)
     files = dict(zip(meta["image_id"].astype(str), meta["file"]))
     views = dict(zip(meta["image_id"].astype(str), meta["viewpoint"]))
-    index = {img: i for i, img in enumerate(image_ids)}
-    truth = {(str(q), str(d)) for sc in scenarios for q, d in zip(sc.labels["query_id"], sc.labels["database_image_id"])}
+    folds, truth = [], set()
+    for members in groups:
+        image_ids, scenarios = fold_scenarios(members[0][0])
+        total = sum(w for _, w in members)
+        if len(members) == 1:
+            emb = read_oof(members[0][0], image_ids)
+        else:  # as the bundle combines its models: each L2-normalised, scaled by sqrt(weight / sum), concatenated
+            parts = [read_oof(run, image_ids) for run, _ in members]
+            emb = np.concatenate([p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) * np.sqrt(w / total)
+                                  for p, (_, w) in zip(parts, members)], 1).astype(np.float32)
+        folds.append((scenarios, emb, {img: i for i, img in enumerate(image_ids)}))
+        truth |= {(str(q), str(d)) for sc in scenarios for q, d in zip(sc.labels["query_id"], sc.labels["database_image_id"])}
+
+    def rank() -> dict:
+        scored = [(score_scenarios(predict(sc, emb, index, steps, views, files), sc), sum(len(s.queries) for s in sc))
+                  for sc, emb, index in folds]
+        n = sum(c for _, c in scored)
+        names = sorted({name for s, _ in scored for name in s["scenarios"]})
+        return {"mAP": sum(s["mAP"] * c for s, c in scored) / n,
+                "scenarios": {name: float(np.mean([s["scenarios"][name] for s, _ in scored if name in s["scenarios"]]))
+                              for name in names}}
 
     for k in targets:
         steps[k].record = []
     started = time.time()
-    before = score_scenarios(predict(scenarios, emb, index, steps, views, files), scenarios)
+    before = rank()
     seconds = time.time() - started
     fitted = []
     for k in targets:
         options = steps[k].fit(steps[k].record, truth)  # the step ranks with its options from here on
         steps[k].record = None
         fitted.append({"step": k, "name": specs[k]["name"], "options": options, **getattr(steps[k], "fit_pairs", {})})
-    after = score_scenarios(predict(scenarios, emb, index, steps, views, files), scenarios)
-    report = {"steps": fitted, "validation_before": before, "validation_after_in_sample": after,
-              "queries": sum(len(sc.queries) for sc in scenarios), "rank_seconds": round(seconds, 2)}
-    write_fitted(run, [{"step": f["step"], "name": f["name"], **f["options"]} for f in fitted], specs)
-    write_json(run / "postprocess_fit.json", report)
-    log.info("postprocess fitted on the validation whales: %s; val mAP %.4f before, %.4f after (in sample)",
-             json.dumps([s["options"] for s in report["steps"]]), before["mAP"], after["mAP"])
-    return report
+    after = rank()
+    ranked = [dict(s) for s in specs]
+    for f in fitted:
+        ranked[f["step"]].update(f["options"])
+    return {"steps": fitted, "validation_before": before, "validation_after_in_sample": after,
+            "queries": sum(len(s.queries) for sc, _, _ in folds for s in sc), "folds": len(folds),
+            "members": sum(len(m) for m in groups), "rank_seconds": round(seconds, 2), "asked": specs, "chain": ranked}

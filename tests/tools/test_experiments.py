@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -305,3 +304,62 @@ def test_fold_and_seed_options_are_validated(override, ok):
 def test_every_new_command_has_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage:" in proc.stdout and len(proc.stdout) > 200
+
+
+def test_a_fold_ensembles_bundle_fits_its_fusion_on_its_own_scores(cv_run, tiny_survey, tmp_path, capsys):
+    """Two folds packed: the bundle's ``local_match`` fusion is fitted on the ensemble's out-of-fold scores (each
+    fold's validation whales scored by the model that never trained on them, pooled), not fold 0's fit on fold 0's
+    whales alone; it differs from fold 0's, and on the survey's test whales (held out from every fold) the bundle
+    scores no worse than the same two models ranked with fold 0's fusion."""
+    import shutil
+    import zipfile
+
+    from submission.build import build
+    from submission.check import check
+    from tools import fit_local
+
+    out, _ = cv_run
+    folds = []
+    for k in (0, 1):
+        run = tmp_path / f"fold{k}"
+        shutil.copytree(out / f"fold{k}", run, ignore=shutil.ignore_patterns("checkpoint"))
+        assert fit_local.main([str(run), "--shortlist", "10", "--max-side", "128"]) == 0
+        folds.append(run)
+    build([folds[0]], tmp_path / "fold0.zip")
+    build(folds, tmp_path / "both.zip")
+    assert "on the ensemble's own scores" in capsys.readouterr().err
+
+    def manifest(name):
+        return json.loads(zipfile.ZipFile(tmp_path / name).read("manifest.json"))
+
+    alone, both = manifest("fold0.zip"), manifest("both.zip")
+    own = json.loads((folds[0] / "postprocess_fit.json").read_text())
+    assert alone["postprocess"][-1]["fusion"] == own["steps"][0]["options"]["fusion"] and alone["postprocess_fit"] is None
+    fit = both["postprocess_fit"]
+    assert fit["folds"] == 2 and fit["queries"] > own["queries"]  # both folds' validation whales, pooled
+    assert both["postprocess"][-1]["fusion"] != alone["postprocess"][-1]["fusion"]
+    assert fit["steps"][0]["options"]["fusion"] == both["postprocess"][-1]["fusion"]
+    # the old way for comparison: the same two models ranked with fold 0's fusion
+    old = tmp_path / "old"
+    with zipfile.ZipFile(tmp_path / "both.zip") as zf:
+        zf.extractall(old)
+    m = json.loads((old / "manifest.json").read_text())
+    m["postprocess"][-1]["fusion"] = alone["postprocess"][-1]["fusion"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    with zipfile.ZipFile(tmp_path / "old.zip", "w") as zf:
+        for path in sorted(old.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(old).as_posix())
+    scored = {name: check(tmp_path / f"{name}.zip", tiny_survey / "test", tiny_survey / "test_labels.csv",
+                          runtime="here")["mAP"] for name in ("both", "old")}
+    assert scored["both"] >= scored["old"] - 0.005, scored
+    # members sharing a fold (seeds) are one group, combined as the bundle combines them: two copies of one model
+    # rank as that model does, so their fit is the model's own
+    from core.training.fit import fit_ensemble
+    from core.training.runs import run_config
+
+    chain = [dict(s) for s in run_config(folds[0]).postprocess]
+    twice = fit_ensemble([folds[0], folds[0]], [1.0, 1.0], chain)
+    assert twice["folds"] == 1 and twice["members"] == 2 and twice["queries"] == own["queries"]
+    for key, value in own["steps"][0]["options"]["fusion"].items():
+        assert twice["steps"][0]["options"]["fusion"][key] == pytest.approx(value, rel=1e-4, abs=1e-4)
