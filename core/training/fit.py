@@ -63,13 +63,18 @@ def fit_ensemble(runs: list, weights: list, chain: list) -> dict | None:
     """The fittable steps of ``chain`` fitted on what the ensemble of ``runs`` (weighted by ``weights``) ranks for
     validation whales: members sharing a validation fold (their ``split.csv``) form a group whose embeddings are
     combined as the bundle combines them; the groups' records are pooled. None when no step is fittable."""
+    from core.plugins import build_registries
     from core.training.runs import fold_scenarios, run_config
 
+    cfg = run_config(runs[0])
+    registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
+    if not any(callable(getattr(registry.factory(s["name"]), "fit", None)) for s in chain):
+        return None  # nothing to fit: the members' folds are not read
     groups: dict = {}
     for run, weight in zip(runs, weights):
         if float(weight) > 0:
             groups.setdefault(tuple(fold_scenarios(Path(run))[0]), []).append((Path(run), float(weight)))
-    return fit_chain(chain, run_config(runs[0]), list(groups.values()))
+    return fit_chain(chain, cfg, list(groups.values()))
 
 
 def fit_chain(chain: list, cfg, groups: list) -> dict | None:
