@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, help=f"the photo's longer side in px for keypoints (default {d['max_side']})")
     p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")
     p.add_argument("--mirror", choices=("opposite", "never", "always"), help=f"default {d['mirror']}")
-    p.add_argument("--fit-kind", choices=("logistic", "mean"), help="one logistic on both scores, or each calibrated "
-                   f"alone and averaged (WildFusion's) (default {d['fit_kind']})")
+    p.add_argument("--fit-kind", choices=("logistic", "mean", "view"), help="one logistic on both scores, each "
+                   "calibrated alone and averaged (WildFusion's), or a logistic per view relation of the pair (same "
+                   f"view, mirrored lateral, top against lateral) (default {d['fit_kind']})")
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 
@@ -70,7 +71,10 @@ def main(argv=None) -> int:
     print(f"{args.run}: {step['pairs']} validation pairs ({step['true_pairs']} of one whale) from the top "
           f"{options['shortlist']} of {report['queries']} queries; ranked and matched in {report['rank_seconds']} s "
           f"({1000 * report['rank_seconds'] / max(step['pairs'], 1):.1f} ms a pair, keypoints included)")
-    if isinstance(f["c"], tuple):
+    if f.get("kind") == "view":
+        for name, w in [("all pairs", f["all"])] + sorted(f["by"].items()):
+            print(f"fusion, {name}: P = sigmoid({w['a']:.3f} * global + {w['b']:.3f} * log(1 + inliers) + {w['c']:.3f})")
+    elif isinstance(f["c"], tuple):
         print(f"fusion: P = (sigmoid({f['a']:.3f} * global + {f['c'][0]:.3f}) + sigmoid({f['b']:.3f} * "
               f"log(1 + inliers) + {f['c'][1]:.3f})) / 2")
     else:

@@ -22,7 +22,12 @@ A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortl
 The local score is the inlier count ``n``. The fused score is ``P = sigmoid(a * g + b * log(1 + n) + c)`` with
 ``g`` the global score the ranking step gave, ``a, b >= 0`` (so P rises with both), fitted on validation whales
 (``fit``; ``fusion: {a, b, c}``); or, with ``fit_kind: mean``, WildFusion's mean of the two scores each
-calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
+calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``); or, with ``fit_kind: view``, one logistic per
+view relation of the pair (``same`` view, a ``mirrored`` left/right pair, ``cross``: top against lateral, which
+share no keypoints), each keeping the inliers only where they earn it on validation (a likelihood-ratio test at
+5%: otherwise that relation is ranked by its calibrated global score alone), a relation with too few validation
+pairs of either kind taking the pooled fit's global-only logistic, and unknown viewpoints the pooled fit
+(``fusion: {kind: view, all: {a, b, c}, by: {relation: {a, b, c}}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
 candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
 after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the global
 ranking through (cut to ``top_k``): it only ever ranks by what validation fitted. The runner fits it on the
@@ -211,13 +216,14 @@ class LocalMatch:
         for qi, (idx, scores) in enumerate(ctx.ranked):
             head = min(self.shortlist, len(idx))
             n = np.array([counts[(qi, int(d))] for d in idx[:head]], np.float64)
+            rel = [relation(views_q[qi], views_db[int(d)]) for d in idx[:head]]
             if self.record is not None:
                 self.record.append((ctx.query_ids[qi], [ctx.db_image_ids[int(d)] for d in idx[:head]],
-                                    np.asarray(scores[:head], np.float64), n))
+                                    np.asarray(scores[:head], np.float64), n, rel))
             if self.fusion is None:  # recording for a fit: the global ranking stands
                 ranked.append((np.asarray(idx)[: self.top_k], np.asarray(scores)[: self.top_k]))
                 continue
-            fused = self.probability(np.asarray(scores[:head], np.float64), n)
+            fused = self.probability(np.asarray(scores[:head], np.float64), n, rel)
             order = np.argsort(-fused, kind="stable")  # ties keep the global order
             tail = np.asarray(scores[head:], np.float64)
             tail = np.minimum(tail, (fused.min() if head else 1.0) * (1 - 1e-9)) if len(tail) else tail
@@ -238,24 +244,34 @@ class LocalMatch:
     def fit(self, records: list, truth: set) -> dict:
         """``{"fusion": {a, b, c}}`` fitted on what the step recorded over validation scenarios (``record``: per
         query, its id, the shortlist's database ids, global scores and inlier counts) and ``truth``, the
-        (query id, database image id) pairs of one whale. The step ranks with the fitted fusion from then on."""
-        g, n, same = [], [], []
-        for query, candidates, scores, counts in records:
+        (query id, database image id) pairs of one whale; a record may carry each pair's view relation as a fifth
+        item (``relation``). The step ranks with the fitted fusion from then on."""
+        g, n, same, rel = [], [], [], []
+        for record in records:
+            query, candidates, scores, counts = record[:4]
             g += list(scores)
             n += list(counts)
             same += [(str(query), str(c)) in truth for c in candidates]
+            rel += list(record[4]) if len(record) > 4 else ["unknown"] * len(candidates)
         if not any(same) or all(same):
             raise ValueError(f"the validation shortlists hold {sum(same)} true pairs of {len(same)}; fitting the "
                              "fusion needs both kinds")
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)),
                           "photos": len(self.cache), "photos_with_keypoints": sum(1 for v in self.cache.values() if len(v[0]))}
-        self.fusion = fit_fusion(g, n, same, self.fit_kind)  # from here on the step ranks fused
+        self.fusion = fit_fusion(g, n, same, self.fit_kind, rel)  # from here on the step ranks fused
         return {"fusion": self.fusion}
 
-    def probability(self, g, n) -> np.ndarray:
+    def probability(self, g, n, relations=None) -> np.ndarray:
+        """P(same whale) of global scores ``g`` and inlier counts ``n`` (and, for a ``view`` fusion, each pair's
+        view ``relations``; without them the pooled fit)."""
         f, g, n = self.fusion, np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
         if f.get("kind") == "mean":  # WildFusion's: each score calibrated alone, the probabilities averaged
             return (_sigmoid(f["g"]["a"] * g + f["g"]["c"]) + _sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
+        if f.get("kind") == "view":
+            rel = list(relations) if relations is not None else ["unknown"] * len(g)
+            w = np.array([[p["a"], p["b"], p["c"]] for p in (f["by"].get(r, f["all"]) for r in rel)],
+                         np.float64).reshape(-1, 3)
+            return _sigmoid(w[:, 0] * g + w[:, 1] * n + w[:, 2])
         return _sigmoid(f["a"] * g + f["b"] * n + f["c"])
 
 
@@ -263,7 +279,23 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
-FUSIONS = ("logistic", "mean")
+FUSIONS = ("logistic", "mean", "view")
+RELATIONS = ("same", "mirrored", "cross")
+MIN_PAIRS = 20  # true and false validation pairs a view relation needs for a fit of its own
+LR_CRITICAL = 3.841  # chi-square, 1 degree of freedom, 5%: the inliers' term must earn its place in a relation
+
+
+def relation(qv, dv) -> str:
+    """A pair's view relation: ``same`` (top and top, or one lateral side), ``mirrored`` (left and right),
+    ``cross`` (top against lateral) or ``unknown``."""
+    lateral = ("left", "right")
+    if qv == dv and qv in ("top",) + lateral:
+        return "same"
+    if qv in lateral and dv in lateral:
+        return "mirrored"
+    if {qv, dv} <= {"top", "left", "right"}:
+        return "cross"
+    return "unknown"
 RIDGE = 1e-3  # on the weights: finite on separable validation pairs
 
 
@@ -275,12 +307,21 @@ def check_fusion(fusion) -> dict:
         if fusion.get("kind", "logistic") == "mean":
             parts = [(fusion[k]["a"], fusion[k]["c"]) for k in ("g", "n")]
             weights, values = [a for a, _ in parts], [x for p in parts for x in p]
+        elif fusion.get("kind") == "view":
+            fusion["by"] = {r: dict(v) for r, v in dict(fusion.get("by") or {}).items()}
+            fusion["all"] = dict(fusion["all"])
+            if set(fusion["by"]) - set(RELATIONS):
+                raise KeyError(sorted(set(fusion["by"]) - set(RELATIONS)))
+            parts = [fusion["all"]] + list(fusion["by"].values())
+            weights = [p[k] for p in parts for k in ("a", "b")]
+            values = [p[k] for p in parts for k in ("a", "b", "c")]
         else:
             weights, values = [fusion["a"], fusion["b"]], [fusion["a"], fusion["b"], fusion["c"]]
         values = [float(v) for v in values]
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"postprocess 'local_match' fusion must be {{a, b, c}} or {{kind: mean, g: {{a, c}}, "
-                         f"n: {{a, c}}}}, got {fusion}") from None
+        raise ValueError(f"postprocess 'local_match' fusion must be {{a, b, c}}, {{kind: mean, g: {{a, c}}, "
+                         f"n: {{a, c}}}} or {{kind: view, all: {{a, b, c}}, by: {{same|mirrored|cross: {{a, b, c}}}}}}, "
+                         f"got {fusion}") from None
     if min(float(w) for w in weights) < 0 or not np.isfinite(values).all():
         raise ValueError(f"postprocess 'local_match' fusion needs finite weights a, b >= 0, got {fusion}")
     return fusion
@@ -309,19 +350,48 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, s
     return within[int(np.argmax(counts))] if mask else int(counts.max())
 
 
-def fit_fusion(g, n, same, kind: str = "logistic") -> dict:
+def fit_fusion(g, n, same, kind: str = "logistic", relations=None) -> dict:
     """``kind`` logistic: ``{a, b, c}`` of P(same) = sigmoid(a g + b log(1 + n) + c); ``kind`` mean (WildFusion's
     "mean of calibrated scores"): each score's own logistic, ``{kind: mean, g: {a, c}, n: {a, c}}``. Fitted by
     the project's one logistic fitter (``core.logistic``: Newton's method, a small ridge keeps it finite on
     separable data) with every weight on a score ``>= 0``, so P never falls as a score rises."""
     y = np.asarray(same, np.float64)
     g, n = np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
+    if kind == "view":
+        return _fit_by_view(g, n, y, ["unknown"] * len(y) if relations is None else list(relations))
     if kind == "mean":
         (a, *_), c = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
         (b, *_), d = fit_logistic(n[:, None], y, monotone=[True], ridge=RIDGE)
         return {"kind": "mean", "g": {"a": float(a), "c": c}, "n": {"a": float(b), "c": d}}
     (a, b), c = fit_logistic(np.stack([g, n], 1), y, monotone=[True, True], ridge=RIDGE)
     return {"a": float(a), "b": float(b), "c": c}
+
+
+def _log_likelihood(x, y, w, c) -> float:
+    p = np.clip(_sigmoid(x @ w + c), 1e-12, 1 - 1e-12)
+    return float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _fit_by_view(g, n, y, relations) -> dict:
+    """``{kind: view, all, by}``: the pooled logistic, and one per view relation with enough validation pairs of
+    both kinds whose inliers' weight survives a likelihood-ratio test against the global score alone (else
+    ``b = 0``); a relation short of pairs takes the pooled global-only logistic (``by`` names every relation)."""
+    both = np.stack([g, n], 1)
+    (a, b), c = fit_logistic(both, y, monotone=[True, True], ridge=RIDGE)
+    (a0,), c0 = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
+    out = {"kind": "view", "all": {"a": float(a), "b": float(b), "c": c}, "by": {}}
+    rel = np.asarray(relations, dtype=object)
+    for r in RELATIONS:
+        m = rel == r
+        if min(int(y[m].sum()), int((1 - y[m]).sum())) < MIN_PAIRS:
+            out["by"][r] = {"a": float(a0), "b": 0.0, "c": c0}
+            continue
+        w2, c2 = fit_logistic(both[m], y[m], monotone=[True, True], ridge=RIDGE)
+        w1, c1 = fit_logistic(g[m][:, None], y[m], monotone=[True], ridge=RIDGE)
+        gain = 2 * (_log_likelihood(both[m], y[m], w2, c2) - _log_likelihood(g[m][:, None], y[m], w1, c1))
+        out["by"][r] = ({"a": float(w2[0]), "b": float(w2[1]), "c": c2} if gain > LR_CRITICAL and w2[1] > 0
+                        else {"a": float(w1[0]), "b": 0.0, "c": c1})
+    return out
 
 
 @hookimpl

@@ -160,6 +160,39 @@ def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_t
             LocalMatch(fusion=bad)
 
 
+def test_the_view_fusion_keeps_the_inliers_only_where_the_view_relation_shares_keypoints():
+    """``fit_kind: view``: a logistic per view relation; the inliers of top-against-lateral pairs (no shared
+    keypoints: here pure noise) get no weight, those of same-view pairs do; a relation short of pairs takes the
+    pooled global-only logistic; the step ranks each pair by its own relation."""
+    from plugins.postprocess.local_match import relation
+
+    assert [relation(*v) for v in (("top", "top"), ("left", "left"), ("left", "right"), ("top", "right"),
+                                   ("unknown", "top"))] == ["same", "same", "mirrored", "cross", "unknown"]
+    rng = np.random.default_rng(1)
+    m = 6000
+    rel = rng.choice(["same", "cross"], size=m, p=[0.6, 0.4]).astype(object)
+    rel[:40] = "mirrored"  # 40 pairs: too few of either kind for a fit of their own
+    same = rng.uniform(size=m) < 0.2
+    g = np.clip(np.where(same, 0.72, 0.6) + 0.08 * rng.normal(size=m), 0, 1)
+    n = np.where((rel == "same") & same, rng.poisson(25, m), rng.poisson(5, m))  # cross: noise
+    f = fit_fusion(g, n, same, kind="view", relations=list(rel))
+    assert f["kind"] == "view" and f["by"]["same"]["b"] > 0 and f["by"]["cross"]["b"] == 0 and f["by"]["cross"]["a"] > 0
+    assert f["by"]["mirrored"]["b"] == 0 and f["all"]["b"] > 0
+    step = LocalMatch(fusion=f)
+    cross = step.probability([0.7, 0.7], [0, 50], ["cross", "cross"])
+    assert cross[0] == cross[1]  # a cross pair's inliers move nothing
+    same_p = step.probability([0.7, 0.7], [0, 50], ["same", "same"])
+    assert same_p[1] > same_p[0]
+    assert np.allclose(step.probability([0.7], [10]), step.probability([0.7], [10], ["unknown"]))  # the pooled fit
+    records = [("q", ["d"], [0.7], [3])]  # a record without relations (the catalogue's) fits the pooled way
+    assert LocalMatch(fit_kind="view").fit(records * 3 + [("q", ["e"], [0.2], [0])], {("q", "d")})["fusion"]["kind"] == "view"
+    for bad in ({"kind": "view", "all": {"a": 1, "b": 0, "c": 0}, "by": {"sideways": {"a": 1, "b": 0, "c": 0}}},
+                {"kind": "view", "all": {"a": 1, "b": 0, "c": 0}, "by": {"cross": {"a": 1, "b": -1, "c": 0}}},
+                {"kind": "view", "by": {}}):
+        with pytest.raises(ValueError):
+            LocalMatch(fusion=bad)
+
+
 def test_fit_local_fits_on_the_runs_validation_whales_and_the_bundle_carries_it(smoke_run, tmp_path, capsys,
                                                                                   monkeypatch):
     import json
