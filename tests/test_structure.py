@@ -276,3 +276,11 @@ def test_the_tests_mirror_the_packages():
     assert {p.name for p in root.glob("*.py")} == TEST_ROOT
     folders = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert folders == set(PACKAGES), folders
+
+
+def test_the_ranking_step_is_found_one_way():
+    """A re-ranker's ranking step is ``core.training.fit.ranking_step`` (the last step whose factory keeps top_k),
+    for the fit and for ``tools.fit_local`` alike; no module lists ranking steps by name."""
+    for path in (ROOT / "core" / "training" / "fit.py", ROOT / "tools" / "fit_local.py"):
+        text = path.read_text()
+        assert "ranking_step(" in text and '"db_anchor_rerank"' not in text and '"top_k" in specs' not in text, path

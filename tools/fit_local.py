@@ -22,16 +22,21 @@ def local_chain(run: Path, options: dict) -> list:
     """RUN's postprocess chain with ``local_match`` (``options``) after its ranking step, widened to the shortlist."""
     from omegaconf import OmegaConf
 
+    from core.plugins import build_registries
+    from core.training.fit import ranking_step
     from core.training.runs import run_config
 
-    chain = [dict(s) for s in OmegaConf.to_container(run_config(run).postprocess, resolve=True)]
+    cfg = run_config(run)
+    registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
+    chain = [dict(s) for s in OmegaConf.to_container(cfg.postprocess, resolve=True)]
     present = [s for s in chain if s["name"] == "local_match"]
     specs = [s for s in chain if s["name"] != "local_match"]
-    ranking = [k for k, s in enumerate(specs) if s["name"] in ("knn", "db_anchor_rerank", "k_reciprocal")]
-    if not ranking:
-        raise ValueError(f"{run / 'config.yaml'}: no ranking step (knn, db_anchor_rerank, k_reciprocal) to follow")
-    k = ranking[-1]
-    top_k = int((present[0] if present else specs[k]).get("top_k", 20))  # the rows a query gets, as before
+    found = ranking_step(specs, registry)
+    if found is None:
+        raise ValueError(f"{run / 'config.yaml'}: no ranking step (one that keeps top_k candidates, such as knn) to "
+                         "follow")
+    k, kept = found
+    top_k = int(present[0].get("top_k", kept)) if present else kept  # the rows a query gets, as before
     specs[k]["top_k"] = max(top_k, int(options["shortlist"]))
     specs.insert(k + 1, dict(options, name="local_match", top_k=top_k))
     return specs

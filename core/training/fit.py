@@ -31,6 +31,20 @@ def fittable(steps) -> list[int]:
     return [k for k, s in enumerate(steps) if callable(getattr(s, "fit", None)) and hasattr(s, "record")]
 
 
+def ranking_step(specs: list, registry, before: int | None = None) -> tuple | None:
+    """(index, top_k) of the last step of ``specs`` before position ``before`` (default: the end) whose factory
+    keeps ``top_k`` candidates a query (``knn``, ``k_reciprocal``, ``db_anchor_rerank``): the ranking a
+    re-ranking step such as ``local_match`` follows, with the top_k it keeps (its default when the spec omits
+    it); None when there is none. The one way the project finds it (the fit here, ``tools.fit_local``)."""
+    import inspect
+
+    for j in reversed(range(len(specs) if before is None else before)):
+        params = inspect.signature(registry.factory(specs[j]["name"])).parameters
+        if "top_k" in params:
+            return j, int(specs[j].get("top_k", params["top_k"].default))
+    return None
+
+
 def fit_after_training(out: Path, steps) -> dict | None:
     """What ``core/run.py`` calls once a run is trained (or evaluated): fit its fittable steps, if any, on the
     best epoch's validation embeddings, so what a bundle of it ranks with is what was fitted."""
@@ -99,10 +113,10 @@ def fit_chain(chain: list, cfg, groups: list) -> dict | None:
     if not targets:
         return None
     for k in targets:
-        ranking = [j for j in range(k) if "top_k" in specs[j]]
-        if ranking and int(specs[ranking[-1]]["top_k"]) < steps[k].needs_top_k:
+        found = ranking_step(specs, registry, k)
+        if found and found[1] < steps[k].needs_top_k:
             raise ValueError(f"postprocess step {specs[k]['name']} matches {steps[k].needs_top_k} candidates a query, "
-                             f"but {specs[ranking[-1]]['name']} before it keeps {specs[ranking[-1]]['top_k']}: "
+                             f"but {specs[found[0]]['name']} before it keeps {found[1]}: "
                              f"set its top_k to at least {steps[k].needs_top_k}")
     meta = read_metadata(cfg.data.root, require_identity=False)
     files = dict(zip(meta["image_id"].astype(str), meta["file"]))
