@@ -88,10 +88,10 @@ def fit_ensemble(runs: list, weights: list, chain: list) -> dict | None:
     for run, weight in zip(runs, weights):
         if float(weight) > 0:
             groups.setdefault(tuple(fold_scenarios(Path(run))[0]), []).append((Path(run), float(weight)))
-    return fit_chain(chain, cfg, list(groups.values()))
+    return fit_chain(chain, cfg, list(groups.values()), registry)
 
 
-def fit_chain(chain: list, cfg, groups: list) -> dict | None:
+def fit_chain(chain: list, cfg, groups: list, registry=None) -> dict | None:
     """Fit ``chain``'s fittable steps on ``groups`` (each a list of (run, weight) sharing a validation fold);
     the report holds the chain as asked and as fitted, what each step fitted, and the validation mAP before and
     after (in sample, pooled over the groups' queries)."""
@@ -104,7 +104,8 @@ def fit_chain(chain: list, cfg, groups: list) -> dict | None:
     from core.training.runs import fold_scenarios, read_oof
 
     specs = [dict(s) for s in chain]
-    registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
+    if registry is None:
+        registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
     for spec in specs:  # the chain as it ranks before the fit: no fitted options
         for key in getattr(registry.factory(spec["name"]), "fitted_keys", ()):
             spec.pop(key, None)

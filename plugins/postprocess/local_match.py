@@ -216,7 +216,8 @@ class LocalMatch:
         for qi, (idx, scores) in enumerate(ctx.ranked):
             head = min(self.shortlist, len(idx))
             n = np.array([counts[(qi, int(d))] for d in idx[:head]], np.float64)
-            rel = [relation(views_q[qi], views_db[int(d)]) for d in idx[:head]]
+            by_view = self.record is not None or (self.fusion or {}).get("kind") == "view"
+            rel = [relation(views_q[qi], views_db[int(d)]) for d in idx[:head]] if by_view else None
             if self.record is not None:
                 self.record.append((ctx.query_ids[qi], [ctx.db_image_ids[int(d)] for d in idx[:head]],
                                     np.asarray(scores[:head], np.float64), n, rel))
