@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,dev,matchers]'
 	touch $@
 
 constraints: $(DEV)  ## after `make test` passed: write constraints.txt from what .venv holds, for the next install

@@ -216,8 +216,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--match-probability", type=float, default=0.9, help="P(same) from which a photo is matched")
     c.add_argument("--local", action="store_true", help="also fit the fusion of the score with keypoint inliers "
                    "between the photo and each candidate's best photos (identify then decides by the fused P)")
-    c.add_argument("--detector", choices=("sift", "orb"), default=None, help="with --local: keypoints (default: the "
-                   "local_match step's)")
+    c.add_argument("--detector", default=None, help="with --local: keypoints, sift, orb or xfeat (learned: pip install "
+                   "'whaleid[matchers]'; the step names the ones it has) (default: the local_match step's)")
     c.add_argument("--max-side", type=int, default=None, help="with --local: the photo's longer side for keypoints "
                    "(default: the local_match step's)")
     c.add_argument("--workers", type=int, default=None, help="a cross-validated RUN: image loading processes")

@@ -66,6 +66,17 @@ def problems(zip_path) -> list:
         return [f"{zip_path}: not a readable zip: {exc}"]
 
 
+def made_for(zip_path) -> str:
+    """The runtime a bundle was packed for (``submission.build --runtime``, its manifest's ``runtime``): "2022"
+    for the competition's, also for bundles packed before it was recorded and for an unreadable zip (which the
+    checks then name); "here" for this installation's."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            return str(json.loads(zf.read("manifest.json")).get("runtime", "2022"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return "2022"
+
+
 def unpack(zip_path, dest) -> list:
     """Extract ``zip_path`` into ``dest``; an unsafe zip raises ``BundleError`` with nothing written. Returns the
     remaining problems (no ``main.py``), which do not stop the extraction."""

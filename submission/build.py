@@ -32,6 +32,7 @@ from core.imports import ImportReadError, core_modules, read_imports, training_i
 ROOT = Path(__file__).resolve().parent.parent
 # standard-library modules of today's Python that Python 3.9 (the runtime's) lacks
 NEWER_STDLIB = {"tomllib", "_tokenize"}
+RUNTIMES = ("2022", "here")  # what a bundle is for: the competition's runtime, or this installation
 
 
 class BuildError(ValueError):
@@ -219,6 +220,27 @@ def check_plugin_dependencies(modules: list[str], files: dict[str, bytes]) -> No
                              "would fail there. Import it only in training code that the bundle leaves out, or drop it")
 
 
+def step_needs(cfg, chain: list, run: Path, runtime: str) -> set:
+    """The modules a chain's steps load by name for their options (``modules_for``), to carry in a bundle for
+    this installation (``runtime`` "here"); for the 2022 runtime, a step whose options need a package it lacks
+    (``runtime_requirements``: ``local_match`` with the learned ``detector: xfeat``) fails the build."""
+    from core.plugins import build_registries
+
+    registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
+    extra = set()
+    for spec in chain:
+        factory, options = registry.factory(spec["name"]), {k: v for k, v in spec.items() if k != "name"}
+        needs = getattr(factory, "runtime_requirements", None)
+        outside = runtime_misfits(list(needs(options)), f"postprocess {spec['name']}") if needs else []
+        if outside and runtime == "2022":
+            raise BuildError(f"{run}: postprocess {spec['name']} with {options} needs {', '.join(outside)}, which the "
+                             "2022 competition runtime (Python 3.9, torch 1.8.0) cannot give; the bundle would fail "
+                             "there. Pack it for this installation (--runtime here: the catalogue, submission.check "
+                             "--runtime here), or pack a run whose step uses the runtime's packages (detector: sift)")
+        extra |= set(getattr(factory, "modules_for", lambda o: [])(options))
+    return extra
+
+
 def core_files(files: dict[str, bytes]) -> dict[str, Path]:
     """The ``core`` modules the bundle's code imports, followed through core's own imports: the inference
     core, by what it imports, not by a list. ``core/__init__.py`` always goes in."""
@@ -345,13 +367,19 @@ def expand_viewpoint_weights(runs: list[Path], weights: list[float] | None, spec
     return out
 
 
-def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewpoint_weights: dict | None = None) -> dict:
+def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewpoint_weights: dict | None = None,
+          runtime: str = "2022") -> dict:
+    """The bundle of ``runs`` at ``out``: for the 2022 competition runtime (``runtime`` "2022", checked against its
+    packages and Python), or for this installation (``here``: what the catalogue and ``submission.check --runtime
+    here`` open; a step may then use packages the 2022 runtime lacks)."""
     from omegaconf import OmegaConf
 
     from core.training.runs import RunError, run_config
 
     if not runs:
         raise BuildError("give at least one --run")
+    if runtime not in RUNTIMES:
+        raise BuildError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     given, given_weights = [Path(r) for r in runs], weights
     runs, weights = expand_runs(given, weights)
     by_view = expand_viewpoint_weights(given, given_weights, viewpoint_weights) if viewpoint_weights else {}
@@ -363,6 +391,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
         except RunError as exc:
             raise BuildError(str(exc)) from exc
         chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
+        modules |= step_needs(cfg, chain, run, runtime)
         if postprocess is None:
             postprocess = chain
         elif chain != postprocess:
@@ -406,8 +435,9 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
         files.setdefault(f"{pkg}/__init__.py", b"")
     for arc, src in core_files(files).items():
         files[arc] = src.read_bytes()
-    check_python_version(files)
-    check_plugin_dependencies(sorted(modules), files)
+    if runtime == "2022":  # a bundle for this installation runs on what is installed here
+        check_python_version(files)
+        check_plugin_dependencies(sorted(modules), files)
     for arc, data in files.items():
         found = training_imports(data.decode(), arc) if arc.endswith(".py") else []
         if found:
@@ -416,7 +446,7 @@ def build(runs: list[Path], out: Path, weights: list[float] | None = None, viewp
     from core import __version__
 
     manifest = {
-        "whaleid_version": __version__, "git_commit": git_commit(), "packages": package_versions(),
+        "whaleid_version": __version__, "git_commit": git_commit(), "packages": package_versions(), "runtime": runtime,
         "plugins": sorted(modules), "postprocess": postprocess, "models": models, "viewpoint_weights": by_view,
         "postprocess_fit": None if fit is None else {
             "on": "the ensemble's scores for its members' validation whales", "folds": fit["folds"],
@@ -452,6 +482,9 @@ def main(argv=None) -> None:
     p.add_argument("--viewpoint-weights", help="JSON (or a file holding it): per scenario kind (top_top, top_lateral, "
                                                "lateral_top, ...) a weight per --run, e.g. '{\"lateral_top\": [1, 0]}'")
     p.add_argument("--out", type=Path, default=ROOT / "submission" / "submission.zip", help="zip to write")
+    p.add_argument("--runtime", choices=RUNTIMES, default="2022", help="the runtime the bundle is for: the 2022 "
+                   "competition's (default; checked against its packages) or this installation's (here: a step may use "
+                   "packages the 2022 runtime lacks, such as local_match's learned detector xfeat)")
     args = p.parse_args(argv)
     try:
         if args.ensemble:
@@ -465,7 +498,7 @@ def main(argv=None) -> None:
                 view = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise BuildError(f"--viewpoint-weights is not JSON: {exc}") from exc
-        print(json.dumps(build(args.run, args.out, args.weight, view)))
+        print(json.dumps(build(args.run, args.out, args.weight, view, runtime=args.runtime)))
     except BuildError as exc:
         p.exit(2, f"error: {exc}\n")
 

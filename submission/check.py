@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.bundle import BundleError, problems, unpack
+from core.bundle import made_for as bundle_made_for
 from submission.runtime import MODULES as RUNTIME_MODULES  # what the 2022 runtime offered, by top-level module
 
 # Runs main.py while recording every top-level module that a file inside the bundle imports.
@@ -111,8 +112,16 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
     from submission.runtime import describe
 
     data = data.resolve()
+    made_for = bundle_made_for(zip_path)
+    if made_for == "here" and runtime == "auto":  # packed for this installation: the twin cannot run it
+        runtime = "here"
     python, label = interpreter(runtime)
     result: dict = {"zip": str(zip_path), "problems": [], "runtime": {"name": label, **describe(python)}}
+    if made_for == "here" and runtime == "2022":
+        result["problems"].append(f"{zip_path} was packed for this installation (submission.build --runtime here), "
+                                  "not for the 2022 runtime: check it with --runtime here")
+        result["refused"] = True
+        return result
     with tempfile.TemporaryDirectory(prefix="code_execution_") as tmp:
         root = Path(tmp) / "code_execution"
         (root / "submission").mkdir(parents=True)
@@ -151,7 +160,7 @@ def check(zip_path: Path, data: Path, labels: Path | None = None, timeout: int =
         own = {p.name for p in root.iterdir() if p.is_dir() or p.suffix == ".py"} | {"main"}
         foreign = sorted(imported - set(sys.stdlib_module_names) - RUNTIME_MODULES - own)
         result["imports"] = sorted(imported - set(sys.stdlib_module_names))
-        if foreign:
+        if foreign and made_for == "2022":  # a bundle packed for this installation may import what it has
             result["problems"].append(f"bundle imports modules outside its files and the runtime set: {foreign}")
         if not out_csv.is_file():
             result["problems"].append("no submission/submission.csv written")

@@ -50,7 +50,11 @@ def main(argv=None) -> int:
 
     d = step_defaults()  # every default is the step's own (plugins/postprocess/local_match.py)
     p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")
-    p.add_argument("--detector", choices=("sift", "orb"), help=f"default {d['detector']}")
+    from plugins.postprocess.local_match import DETECTORS
+
+    p.add_argument("--detector", choices=DETECTORS, help=f"default {d['detector']}; xfeat is learned (pip install "
+                   "'whaleid[matchers]'), and a run fitted with it packs only for this installation (submission.build "
+                   "--runtime here)")
     p.add_argument("--max-keypoints", type=int, help=f"default {d['max_keypoints']}")
     p.add_argument("--max-side", type=int, help=f"the photo's longer side in px for keypoints (default {d['max_side']})")
     p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")

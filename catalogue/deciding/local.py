@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 from catalogue.deciding.match import Candidate
 
 log = logging.getLogger("whaleid")
-KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror")  # the options a keypoint store is kept for
+KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror", "min_cosine")  # the options a keypoint store is kept for
 
 
 @functools.lru_cache(maxsize=8)

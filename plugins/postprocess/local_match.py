@@ -3,13 +3,15 @@
 A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortlist``). For each query the first
 ``shortlist`` candidates of the global ranking are matched:
 
-- **keypoints** (OpenCV: ``sift`` by default, or ``orb``; at most ``max_keypoints``) on the photo
+- **keypoints** (OpenCV: ``sift`` by default, or ``orb``; or the learned ``xfeat``, ``xfeat_keypoints.py``,
+  which the 2022 runtime cannot run; at most ``max_keypoints``) on the photo
   file itself, converted to grey and resized so that its longer side is ``max_side`` px, not on the model's
   squashed input; computed once per file and kept for the run (``self.cache``, keyed by the file's path, size
   and modification time and by the options, so a changed photo or option is computed again), and on disk
   under ``cache_dir`` when one is given;
 - **matching**: each query descriptor's two nearest candidate descriptors (L2 for SIFT, Hamming for the binary
-  ones), kept when the nearest is under ``ratio`` times the second (Lowe's test);
+  ones), kept when the nearest is under ``ratio`` times the second (Lowe's test); XFeat's descriptors are paired
+  as its authors pair them, mutual nearest neighbours by cosine above ``min_cosine``;
 - **verification**: RANSAC of a similarity transform (rotation, uniform scale, translation: OpenCV's "partial
   affine") over the kept matches, ``ransac_iters`` hypotheses from a fixed seed, a match an inlier within
   ``ransac_px`` px (at ``max_side``); written in numpy, so it gives the same count under every OpenCV;
@@ -38,6 +40,7 @@ was trained without it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import threading
@@ -50,7 +53,8 @@ from core.hookspecs import hookimpl
 from core.logistic import fit_logistic
 
 log = logging.getLogger(__name__)
-DETECTORS = ("sift", "orb")  # AKAZE left OpenCV's main package in 5.0
+DETECTORS = ("sift", "orb", "xfeat")  # AKAZE left OpenCV's main package in 5.0
+LEARNED = {"xfeat": "plugins.postprocess.xfeat_keypoints"}  # imported by name, only when asked for (below)
 MIRROR = ("opposite", "never", "always")
 EMPTY = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
 
@@ -67,7 +71,7 @@ class LocalMatch:
     def __init__(self, shortlist: int = 50, top_k: int = 20, detector: str = "sift", max_keypoints: int = 500,
                  max_side: int = 512, ratio: float = 0.8, ransac_px: float = 8.0, ransac_iters: int = 256,
                  mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "logistic",
-                 cache_dir: str | None = None, workers: int | None = None):
+                 cache_dir: str | None = None, workers: int | None = None, min_cosine: float = 0.82):
         if detector not in DETECTORS:
             raise ValueError(f"postprocess 'local_match' detector must be one of {DETECTORS}, got {detector!r}")
         if mirror not in MIRROR:
@@ -77,6 +81,7 @@ class LocalMatch:
         self.shortlist, self.top_k = int(shortlist), int(top_k)
         self.detector, self.max_keypoints, self.max_side = detector, int(max_keypoints), int(max_side)
         self.ratio, self.ransac_px, self.ransac_iters, self.mirror = float(ratio), float(ransac_px), int(ransac_iters), mirror
+        self.min_cosine = float(min_cosine)
         if fit_kind not in FUSIONS:
             raise ValueError(f"postprocess 'local_match' fit_kind must be one of {FUSIONS}, got {fit_kind!r}")
         self.fit_kind = fit_kind
@@ -91,6 +96,20 @@ class LocalMatch:
 
     def options_key(self) -> str:
         return f"{self.detector}-{self.max_keypoints}-{self.max_side}-u8"
+
+    @staticmethod
+    def runtime_requirements(options: dict) -> list:
+        """What a step with ``options`` needs beyond numpy and OpenCV (``submission.build`` checks it against the
+        2022 runtime): a learned detector's package. Its module is imported by name when the step first extracts
+        with it, so a SIFT bundle carries none of its code, and a chain that asks for it is refused by the build."""
+        name = LEARNED.get(str(options.get("detector", "sift")))
+        return list(importlib.import_module(name).REQUIRES) if name else []
+
+    @staticmethod
+    def modules_for(options: dict) -> list:
+        """The modules a step with ``options`` imports by name: a bundle for this installation carries them."""
+        name = LEARNED.get(str(options.get("detector", "sift")))
+        return [name] if name else []
 
     def features(self, path: str | None, flip: bool = False):
         """(keypoints float32 [n, 2] in px at ``max_side``, descriptors uint8 [n, d]: SIFT's 128 values, or the
@@ -133,6 +152,8 @@ class LocalMatch:
                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         if flip:
             img = np.ascontiguousarray(img[:, ::-1])
+        if self.detector in LEARNED:
+            return importlib.import_module(LEARNED[self.detector]).keypoints(img, self.max_keypoints)
         if self.detector == "sift":
             det = cv2.SIFT_create(nfeatures=self.max_keypoints)
         else:
@@ -162,6 +183,9 @@ class LocalMatch:
         (xa, da), (xb, db) = a, b
         if len(da) < 2 or len(db) < 2:
             return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        if self.detector in LEARNED:
+            i, j = importlib.import_module(LEARNED[self.detector]).mutual_matches(da, db, self.min_cosine)
+            return xa[i], xb[j]
         da, db = self.as_vectors(da), self.as_vectors(db)
         # squared distances by one matrix product (Hamming = squared L2 on unpacked bits)
         d2 = (da * da).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * da @ db.T
