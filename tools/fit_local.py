@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 
-def local_chain(run: Path, options: dict) -> list:
-    """RUN's postprocess chain with ``local_match`` (``options``) after its ranking step, widened to the shortlist."""
+def local_chain(run: Path, options: dict, name: str = "local_match") -> list:
+    """RUN's postprocess chain with ``local_match`` (``options``; or another local step, ``name``, such as
+    ``multi_match``) after its ranking step, widened to the shortlist, in place of the local step it had."""
     from omegaconf import OmegaConf
 
     from core.plugins import build_registries
@@ -29,8 +30,9 @@ def local_chain(run: Path, options: dict) -> list:
     cfg = run_config(run)
     registry = build_registries(cfg.plugins, exclude=cfg.get("plugins_exclude") or [])["postprocess"]
     chain = [dict(s) for s in OmegaConf.to_container(cfg.postprocess, resolve=True)]
-    present = [s for s in chain if s["name"] == "local_match"]
-    specs = [s for s in chain if s["name"] != "local_match"]
+    local = {"local_match", "multi_match", name}
+    present = [s for s in chain if s["name"] in local]
+    specs = [s for s in chain if s["name"] not in local]
     found = ranking_step(specs, registry)
     if found is None:
         raise ValueError(f"{run / 'config.yaml'}: no ranking step (one that keeps top_k candidates, such as knn) to "
@@ -38,7 +40,7 @@ def local_chain(run: Path, options: dict) -> list:
     k, kept = found
     top_k = int(present[0].get("top_k", kept)) if present else kept  # the rows a query gets, as before
     specs[k]["top_k"] = max(top_k, int(options["shortlist"]))
-    specs.insert(k + 1, dict(options, name="local_match", top_k=top_k))
+    specs.insert(k + 1, dict(options, name=name, top_k=top_k))
     return specs
 
 

@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--labels", type=Path, help="its test_labels.csv (default: beside the test folder)")
     p.add_argument("--per-viewpoint", action="store_true", help="a new-whale threshold per viewpoint")
     p.add_argument("--workers", type=int, default=None, help="image loading processes")
+    p.add_argument("--detector", help="keypoints for the local evidence: the local_match step's default (sift), or "
+                   "xfeat (learned: pip install 'whaleid[matchers]'); the outputs go to RUN/identify-<detector>/")
     p.add_argument("--global-only", action="store_true", help="calibrate and decide without the local evidence "
                    "(keypoint matching), by the global score alone")
     args = p.parse_args(argv)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     for need in (train / "metadata.csv", test / "metadata.csv", labels):
         if not need.is_file():
             p.exit(2, f"error: {need} not found (--test and --labels name another test set)\n")
-    out = run / "identify"
+    out = run / ("identify" if not args.detector else f"identify-{args.detector}")
     out.mkdir(exist_ok=True)
     bundle, db = out / "bundle.zip", out / "catalogue.sqlite"
     weights = next((model_run / n for n in ("best.safetensors", "last.safetensors") if (model_run / n).is_file()), None)
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
                                                               str(train), "--db", str(db), "--batch", "training"]),
         (f"[3/5] calibration on the held-out whales of {len(folds)} fold{'s' * (len(folds) > 1)}",
          ["calibrate", "--db", str(db), "--run", str(run)]
-         + (["--per-viewpoint"] if args.per_viewpoint else []) + ([] if args.global_only else ["--local"])),
+         + (["--per-viewpoint"] if args.per_viewpoint else []) + ([] if args.global_only else ["--local"])
+         + (["--detector", args.detector] if args.detector and not args.global_only else [])),
         (f"[4/5] the test photos before {cut} join the catalogue", ["catalogue", "build", "--bundle", str(bundle),
                                                                      "--data", str(test), "--labels", str(labels),
                                                                      "--db", str(db), "--before", cut, "--batch", "test"]),

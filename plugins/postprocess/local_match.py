@@ -202,6 +202,13 @@ class LocalMatch:
         binary ones, the bits unpacked: squared L2 of bits is the Hamming distance)."""
         return (desc if self.detector == "sift" else np.unpackbits(desc, axis=1)).astype(np.float32)
 
+    def pair_score(self, query_file, query_view, db_file, db_view):
+        """The local score of a query photo against a candidate photo: the most inliers over the orientations
+        their viewpoints call for (``pair_flips``). A step matching with several detectors returns one per
+        detector (``multi_match``)."""
+        target = self.features(db_file)
+        return max(self.inliers(self.features(query_file, flip), target) for flip in self.pair_flips(query_view, db_view))
+
     def pair_flips(self, qv, dv) -> tuple:
         """Which orientations of the query to match against a candidate, by their viewpoints."""
         if self.mirror == "never":
@@ -226,9 +233,7 @@ class LocalMatch:
 
         def count(job):
             qi, d = job
-            target = self.features(files_db[d])
-            return max(self.inliers(self.features(files_q[qi], flip), target)
-                       for flip in self.pair_flips(views_q[qi], views_db[d]))
+            return self.pair_score(files_q[qi], views_q[qi], files_db[d], views_db[d])
         try:
             with ThreadPoolExecutor(self.workers) as pool:
                 counts = dict(zip(jobs, pool.map(count, jobs)))

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from tools.bench import quality as bench_quality
 
@@ -54,3 +55,33 @@ def test_bench_quality_scores_the_global_ranking_beside_a_config_that_fuses(tmp_
 
     manifest = json.loads(zipfile.ZipFile(run / "submission_global.zip").read("manifest.json"))
     assert [s["name"] for s in manifest["postprocess"]] == ["knn"] and manifest["postprocess"][0]["top_k"] == 20
+
+
+def test_the_local_fusion_arms_rank_one_trained_run_each_way_and_resume(smoke_run, tiny_survey, tmp_path, capsys):
+    """``tools.bench.local_fusion`` on a bench of one trained run: the global arm and a fitted SIFT arm, each
+    packed for this installation and scored on the test whales; run again, it scores nothing twice."""
+    import json
+    import shutil
+
+    from tools.bench import local_fusion
+
+    bench = tmp_path / "bench"
+    shutil.copytree(smoke_run, bench / "runs" / "default-base-s0", ignore=shutil.ignore_patterns("checkpoint"))
+    (bench / "results.jsonl").write_text(json.dumps({"kind": "ours", "label": "default", "variant": "base",
+                                                     "seed": 0}) + "\n")
+    (tmp_path / "data" / "bench").mkdir(parents=True)
+    (tmp_path / "data" / "bench" / "base").symlink_to(tiny_survey, target_is_directory=True)
+    argv = ["--bench", str(bench), "--data-dir", str(tmp_path / "data"), "--arms", "global", "sift",
+            "--shortlist", "10"]
+    assert local_fusion.main(argv) == 0
+    rows = [json.loads(line) for line in (bench / "local_fusion.jsonl").read_text().splitlines()]
+    assert [r["arm"] for r in rows] == ["global", "sift"] and all(0 < r["mAP"] <= 1 for r in rows)
+    assert rows[1]["ms_per_pair"] > 0 and rows[1]["fusion"]["b"] >= 0 and "fusion" not in rows[0]
+    printed = capsys.readouterr().out
+    ratio = rows[1]["mAP"] / rows[0]["mAP"]
+    assert f"| base | sift | 1 | {rows[1]['mAP']:.4f} | {ratio:.3f}x |" in printed, printed
+    assert local_fusion.main(argv) == 0  # everything scored already: nothing is fitted or checked again
+    assert len((bench / "local_fusion.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit) as said:  # no trained run of that label: said, with what to run first
+        local_fusion.main(argv[:2] + ["--label", "other"])
+    assert said.value.code == 2 and "tools.bench.quality first" in capsys.readouterr().err

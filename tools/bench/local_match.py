@@ -32,7 +32,9 @@ def main(argv=None) -> None:
     p.add_argument("--shortlist", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-side", type=int, default=512)
-    p.add_argument("--detector", choices=("sift", "orb"), default="sift")
+    from plugins.postprocess.local_match import DETECTORS
+
+    p.add_argument("--detector", choices=DETECTORS, default="sift")
     args = p.parse_args(argv)
 
     import pandas as pd

@@ -1,0 +1,136 @@
+"""Postprocess ``multi_match``: several keypoint matchers fused with the global score, WildFusion's way or in one
+logistic, whichever ranks validation better.
+
+A re-ranking step like ``local_match`` (and built on it: the same shortlist, keypoint cache, mirrored views and
+RANSAC), but each shortlist pair gets one inlier count per detector in ``detectors`` (default SIFT and the
+learned XFeat, ``xfeat_keypoints.py``). The fit (``core.training.fit``, on the run's validation whales) tries
+
+- ``mean``: each score calibrated alone to P(same whale) by a one-feature logistic (the global score, and each
+  detector's ``log(1 + inliers)``), the probabilities averaged: WildFusion's fusion (Cermak et al., "WildFusion:
+  Individual Animal Identification with Calibrated Similarity Fusion", ECCV 2024, which calibrates with isotonic
+  regression; a logistic keeps the few validation pairs from overfitting steps);
+- ``logistic``: one logistic on all the scores, every weight on a score ``>= 0``;
+
+and keeps the one whose re-ranked validation shortlists have the higher mean average precision (``fit_kind``
+forces one). ``fusion: {kind, parts: [{a, c}, ...]}`` (mean; the global score first, then the detectors in
+order) or ``{kind: logistic, w: [...], c}``. Unfitted, it passes the global ranking through. What it costs is the
+sum of its detectors' costs (``python -m tools.bench.local_match --detector ...``). With ``xfeat`` among the
+detectors it runs on this installation only (``submission.build --runtime here``), as ``local_match`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.hookspecs import hookimpl
+from core.logistic import fit_logistic
+from plugins.postprocess.local_match import DETECTORS, RIDGE, LocalMatch, _sigmoid
+
+KINDS = ("choose", "mean", "logistic")
+
+
+class MultiMatch(LocalMatch):
+    def __init__(self, detectors=("sift", "xfeat"), shortlist: int = 50, top_k: int = 20, max_keypoints: int = 500,
+                 max_side: int = 512, mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "choose",
+                 cache_dir: str | None = None, workers: int | None = None):
+        detectors = [str(d) for d in detectors]
+        if not detectors or len(set(detectors)) != len(detectors) or set(detectors) - set(DETECTORS):
+            raise ValueError(f"postprocess 'multi_match' detectors must be distinct names of {DETECTORS}, got {detectors}")
+        if fit_kind not in KINDS:
+            raise ValueError(f"postprocess 'multi_match' fit_kind must be one of {KINDS}, got {fit_kind!r}")
+        super().__init__(shortlist=shortlist, top_k=top_k, detector=detectors[0], max_keypoints=max_keypoints,
+                         max_side=max_side, mirror=mirror, cache_dir=cache_dir, workers=workers)
+        self.detectors, self.fit_kind = detectors, fit_kind
+        self.matchers = [LocalMatch(shortlist=shortlist, top_k=top_k, detector=d, max_keypoints=max_keypoints,
+                                    max_side=max_side, mirror=mirror, cache_dir=cache_dir, workers=1) for d in detectors]
+        self.fusion = check_fusion(fusion, len(detectors)) if fusion else None
+
+    @staticmethod
+    def runtime_requirements(options: dict) -> list:
+        return [r for d in options.get("detectors", ("sift", "xfeat")) for r in
+                LocalMatch.runtime_requirements({"detector": d})]
+
+    @staticmethod
+    def modules_for(options: dict) -> list:
+        return [m for d in options.get("detectors", ("sift", "xfeat")) for m in LocalMatch.modules_for({"detector": d})]
+
+    def pair_score(self, query_file, query_view, db_file, db_view):
+        """One inlier count per detector."""
+        return tuple(m.pair_score(query_file, query_view, db_file, db_view) for m in self.matchers)
+
+    def fit(self, records: list, truth: set) -> dict:
+        """``{"fusion": ...}`` fitted on the recorded validation shortlists (``LocalMatch.fit``'s records, each pair
+        with one count per detector): both kinds fitted, the better by mean average precision kept."""
+        g, n, same, queries = [], [], [], []
+        for k, (query, candidates, scores, counts, *_) in enumerate(records):
+            g += list(scores)
+            n += [list(c) for c in np.asarray(counts, np.float64).reshape(len(candidates), len(self.detectors))]
+            same += [(str(query), str(c)) in truth for c in candidates]
+            queries += [k] * len(candidates)
+        if not any(same) or all(same):
+            raise ValueError(f"the validation shortlists hold {sum(same)} true pairs of {len(same)}; fitting the "
+                             "fusion needs both kinds")
+        x = np.column_stack([np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))])
+        y, queries = np.asarray(same, np.float64), np.asarray(queries)
+        fits = {}
+        if self.fit_kind in ("choose", "mean"):
+            parts = [fit_logistic(x[:, [j]], y, monotone=[True], ridge=RIDGE) for j in range(x.shape[1])]
+            fits["mean"] = {"kind": "mean", "parts": [{"a": float(w[0]), "c": float(c)} for w, c in parts]}
+        if self.fit_kind in ("choose", "logistic"):
+            w, c = fit_logistic(x, y, monotone=[True] * x.shape[1], ridge=RIDGE)
+            fits["logistic"] = {"kind": "logistic", "w": [float(v) for v in w], "c": float(c)}
+        ap = {kind: mean_ap(_probability(f, x), y, queries) for kind, f in fits.items()}
+        self.fusion = fits[max(ap, key=lambda kind: (ap[kind], kind == "mean"))]
+        self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)), "mean_ap": ap}
+        return {"fusion": self.fusion}
+
+    def probability(self, g, n, relations=None) -> np.ndarray:
+        g = np.asarray(g, np.float64)
+        n = np.log1p(np.asarray(n, np.float64).reshape(len(g), len(self.detectors)))
+        return _probability(self.fusion, np.column_stack([g, n]))
+
+
+def _probability(fusion: dict, x: np.ndarray) -> np.ndarray:
+    if fusion["kind"] == "mean":
+        return np.mean([_sigmoid(p["a"] * x[:, j] + p["c"]) for j, p in enumerate(fusion["parts"])], axis=0)
+    return _sigmoid(x @ np.asarray(fusion["w"], np.float64) + fusion["c"])
+
+
+def mean_ap(p: np.ndarray, y: np.ndarray, queries: np.ndarray) -> float:
+    """Mean over queries with a true pair in their shortlist of the average precision of ranking it by ``p``."""
+    aps = []
+    for q in np.unique(queries):
+        m = queries == q
+        if not y[m].any():
+            continue
+        hits = y[m][np.argsort(-p[m], kind="stable")]
+        aps.append(float(np.sum(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits) / hits.sum()))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def check_fusion(fusion, detectors: int) -> dict:
+    """A fitted fusion as a config gives it: ``{kind: mean, parts: [{a, c}] * (1 + detectors)}`` or ``{kind:
+    logistic, w: [...] (1 + detectors), c}``, every weight on a score finite and non-negative."""
+    f = {k: v for k, v in dict(fusion).items()}
+    try:
+        if f["kind"] == "mean":
+            parts = [{"a": float(p["a"]), "c": float(p["c"])} for p in f["parts"]]
+            f, weights, values = {"kind": "mean", "parts": parts}, [p["a"] for p in parts], [
+                v for p in parts for v in p.values()]
+        elif f["kind"] == "logistic":
+            f = {"kind": "logistic", "w": [float(v) for v in f["w"]], "c": float(f["c"])}
+            weights, values = f["w"], f["w"] + [f["c"]]
+        else:
+            raise KeyError(f["kind"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"postprocess 'multi_match' fusion must be {{kind: mean, parts: [{{a, c}}, ...]}} or "
+                         f"{{kind: logistic, w: [...], c}}, got {fusion}") from None
+    if len(weights) != 1 + detectors or min(weights) < 0 or not np.isfinite(values).all():
+        raise ValueError(f"postprocess 'multi_match' fusion needs {1 + detectors} finite weights >= 0 (the global "
+                         f"score, then each detector), got {fusion}")
+    return f
+
+
+@hookimpl
+def register_postprocess(register):
+    register("multi_match", MultiMatch)

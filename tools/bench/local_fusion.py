@@ -1,0 +1,143 @@
+"""Local evidence arms on the quality bench's trained runs: the same weights ranked globally, fused with SIFT
+(today's default), fused per view relation, fused with the learned XFeat keypoints, and with both detectors
+(``multi_match``), scored on the test whales.
+
+    python -m tools.bench.local_fusion [--bench runs/bench_quality] [--variants base hard ...] [--seeds 0 1]
+                                       [--arms global sift sift_view xfeat xfeat_view both] [--shortlist 50]
+
+For every run ``tools.bench.quality`` trained (``BENCH/results.jsonl``, its ``ours`` rows of ``--label``) and each
+arm, a copy of the run (``RUN/arms/<arm>``) gets ``local_match`` with the arm's options fitted on the run's own
+validation whales (``core.training.fit``, as ``tools.fit_local``; ``global``: no local step), is packed for this
+installation (``submission.build --runtime here``: XFeat needs torch >= 2) and checked with this project's
+interpreter on the survey's test whales. Every arm is scored the same way, so the columns compare; the quality
+bench's own figures come from the 2022 twin and differ from these in the third decimal.
+
+Prints, per survey and arm, the mAP (mean over seeds), its ratio to the global arm, the scenarios a top photo
+and a lateral photo share (top_vs_lateral, lateral_vs_top) and the matching cost per validation pair; keeps each
+result in ``BENCH/local_fusion.jsonl`` (an interrupted run picks up where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ARMS = {"global": None, "sift": {"detector": "sift", "fit_kind": "logistic"},
+        "sift_view": {"detector": "sift", "fit_kind": "view"}, "xfeat": {"detector": "xfeat", "fit_kind": "logistic"},
+        "xfeat_view": {"detector": "xfeat", "fit_kind": "view"},
+        "both": {"name": "multi_match", "detectors": ["sift", "xfeat"], "fit_kind": "choose"}}
+CROSS = ("top_vs_lateral", "lateral_vs_top")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def arm_run(run: Path, arm: str, shortlist: int) -> tuple[Path, dict]:
+    """A copy of ``run`` ranking as ``arm`` asks, and what its fit reported (empty for ``global``)."""
+    from omegaconf import OmegaConf
+
+    from core.training.fit import fit_postprocess
+    from core.training.runs import FITTED, run_config
+    from tools.fit_local import local_chain
+
+    out = run / "arms" / arm
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("checkpoint", "*.zip", "arms", "global"))
+    if ARMS[arm] is None:  # the chain as asked without local_match, its ranking step cut back to the rows kept
+        cfg = run_config(out)
+        chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
+        rows = next((int(s.get("top_k", 20)) for s in chain if s["name"] == "local_match"), None)
+        chain = [s for s in chain if s["name"] != "local_match"]
+        for s in chain:
+            if rows and "top_k" in s:
+                s["top_k"] = rows
+        cfg.postprocess = chain
+        (out / FITTED).unlink(missing_ok=True)
+        OmegaConf.save(cfg, out / "config.yaml")
+        return out, {}
+    options = dict(ARMS[arm], shortlist=shortlist)
+    report = fit_postprocess(out, local_chain(out, options, options.pop("name", "local_match")))
+    step = report["steps"][0]
+    return out, {"fusion": step["options"]["fusion"], "pairs": step["pairs"], "fit_seconds": report["rank_seconds"],
+                 "ms_per_pair": round(1000 * report["rank_seconds"] / max(step["pairs"], 1), 2),
+                 "val_global": report["validation_before"]["mAP"],
+                 "val_fused_in_sample": report["validation_after_in_sample"]["mAP"]}
+
+
+def score(survey: Path, run: Path) -> dict:
+    from submission.build import build
+    from submission.check import check
+
+    started = time.time()
+    build([run], run / "here.zip", runtime="here")
+    checked = check(run / "here.zip", survey / "test", survey / "test_labels.csv", runtime="here")
+    if checked["problems"]:
+        raise RuntimeError(f"submission check of {run / 'here.zip'} failed: {checked['problems']}")
+    return {"mAP": checked["mAP"], "scenarios": checked["scenarios"], "check_seconds": round(time.time() - started, 1)}
+
+
+def table(rows: list[dict]) -> str:
+    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    lines = ["| survey | arm | seeds | mAP | / global | " + " | ".join(CROSS) + " | ms a pair (fit) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        base = {r["seed"]: r for r in rows if r["variant"] == variant and r["arm"] == "global"}
+        for arm in arms:
+            got = [r for r in rows if r["variant"] == variant and r["arm"] == arm]
+            if not got:
+                continue
+            ratio = [r["mAP"] / base[r["seed"]]["mAP"] for r in got if r["seed"] in base and base[r["seed"]]["mAP"] > 0]
+            cross = [np.mean([r["scenarios"].get(c, np.nan) for r in got]) for c in CROSS]
+            cost = [r["ms_per_pair"] for r in got if "ms_per_pair" in r]
+            lines.append(f"| {variant} | {arm} | {len(got)} | {np.mean([r['mAP'] for r in got]):.4f} | "
+                         f"{np.mean(ratio):.3f}x | " + " | ".join(f"{c:.3f}" for c in cross)
+                         + (f" | {np.mean(cost):.1f} |" if cost else " | - |"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.bench.local_fusion", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bench", type=Path, default=ROOT / "runs" / "bench_quality", help="tools.bench.quality's --out")
+    p.add_argument("--label", default="default", help="the quality bench's arm whose runs are used")
+    p.add_argument("--variants", nargs="*", help="surveys (default: every one the bench trained)")
+    p.add_argument("--seeds", nargs="*", type=int, help="seeds (default: every one the bench trained)")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--shortlist", type=int, default=50, help="candidates matched per query")
+    p.add_argument("--data-dir", type=Path, default=ROOT / "data" / "variants", help="where the bench keeps its surveys")
+    p.add_argument("--preset", default="bench")
+    args = p.parse_args(argv)
+    from tools.bench.quality import append_result, ensure_survey, load_results
+
+    ours = [r for r in load_results(args.bench / "results.jsonl") if r["kind"] == "ours" and r["label"] == args.label
+            and (not args.variants or r["variant"] in args.variants) and (not args.seeds or r["seed"] in args.seeds)]
+    if not ours:
+        p.exit(2, f"error: {args.bench / 'results.jsonl'} has no trained run of label {args.label!r} for these "
+                  "surveys and seeds; run python -m tools.bench.quality first\n")
+    out = args.bench / "local_fusion.jsonl"
+    for row in ours:
+        run = args.bench / "runs" / f"{args.label}-{row['variant'].replace('/', '-')}-s{row['seed']}"
+        survey = ensure_survey(args.data_dir, args.preset, row["variant"])
+        for arm in args.arms:
+            if any(r["variant"] == row["variant"] and r["seed"] == row["seed"] and r["arm"] == arm
+                   and r["shortlist"] == args.shortlist for r in load_results(out)):
+                continue
+            print(f"{row['variant']} seed {row['seed']}: {arm}", file=sys.stderr, flush=True)
+            arm_dir, fitted = arm_run(run, arm, args.shortlist)
+            result = {"variant": row["variant"], "seed": row["seed"], "arm": arm, "shortlist": args.shortlist,
+                      **fitted, **score(survey, arm_dir)}
+            append_result(out, result)
+            print(json.dumps({k: result.get(k) for k in ("variant", "seed", "arm", "mAP", "ms_per_pair")}), flush=True)
+    rows = [r for r in load_results(out) if r["shortlist"] == args.shortlist
+            and any(r["variant"] == o["variant"] and r["seed"] == o["seed"] for o in ours)]
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
