@@ -336,6 +336,10 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--local", "--max-side", "256"]) == 0
     assert "local evidence: P = sigmoid(" in capsys.readouterr().out
     local = calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"])
+    assert local.local["options"]["detector"] == "sift"
+    assert main(["calibrate", "--db", str(db), "--run", str(smoke_run), "--local", "--detector", "surf"]) == 2
+    assert "detector must be one of" in capsys.readouterr().err  # named, and the calibration left as it was
+    assert calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"]).local == local.local
     fused = local.fused()
     assert local.local["fusion"]["a"] >= 0 and local.local["fusion"]["b"] >= 0 and "all" in fused.thresholds
     Catalogue.open(db2).set_meta("calibration", local.to_json())
