@@ -22,11 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,matchers]'
 	touch $@
 
 $(DEV): $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,dev,matchers]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,pretrained,review,matchers,dev]'
 	touch $@
 
 constraints: $(DEV)  ## after `make test` passed: write constraints.txt from what .venv holds, for the next install
@@ -72,9 +72,11 @@ ablation: $(STAMP) $(DATA)/small/test_labels.csv  ## the winners' toolbox, each 
 	$(PY) -m tools.bench.ablate configs/ablation/toolbox.yaml --out runs/ablation --jobs 2
 
 CV_RUN := runs/cv_demo
-identify-demo: $(STAMP)  ## from RUN (default: the demo recipe cross-validated, runs/cv_demo, trained first when missing: 5 trainings, about 12 minutes on 2 cores; RUN=runs/demo is the one-fold path) to named whales: catalogue of its training whales, calibration on every fold's held-out whales, the test photos identified at 5% wrong decisions and scored: RUN/identify/
+# the catalogue's keypoints: XFeat's learned ones (the matchers extra; the catalogue never runs in the 2022 runtime)
+IDENTIFY_DETECTOR := xfeat
+identify-demo: $(STAMP)  ## from RUN (default: the demo recipe cross-validated, runs/cv_demo, trained first when missing: 5 trainings, about 12 minutes on 2 cores; RUN=runs/demo is the one-fold path) to named whales: catalogue of its training whales, calibration on every fold's held-out whales with XFeat keypoints (IDENTIFY_DETECTOR=sift for SIFT), the test photos identified at 5% wrong decisions and scored: RUN/identify/
 	$(if $(RUN),,test -f $(CV_RUN)/cv.json || $(MAKE) --no-print-directory cv-demo)
-	$(PY) -m tools.identify_demo $(or $(RUN),$(CV_RUN))
+	$(PY) -m tools.identify_demo $(or $(RUN),$(CV_RUN)) --detector $(IDENTIFY_DETECTOR)
 
 review: $(STAMP)  ## serve the review page of RUN's identify-demo catalogue (default runs/cv_demo) on http://127.0.0.1:8765/
 	.venv/bin/whaleid review --db $(or $(RUN),$(CV_RUN))/identify/catalogue.sqlite --bundle $(or $(RUN),$(CV_RUN))/identify/bundle.zip

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-viewpoint", action="store_true", help="a new-whale threshold per viewpoint")
     p.add_argument("--workers", type=int, default=None, help="image loading processes")
     p.add_argument("--detector", help="keypoints for the local evidence: the local_match step's default (sift), or "
-                   "xfeat (learned: pip install 'whaleid[matchers]'); the outputs go to RUN/identify-<detector>/")
+                   "xfeat (learned: pip install 'whaleid[matchers]'; make identify-demo's); the calibration records it")
     p.add_argument("--global-only", action="store_true", help="calibrate and decide without the local evidence "
                    "(keypoint matching), by the global score alone")
     args = p.parse_args(argv)
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     for need in (train / "metadata.csv", test / "metadata.csv", labels):
         if not need.is_file():
             p.exit(2, f"error: {need} not found (--test and --labels name another test set)\n")
-    out = run / ("identify" if not args.detector else f"identify-{args.detector}")
+    out = run / "identify"
     out.mkdir(exist_ok=True)
     bundle, db = out / "bundle.zip", out / "catalogue.sqlite"
     weights = next((model_run / n for n in ("best.safetensors", "last.safetensors") if (model_run / n).is_file()), None)
