@@ -420,8 +420,12 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     run.mkdir()
     for name in ("config.yaml", "best.safetensors", "split.csv", "metrics.json", "history.jsonl", "per_query.csv", "oof.npz"):
         shutil.copy(smoke_run / name, run / name)
-    assert identify_demo.main([str(run), "--workers", "0"]) == 0
+    assert identify_demo.main([str(run), "--workers", "0", "--detector", "xfeat"]) == 0  # as make identify-demo
     printed = capsys.readouterr().out
+    from catalogue.records.store import Catalogue
+
+    local = json.loads(Catalogue.open(run / "identify" / "catalogue.sqlite").meta["calibration"])["local"]
+    assert local["options"]["detector"] == "xfeat" and local["fusion"]["b"] >= 0  # calibrated on XFeat's inliers
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "BAKS", "BAUS", "geometric mean", "AUROC",
                  "ECE over the candidates shown", "operating point at most 5.0% wrong decisions",
                  "--max-error 0.01: decided without review", "reviewer actions a photo"):
@@ -440,7 +444,7 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     assert r["geometric_mean"] == metrics["whaleid"]["geometric_mean"]
     assert r["observed_decided@0.05"] == metrics["operating_points"]["0.05"]["observed_decided"]
     assert f"| tiny | 0 | one | {metrics['calibration']['queries']} | {r['baks']:.3f} |" in bench.table([r])
-    assert identify_demo.main([str(run), "--workers", "0"]) == 0  # again: nothing re-embedded
+    assert identify_demo.main([str(run), "--workers", "0", "--detector", "xfeat"]) == 0  # again: nothing re-embedded
     assert "0 to embed" in capsys.readouterr().out
     build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)
     page = (tmp_path / "report.html").read_text()
