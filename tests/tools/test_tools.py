@@ -26,3 +26,15 @@ def test_bench_train_runs_one_tiny_round(capsys):
     main(["--size", "32", "--batch", "4", "--steps", "1", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "ratio ours/bare" in out
+
+
+def test_the_local_match_cost_bench_prints_detectors_side_by_side(tiny_survey, capsys):
+    from tools.bench import local_match
+
+    local_match.main(["--data", str(tiny_survey / "test"), "--photos", "6", "--pairs", "10", "--detector", "sift",
+                      "orb", "--max-side", "256"])
+    out = capsys.readouterr().out
+    assert "| stage | sift | orb | orb / sift |" in out and "keypoints a photo: sift" in out
+    row = next(line for line in out.splitlines() if line.startswith("| a pair, 2 threads"))
+    sift, orb, ratio = (float(c.strip().rstrip("x")) for c in row.strip("|").split("|")[1:])
+    assert sift > 0 and orb > 0 and abs(ratio - orb / sift) < 0.01 + 0.01 * ratio

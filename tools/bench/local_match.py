@@ -2,13 +2,14 @@
 projection for the competition's test set.
 
     python -m tools.bench.local_match [--data data/synthetic/small/test] [--photos 200] [--pairs 2000]
-                                      [--shortlist 50] [--threads 2]
+                                      [--shortlist 50] [--threads 2] [--detector sift xfeat]
 
 Reads ``--photos`` photos of a survey folder (its metadata.csv), extracts their keypoints on one thread, then
 matches ``--pairs`` random pairs of them on one thread, timing the ratio-test matching and the RANSAC
-verification apart, and the whole step's pairs on ``--threads`` threads. Prints each stage's milliseconds, the
-stages side by side as shares of a pair's cost, the bytes a photo's keypoints take (per 1,000 photos), and the
-projection for the 2022 test set (about 3,400 distinct photos, 4,419 queries, ``--shortlist`` candidates each).
+verification apart, and the whole step's pairs on ``--threads`` threads, for each ``--detector`` in turn. Prints
+each stage's milliseconds per detector side by side (with the last detector's ratio to the first), the kilobytes
+a photo's keypoints take, and the projection for the 2022 test set (about 3,400 distinct photos, 4,419 queries,
+``--shortlist`` candidates each).
 """
 
 from __future__ import annotations
@@ -34,16 +35,38 @@ def main(argv=None) -> None:
     p.add_argument("--max-side", type=int, default=512)
     from plugins.postprocess.local_match import DETECTORS
 
-    p.add_argument("--detector", choices=DETECTORS, default="sift")
+    p.add_argument("--detector", nargs="+", choices=DETECTORS, default=["sift"], help="one or more, measured in "
+                   "one run and printed side by side with the last's ratio to the first (default sift)")
     args = p.parse_args(argv)
 
     import pandas as pd
 
-    from plugins.postprocess.local_match import LocalMatch, ransac_similarity
-
     meta = pd.read_csv(args.data / "metadata.csv", dtype=str)
     files = [str(args.data / f) for f in meta["path"][: args.photos]]
-    step = LocalMatch(max_side=args.max_side, detector=args.detector, workers=args.threads)
+    got = {d: measure(d, files, args) for d in args.detector}
+    names = list(got)
+    print(f"{len(files)} photos of {args.data} at {args.max_side} px; keypoints a photo: "
+          + ", ".join(f"{d} {got[d]['keypoints']:.0f}" for d in names))
+    rows = [("keypoints, per photo (ms, one thread)", "extract_ms"), ("matching, per pair (ms, one thread)", "match_ms"),
+            ("RANSAC verification, per pair (ms, one thread)", "ransac_ms"),
+            (f"a pair, {args.threads} threads (ms)", "pair_threads_ms"), ("keypoints in memory (KB a photo)", "kb"),
+            (f"2022 test set, {args.threads} threads (minutes)", "minutes")]
+    ratio = f" | {names[-1]} / {names[0]}" if len(names) > 1 else ""
+    print(f"| stage | " + " | ".join(names) + f"{ratio} |\n|---|" + "---|" * (len(names) + bool(ratio)))
+    for label, key in rows:
+        cells = " | ".join(f"{got[d][key]:.2f}" for d in names)
+        r = f" | {got[names[-1]][key] / got[names[0]][key]:.2f}x" if ratio and got[names[0]][key] > 0 else (" | -" if ratio else "")
+        print(f"| {label} | {cells}{r} |")
+    print(f"the 2022 test set: {TEST_PHOTOS} photos, {TEST_QUERIES} queries x {args.shortlist} candidates = "
+          f"{TEST_QUERIES * args.shortlist} pairs (at most twice for mirrored lateral pairs)")
+
+
+def measure(detector: str, files: list, args) -> dict:
+    """One detector's costs on ``files``: keypoints per photo, matching and RANSAC per pair on one thread, a pair
+    on ``args.threads`` threads, memory, and the projection for the 2022 test set."""
+    from plugins.postprocess.local_match import LocalMatch, ransac_similarity
+
+    step = LocalMatch(max_side=args.max_side, detector=detector, workers=args.threads)
     started = time.perf_counter()
     feats = [step.features(f) for f in files]
     extract_ms = 1000 * (time.perf_counter() - started) / len(files)
@@ -62,20 +85,9 @@ def main(argv=None) -> None:
         list(pool.map(lambda ab: step.inliers(feats[ab[0]], feats[ab[1]]), pairs))
     pair_threads_ms = 1000 * (time.perf_counter() - started) / len(pairs)
     per_photo = np.mean([xy.nbytes + d.nbytes for xy, d in feats])
-    keypoints = np.mean([len(xy) for xy, _ in feats])
-    pair_ms = match_ms + ransac_ms
-    print(f"{len(files)} photos of {args.data} at {args.max_side} px, {args.detector}: {keypoints:.0f} keypoints a photo")
-    print(f"| stage | ms, one thread | share of a pair |\n|---|---|---|\n"
-          f"| keypoints, per photo | {extract_ms:.2f} | - |\n| ratio-test matching, per pair | {match_ms:.2f} | "
-          f"{match_ms / pair_ms:.0%} |\n| RANSAC verification, per pair | {ransac_ms:.2f} | {ransac_ms / pair_ms:.0%} |\n"
-          f"| a pair, {args.threads} threads | {pair_threads_ms:.2f} | {pair_threads_ms / pair_ms:.2f}x one thread |")
-    print(f"keypoints in memory: {per_photo / 1024:.1f} KB a photo, {per_photo * 1000 / 2 ** 20:.0f} MB per 1,000 photos")
-    total_pairs = TEST_QUERIES * args.shortlist
-    seconds = TEST_PHOTOS * extract_ms / 1000 / args.threads + total_pairs * pair_threads_ms / 1000
-    print(f"projection for the 2022 test set ({TEST_PHOTOS} photos, {TEST_QUERIES} queries x {args.shortlist} "
-          f"candidates = {total_pairs} pairs, at most twice for mirrored lateral pairs): keypoints "
-          f"{TEST_PHOTOS * extract_ms / 1000 / args.threads:.0f} s, matching {total_pairs * pair_threads_ms / 1000:.0f} s, "
-          f"{seconds / 60:.1f} minutes on {args.threads} threads; memory {per_photo * TEST_PHOTOS / 2 ** 20:.0f} MB")
+    seconds = TEST_PHOTOS * extract_ms / 1000 / args.threads + TEST_QUERIES * args.shortlist * pair_threads_ms / 1000
+    return {"keypoints": float(np.mean([len(xy) for xy, _ in feats])), "extract_ms": extract_ms, "match_ms": match_ms,
+            "ransac_ms": ransac_ms, "pair_threads_ms": pair_threads_ms, "kb": per_photo / 1024, "minutes": seconds / 60}
 
 
 if __name__ == "__main__":
