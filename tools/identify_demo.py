@@ -5,8 +5,8 @@
 RUN is a cross-validated run (``make cv-demo``: every training whale is held out by one fold) or a single run
 (one validation fold: the one-fold path, five times cheaper to train, calibrated on a fifth of the whales).
 
-1. packs RUN (a cross-validated run: its first fold's model) into a bundle (``RUN/identify/bundle.zip``, kept
-   while those weights are unchanged);
+1. packs RUN (a cross-validated run: its first fold's model) into a bundle for this installation
+   (``RUN/identify/bundle.zip``, ``submission.build --runtime here``), kept while those weights are unchanged;
 2. ``whaleid catalogue build``: the catalogue (``RUN/identify/catalogue.sqlite``) of RUN's training data, every
    whale the run knew (its training and validation folds);
 3. ``whaleid calibrate --local``: P(same whale), the whale-level verifier, the new-whale threshold and the
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     started = time.time()
     if not bundle.is_file() or (weights and weights.stat().st_mtime > bundle.stat().st_mtime):
         try:
-            build([model_run], bundle)
+            build([model_run], bundle, runtime="here")  # the catalogue runs here, never in the 2022 runtime
         except BuildError as exc:
             p.exit(2, f"error: {exc}\n")
         print(f"[1/5] packed {model_run} into {bundle}", flush=True)
