@@ -60,6 +60,7 @@ ALLOWED = {
 # GPU check time it, and fit_local and the quality bench run the step core/run.py runs after training.
 TRAINING_USERS = {"tools.bench.train_step": {"core.training.loop"}, "tools.bench.gpu_check": {"core.training.loop"},
                   "tools.fit_local": {"core.training.fit"}, "tools.bench.quality": {"core.training.fit"},
+                  "tools.bench.local_fusion": {"core.training.fit"},
                   "submission.build": {"core.training.fit"}}  # an ensemble's bundle fits its fusion on its own scores
 
 

@@ -296,16 +296,16 @@ class LocalMatch:
         view ``relations``; without them the pooled fit)."""
         f, g, n = self.fusion, np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
         if f.get("kind") == "mean":  # WildFusion's: each score calibrated alone, the probabilities averaged
-            return (_sigmoid(f["g"]["a"] * g + f["g"]["c"]) + _sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
+            return (sigmoid(f["g"]["a"] * g + f["g"]["c"]) + sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
         if f.get("kind") == "view":
             rel = list(relations) if relations is not None else ["unknown"] * len(g)
             w = np.array([[p["a"], p["b"], p["c"]] for p in (f["by"].get(r, f["all"]) for r in rel)],
                          np.float64).reshape(-1, 3)
-            return _sigmoid(w[:, 0] * g + w[:, 1] * n + w[:, 2])
-        return _sigmoid(f["a"] * g + f["b"] * n + f["c"])
+            return sigmoid(w[:, 0] * g + w[:, 1] * n + w[:, 2])
+        return sigmoid(f["a"] * g + f["b"] * n + f["c"])
 
 
-def _sigmoid(z):
+def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
@@ -398,7 +398,7 @@ def fit_fusion(g, n, same, kind: str = "logistic", relations=None) -> dict:
 
 
 def _log_likelihood(x, y, w, c) -> float:
-    p = np.clip(_sigmoid(x @ w + c), 1e-12, 1 - 1e-12)
+    p = np.clip(sigmoid(x @ w + c), 1e-12, 1 - 1e-12)
     return float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.hookspecs import hookimpl
 from core.logistic import fit_logistic
-from plugins.postprocess.local_match import DETECTORS, RIDGE, LocalMatch, _sigmoid
+from plugins.postprocess.local_match import DETECTORS, RIDGE, LocalMatch, sigmoid
 
 KINDS = ("choose", "mean", "logistic")
 
@@ -92,8 +92,8 @@ class MultiMatch(LocalMatch):
 
 def _probability(fusion: dict, x: np.ndarray) -> np.ndarray:
     if fusion["kind"] == "mean":
-        return np.mean([_sigmoid(p["a"] * x[:, j] + p["c"]) for j, p in enumerate(fusion["parts"])], axis=0)
-    return _sigmoid(x @ np.asarray(fusion["w"], np.float64) + fusion["c"])
+        return np.mean([sigmoid(p["a"] * x[:, j] + p["c"]) for j, p in enumerate(fusion["parts"])], axis=0)
+    return sigmoid(x @ np.asarray(fusion["w"], np.float64) + fusion["c"])
 
 
 def mean_ap(p: np.ndarray, y: np.ndarray, queries: np.ndarray) -> float:
