@@ -163,8 +163,14 @@ def test_the_default_bundle_from_build_to_apply(command_bundles, fused_run, tiny
     assert "0 to embed" in whaleid("catalogue", "build", "--bundle", fused, "--data", train, "--db", db,
                                    "--before", "2019-01-01", cwd=cwd).stdout
 
-    out = whaleid("calibrate", "--db", db, "--run", fused_run, "--local", "--max-side", "256", cwd=cwd).stdout
+    # XFeat's keypoints (make identify-demo's), through the 2022 bundle's own local_match: its module loads the
+    # learned detector from this installation by name
+    out = whaleid("calibrate", "--db", db, "--run", fused_run, "--local", "--max-side", "256", "--detector", "xfeat",
+                  cwd=cwd).stdout
     assert "local evidence: P = sigmoid(" in out, out
+    from catalogue.records.store import Catalogue
+
+    assert json.loads(Catalogue.open(db).meta["calibration"])["local"]["options"]["detector"] == "xfeat"
     ids = tmp_path / "ids.csv"
     out = whaleid("identify", "--bundle", fused, "--db", db, "--data", train, "--from", "2019-01-01", "--evaluate",
                   "--out", ids, "--workers", "0", "--max-error", "0.05", cwd=cwd).stdout
