@@ -28,7 +28,8 @@ calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``); or, with ``fi
 view relation of the pair (``same`` view, a ``mirrored`` left/right pair, ``cross``: top against lateral, which
 share no keypoints), each keeping the inliers only where they earn it on validation (a likelihood-ratio test at
 5%: otherwise that relation is ranked by its calibrated global score alone), a relation with too few validation
-pairs of either kind taking the pooled fit's global-only logistic, and unknown viewpoints the pooled fit
+pairs of either kind, or whose global score gets no weight there (which would tie its candidates), taking the
+pooled fit's global-only logistic, and unknown viewpoints the pooled fit
 (``fusion: {kind: view, all: {a, b, c}, by: {relation: {a, b, c}}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
 candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
 after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the global
@@ -313,6 +314,7 @@ FUSIONS = ("logistic", "mean", "view")
 RELATIONS = ("same", "mirrored", "cross")
 MIN_PAIRS = 20  # true and false validation pairs a view relation needs for a fit of its own
 LR_CRITICAL = 3.841  # chi-square, 1 degree of freedom, 5%: the inliers' term must earn its place in a relation
+MIN_WEIGHT = 1e-6  # a global weight under this leaves a relation's candidates tied: it takes the pooled one
 
 
 def relation(qv, dv) -> str:
@@ -419,8 +421,11 @@ def _fit_by_view(g, n, y, relations) -> dict:
         w2, c2 = fit_logistic(both[m], y[m], monotone=[True, True], ridge=RIDGE)
         w1, c1 = fit_logistic(g[m][:, None], y[m], monotone=[True], ridge=RIDGE)
         gain = 2 * (_log_likelihood(both[m], y[m], w2, c2) - _log_likelihood(g[m][:, None], y[m], w1, c1))
-        out["by"][r] = ({"a": float(w2[0]), "b": float(w2[1]), "c": c2} if gain > LR_CRITICAL and w2[1] > 0
-                        else {"a": float(w1[0]), "b": 0.0, "c": c1})
+        fit = ({"a": float(w2[0]), "b": float(w2[1]), "c": c2} if gain > LR_CRITICAL and w2[1] > 0
+               else {"a": float(w1[0]), "b": 0.0, "c": c1})
+        # a relation whose pairs the global score does not order on validation (cross-view pairs: true ones score
+        # low) would give its candidates one P, a tie the metric breaks arbitrarily: it keeps the global order
+        out["by"][r] = fit if fit["a"] > MIN_WEIGHT else {"a": float(a0), "b": 0.0, "c": c0}
     return out
 
 
