@@ -103,8 +103,7 @@ class LocalMatch:
         """What a step with ``options`` needs beyond numpy and OpenCV (``submission.build`` checks it against the
         2022 runtime): a learned detector's package. Its module is imported by name when the step first extracts
         with it, so a SIFT bundle carries none of its code, and a chain that asks for it is refused by the build."""
-        name = LEARNED.get(str(options.get("detector", "sift")))
-        return list(importlib.import_module(name).REQUIRES) if name else []
+        return [r for name in LocalMatch.modules_for(options) for r in importlib.import_module(name).REQUIRES]
 
     @staticmethod
     def modules_for(options: dict) -> list:

@@ -27,10 +27,11 @@ from core.logistic import fit_logistic
 from plugins.postprocess.local_match import DETECTORS, RIDGE, LocalMatch, sigmoid
 
 KINDS = ("choose", "mean", "logistic")
+DEFAULT_DETECTORS = ("sift", "xfeat")
 
 
 class MultiMatch(LocalMatch):
-    def __init__(self, detectors=("sift", "xfeat"), shortlist: int = 50, top_k: int = 20, max_keypoints: int = 500,
+    def __init__(self, detectors=DEFAULT_DETECTORS, shortlist: int = 50, top_k: int = 20, max_keypoints: int = 500,
                  max_side: int = 512, mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "choose",
                  cache_dir: str | None = None, workers: int | None = None):
         detectors = [str(d) for d in detectors]
@@ -47,12 +48,12 @@ class MultiMatch(LocalMatch):
 
     @staticmethod
     def runtime_requirements(options: dict) -> list:
-        return [r for d in options.get("detectors", ("sift", "xfeat")) for r in
+        return [r for d in options.get("detectors", DEFAULT_DETECTORS) for r in
                 LocalMatch.runtime_requirements({"detector": d})]
 
     @staticmethod
     def modules_for(options: dict) -> list:
-        return [m for d in options.get("detectors", ("sift", "xfeat")) for m in LocalMatch.modules_for({"detector": d})]
+        return [m for d in options.get("detectors", DEFAULT_DETECTORS) for m in LocalMatch.modules_for({"detector": d})]
 
     def pair_score(self, query_file, query_view, db_file, db_view):
         """One inlier count per detector."""

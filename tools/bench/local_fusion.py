@@ -38,27 +38,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def arm_run(run: Path, arm: str, shortlist: int) -> tuple[Path, dict]:
     """A copy of ``run`` ranking as ``arm`` asks, and what its fit reported (empty for ``global``)."""
-    from omegaconf import OmegaConf
-
     from core.training.fit import fit_postprocess
-    from core.training.runs import FITTED, run_config
+    from tools.bench.quality import rank_globally
     from tools.fit_local import local_chain
 
     out = run / "arms" / arm
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(run, out, ignore=shutil.ignore_patterns("checkpoint", "*.zip", "arms", "global"))
-    if ARMS[arm] is None:  # the chain as asked without local_match, its ranking step cut back to the rows kept
-        cfg = run_config(out)
-        chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
-        rows = next((int(s.get("top_k", 20)) for s in chain if s["name"] == "local_match"), None)
-        chain = [s for s in chain if s["name"] != "local_match"]
-        for s in chain:
-            if rows and "top_k" in s:
-                s["top_k"] = rows
-        cfg.postprocess = chain
-        (out / FITTED).unlink(missing_ok=True)
-        OmegaConf.save(cfg, out / "config.yaml")
+    if ARMS[arm] is None:
+        rank_globally(out)
         return out, {}
     options = dict(ARMS[arm], shortlist=shortlist)
     report = fit_postprocess(out, local_chain(out, options, options.pop("name", "local_match")))

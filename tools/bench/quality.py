@@ -116,25 +116,34 @@ def run_global(survey: Path, run_dir: Path) -> dict:
     the test whales: the global column when the config itself fused."""
     import shutil
 
-    from omegaconf import OmegaConf
-
     plain = run_dir / "global"
     if plain.exists():
         shutil.rmtree(plain)
     shutil.copytree(run_dir, plain, ignore=shutil.ignore_patterns("checkpoint", "*.zip", "global"))
+    rank_globally(plain)
+    return pack_and_check(survey, plain, run_dir / "submission_global.zip", run_dir / "build_global.log")
+
+
+def rank_globally(run: Path) -> None:
+    """``run``'s chain as asked and fitted, without its local step, the ranking step cut back to the rows the local
+    step kept; its ``fitted.yaml`` removed and ``config.yaml`` rewritten (on a copy of a run)."""
+    from omegaconf import OmegaConf
+
     from core.training.runs import FITTED, run_config
 
-    cfg = run_config(plain)
-    (plain / FITTED).unlink(missing_ok=True)
+    cfg = run_config(run)
+    (run / FITTED).unlink(missing_ok=True)
     chain = OmegaConf.to_container(cfg.postprocess, resolve=True)
-    rows = next(int(s.get("top_k", 20)) for s in chain if s["name"] == "local_match")
-    chain = [s for s in chain if s["name"] != "local_match"]
+    rows = next((int(s.get("top_k", 20)) for s in chain if s["name"] in LOCAL_STEPS), None)
+    chain = [s for s in chain if s["name"] not in LOCAL_STEPS]
     for s in chain:
-        if "top_k" in s:
+        if rows and "top_k" in s:
             s["top_k"] = rows
     cfg.postprocess = chain
-    OmegaConf.save(cfg, plain / "config.yaml")
-    return pack_and_check(survey, plain, run_dir / "submission_global.zip", run_dir / "build_global.log")
+    OmegaConf.save(cfg, run / "config.yaml")
+
+
+LOCAL_STEPS = ("local_match", "multi_match")
 
 
 def pack_and_check(survey: Path, run_dir: Path, zip_path: Path, log_path: Path) -> dict:
