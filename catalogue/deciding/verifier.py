@@ -2,8 +2,11 @@
 
 Per candidate whale of a photo, ``features`` reads what the ranking already knows: its global score, the mean
 of its best photos' scores (``best_k``), its margin over the best other candidate, its keypoint inliers (kept
-apart for a pair of one view class and a cross-view pair, top against lateral, which share no keypoints), whether
-the pair is cross-view, the years between the photo and the whale's best photo, how many photos the whale has,
+apart for a pair of one view class and a cross-view pair, top against lateral, which share no keypoints), its
+inliers' margin over the best other candidate's (``inlier_margin``) and over the photo's median candidate's
+(``inliers_over_median``), both on ``log(1 + inliers)``: a new whale's candidates share a level of chance
+inliers that a photo's own whale stands out from, whatever that level is for the photo; whether the pair is
+cross-view, the years between the photo and the whale's best photo, how many photos the whale has,
 and (with local evidence) how many keypoints the photo has. The years and the photo count are left out by
 default (``SPLIT_ARTEFACTS``: measured to separate whales in a time-aware split for a reason that does not hold
 in use). ``Verifier`` is a logistic regression on the features, standardised, with a small ridge, fitted by Newton's method (``core.logistic.fit_logistic``) and
@@ -27,9 +30,11 @@ from catalogue.deciding.match import Candidate, view_class
 from core.logistic import fit_logistic
 
 FEATURES = ("score", "best_k", "margin", "inliers_same_view", "inliers_cross_view", "cross_view", "years_apart",
-            "photos", "query_keypoints")
-MONOTONE = ("score", "best_k", "margin", "inliers_same_view", "inliers_cross_view")
-LOCAL = ("inliers_same_view", "inliers_cross_view", "query_keypoints")  # only with keypoint evidence
+            "photos", "query_keypoints", "inlier_margin", "inliers_over_median")
+MONOTONE = ("score", "best_k", "margin", "inliers_same_view", "inliers_cross_view", "inlier_margin",
+            "inliers_over_median")
+LOCAL = ("inliers_same_view", "inliers_cross_view", "query_keypoints", "inlier_margin",
+         "inliers_over_median")  # only with keypoint evidence
 # computed, and not used by default: in a time-aware split (the calibration's, and the demo's test) the photo's own
 # whale never has a photo from the photo's year nor its latest photos in the catalogue, while other whales do, so
 # these two separate whales for a reason that fails in a survey whose season's earlier photos are catalogued
@@ -63,16 +68,19 @@ def features(ranked: Sequence[list], counts: Optional[Sequence[list]], views: Se
     for q, cands in enumerate(ranked):
         rows = np.zeros((len(cands), len(FEATURES)))
         scores = np.asarray([c.score for c in cands], np.float64)
+        logs = np.log1p(np.asarray(counts[q], np.float64)) if counts is not None else np.zeros(len(cands))
         for i, c in enumerate(cands):
             others = np.delete(scores, i)
             best_photo = c.photos[0][0] if c.photos else None
             cross = {view_class(views[q]), view_class(context.view_of.get(best_photo))} == {"top", "lateral"}
-            n = np.log1p(counts[q][i]) if counts is not None else 0.0
+            n = logs[i]
+            other_logs = np.delete(logs, i)
             rows[i] = [c.score, np.mean([s for _, s in c.photos]) if c.photos else c.score,
                        c.score - (others.max() if len(others) else 0.0), 0.0 if cross else n, n if cross else 0.0,
                        float(cross), np.log1p(_years(dates[q], context.date_of.get(best_photo, ""))),
                        np.log1p(context.photos_of.get(c.whale_id, 1)),
-                       np.log1p(keypoints[q]) if keypoints is not None else 0.0]
+                       np.log1p(keypoints[q]) if keypoints is not None else 0.0,
+                       n - (other_logs.max() if len(other_logs) else 0.0), n - float(np.median(logs))]
         out.append(rows)
     return out
 
