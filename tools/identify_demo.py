@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     from omegaconf import OmegaConf
 
-    from catalogue.deciding import calibration
+    from catalogue.deciding import held_out
     from catalogue import cli
     from catalogue.deciding import out_of_fold
     from catalogue.embedding.embed import bundle_hash
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         db.rename(aside)
         print(f"      the catalogue was embedded by earlier weights: kept as {aside}, a new one is built")
     workers = [] if args.workers is None else ["--workers", str(args.workers)]
-    cut = calibration.last_year_cut(cli.read_photos(test, require_identity=False)["date"])
+    cut = held_out.last_year_cut(cli.read_photos(test, require_identity=False)["date"])
     steps = [
         ("[2/5] the catalogue of the run's training whales", ["catalogue", "build", "--bundle", str(bundle), "--data",
                                                               str(train), "--db", str(db), "--batch", "training"]),

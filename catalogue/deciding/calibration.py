@@ -2,7 +2,8 @@
 
 ``fit_folds`` takes a catalogue and, per fold of a run, the catalogue embedded by that fold's model and the
 fold's held-out photos (whales that model never trained on: every training whale once over a cross-validated
-run, or one validation fold; ``catalogue.deciding.out_of_fold``), and makes a time-aware open set of each, as WildlifeDatasets' time-aware splits do: the fold's photos from its
+run, or one validation fold; ``catalogue.deciding.out_of_fold``), and makes a time-aware open set of each
+(``catalogue.deciding.held_out``), as WildlifeDatasets' time-aware splits do: the fold's photos from its
 latest year are queries, everything else in the catalogue is the reference, so a validation whale first seen
 in that year is "new" and one seen before is "known" (the training whales are distractors). Each query's
 candidate whales (``catalogue.deciding.match``) give labelled pairs, the candidate's score and whether it is the
@@ -11,7 +12,12 @@ new whale is the one that maximises the geometric mean of BAKS and BAUS on those
 viewpoint (top, lateral) where each has enough known and new queries. The folds' queries are pooled. On the
 same pairs it fits the whale-level verifier (``catalogue.deciding.verifier``) and records, per query, the calibrated
 P(top) of a verifier fitted without that query's fold, from which ``catalogue.deciding.operating`` chooses the
-thresholds that hold an error rate.
+thresholds that hold an error rate. Where every held-out query has an encounter id, each of the three levels
+(the global score, the fusion, the verifier) is fitted a second time on the queries pooled by encounter as
+identify pools them (``catalogue.deciding.match.pool_encounter``: each whale's best score over the encounter's
+photos), because a pooled top score is a maximum over photos and runs higher than one photo's: identify deciding
+by encounter takes that fit (``Calibration.for_encounters``), so its thresholds and expected error rates are
+those of pooled evidence.
 
 ``Calibration`` is what ``whaleid identify`` applies: P(same) per candidate, and the three-way decision
 (``new_whale`` under the threshold, ``match`` from ``match_probability``, else ``review``).
@@ -27,7 +33,8 @@ import numpy as np
 
 from catalogue.deciding.calibrators import Isotonic, Logistic, ece
 from catalogue.deciding.open_set import NEW, choose_threshold, open_set_scores
-from catalogue.deciding.match import rank_whales, view_class
+from catalogue.deciding.held_out import encounter_groups, pool_by_encounter, pooled
+from catalogue.deciding.match import view_class
 
 METHODS = ("logistic", "isotonic")
 
@@ -43,6 +50,7 @@ class Calibration:
     local: dict = field(default_factory=dict)  # with local evidence: options, fusion and the fields above, fused
     operating: dict = field(default_factory=dict)  # per held-out query: calibrated P(top), truth (catalogue.deciding.operating)
     verifier: dict = field(default_factory=dict)  # the whale-level verifier and the fields above, on its P
+    encounter: dict = field(default_factory=dict)  # the fields above fitted on queries pooled by encounter
 
     def fused(self) -> Optional["Calibration"]:
         """The calibration of the fused scores (``catalogue.deciding.local.fuse``), or None when fitted without them."""
@@ -54,10 +62,15 @@ class Calibration:
         """The calibration of the whale-level verifier's P (``catalogue.deciding.verifier``), or None when it has none."""
         return self._of(self.verifier) if self.verifier else None
 
+    def for_encounters(self) -> Optional["Calibration"]:
+        """This level's calibration fitted on held-out queries pooled by encounter (the module's docstring), or None
+        when the held-out photos had no encounter ids."""
+        return self._of(self.encounter) if self.encounter else None
+
     def _of(self, part: dict) -> "Calibration":
         keep = ("method", "logistic", "isotonic", "thresholds", "fitted_on")
         return Calibration(**{k: part[k] for k in keep}, operating=part.get("operating", {}),
-                           match_probability=self.match_probability)
+                           encounter=part.get("encounter", {}), match_probability=self.match_probability)
 
     def probability(self, scores, method: Optional[str] = None) -> np.ndarray:
         method = method or self.method
@@ -92,14 +105,6 @@ def decide(score: float, probability: float, threshold: float, match_probability
     return "match" if probability >= match_probability else "review"
 
 
-def last_year_cut(dates) -> str:
-    """The first day of the latest year among ``dates`` (YYYY-...): photos from then on are the open set's queries."""
-    years = sorted({str(d)[:4] for d in dates if str(d)[:4].isdigit()})
-    if len(years) < 2:
-        raise ValueError(f"a time-aware split needs photos from two years or more; found {years or 'no dates'}")
-    return f"{years[-1]}-01-01"
-
-
 def labelled_pairs(ranked, truth) -> tuple[np.ndarray, np.ndarray]:
     """(score, same whale) for every candidate of every query."""
     scores, labels = [], []
@@ -110,69 +115,9 @@ def labelled_pairs(ranked, truth) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(scores, np.float64), np.asarray(labels, bool)
 
 
-def open_set(table, emb: np.ndarray, query_mask: np.ndarray, how: str = "max", top_n: int = 5,
-             viewpoints: bool = True) -> dict:
-    """Queries = rows of ``query_mask``, reference = every other row: per query, its ranked candidates, its truth
-    (its whale when the reference has it, else NEW), its real whale id and its viewpoint. ``viewpoints=False``
-    ignores viewpoints (with ``how="max"``: the plain top-1 cosine baseline)."""
-    q, ref = np.flatnonzero(query_mask), np.flatnonzero(~query_mask)
-    known = set(table["whale_id"].iloc[ref])
-    ranked = rank_whales(emb[q], list(table["viewpoint"].iloc[q]) if viewpoints else None, emb[ref],
-                         list(table["whale_id"].iloc[ref]),
-                         list(table["image_id"].iloc[ref]), list(table["viewpoint"].iloc[ref]), how=how, top_n=top_n)
-    real = list(table["whale_id"].iloc[q])
-    return {"ranked": ranked, "real": real, "truth": [w if w in known else NEW for w in real],
-            "views": list(table["viewpoint"].iloc[q]), "image_ids": list(table["image_id"].iloc[q])}
-
-
 def fit(table, emb: np.ndarray, held_out: set, source: str = "", **options) -> Calibration:
     """``fit_folds`` on one fold: the ``held_out`` photos scored by the catalogue's own embeddings ``emb``."""
     return fit_folds(table, [(source, emb, held_out)], **options)
-
-
-def fold_split(table, emb: np.ndarray, held_out: set, source: str, how: str = "max") -> dict:
-    """One fold's time-aware open set: its held-out photos from their latest year are queries, every other photo
-    of the catalogue (embedded by ``emb``, that fold's model) the reference."""
-    in_fold = table["image_id"].isin(held_out).to_numpy()
-    if not in_fold.any():
-        raise ValueError(f"the catalogue holds none of the {len(held_out)} held-out photos of {source or 'the run'}: "
-                         "build it from the run's training data")
-    cut = last_year_cut(table["date"][in_fold])
-    mask = in_fold & (table["date"].astype(str) >= cut).to_numpy()
-    split = open_set(table, emb, mask, how=how)
-    split["plain"] = open_set(table, emb, mask, how="max", viewpoints=False)["ranked"]  # top-1 cosine baseline
-    split["dates"] = list(table["date"].astype(str)[mask])
-    split["reference"] = table[~mask]
-    split["cut"], split["source"] = cut, source
-    return split
-
-
-def pooled(table, folds: list, how: str = "max", evidence=None) -> dict:
-    """The folds' open sets pooled (``fold_split`` per fold; ``folds``: ``(source, embeddings of the catalogue by
-    that fold's model, that fold's held-out photo ids)``), with the fold of each query, the inliers of every
-    candidate and each query's keypoint count (with ``evidence``), and the verifier's feature rows."""
-    from catalogue.deciding import verifier as vf
-
-    splits = [fold_split(table, emb, held_out, source, how) for source, emb, held_out in folds]
-    split = {k: [x for s in splits for x in s[k]] for k in ("ranked", "real", "truth", "views", "image_ids", "plain",
-                                                              "dates")}
-    split["fold"] = [k for k, s in enumerate(splits) for _ in s["truth"]]
-    split["splits"], split["counts"], split["keypoints"] = splits, None, None
-    if evidence is not None:
-        from catalogue.deciding.local import evidence_for
-
-        path_of = dict(zip(table["image_id"].astype(str), table["path"]))
-        files = [path_of.get(i) for i in split["image_ids"]]
-        split["counts"] = evidence_for(evidence, split["ranked"], files, split["views"], table)
-        split["keypoints"] = evidence.keypoint_counts(files)
-    rows, start, counts, keypoints = [], 0, split["counts"], split["keypoints"]
-    for s in splits:  # each fold's candidates described against that fold's reference photos
-        size = len(s["truth"])
-        rows += vf.features(s["ranked"], counts[start:start + size] if counts is not None else None, s["views"],
-                            s["dates"], vf.Context(s["reference"]), keypoints[start:start + size] if keypoints else None)
-        start += size
-    split["rows"], split["groups"] = rows, vf.default_groups(len(split["truth"]), split["fold"])
-    return split
 
 
 def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", per_viewpoint: bool = False,
@@ -199,22 +144,31 @@ def fit_folds(table, folds: list, how: str = "max", method: str = "logistic", pe
               "queries": len(truth), "known": n_known, "new": n_new, "how": how, "folds": len(splits),
               "per_fold": [{"source": s["source"], "cut": s["cut"], "queries": len(s["truth"]),
                             "new": sum(t == NEW for t in s["truth"])} for s in splits]}
-    calibration = Calibration(method, match_probability=match_probability,
-                              **_fit_scores(split, split["ranked"], per_viewpoint, min_per_side, fitted, method))
+    groups = encounter_groups(split)
+
+    def fit_levels(ranked, fitted_on):
+        """``_fit_scores`` of ``ranked``, and (with encounters) of ``ranked`` pooled by encounter."""
+        part = _fit_scores(split, ranked, per_viewpoint, min_per_side, fitted_on, method)
+        if groups:
+            part["encounter"] = dict(_fit_scores(split, pool_by_encounter(ranked, groups), per_viewpoint, min_per_side,
+                                                 dict(fitted_on, by="encounter", encounters=len(groups)), method),
+                                     method=method)
+        return part
+
+    calibration = Calibration(method, match_probability=match_probability, **fit_levels(split["ranked"], fitted))
     if evidence is not None:
         from catalogue.deciding.local import fit_whale_fusion, fuse
 
         n = [k for ks in counts for k in ks]
         _, same = labelled_pairs(split["ranked"], truth)
         fusion = fit_whale_fusion(split["ranked"], counts, truth)
-        fused = _fit_scores(split, fuse(split["ranked"], counts, fusion), per_viewpoint, min_per_side,
-                            dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
-                                 inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))), method)
+        fused = fit_levels(fuse(split["ranked"], counts, fusion),
+                           dict(fitted, inliers_mean_same=float(np.mean([k for k, y in zip(n, same) if y] or [0])),
+                                inliers_mean_other=float(np.mean([k for k, y in zip(n, same) if not y] or [0]))))
         calibration.local = dict(fused, method=method, options=evidence.options, fusion=fusion)
     chosen = vf.choose(split["ranked"], split["rows"], truth, split["groups"], local=evidence is not None)
     honest = vf.with_scores(split["ranked"], chosen.pop("cross_fitted"), counts)
-    calibration.verifier = dict(_fit_scores(split, honest, per_viewpoint, min_per_side,
-                                            dict(fitted, held_out_log_loss=chosen["held_out_log_loss"]), method),
+    calibration.verifier = dict(fit_levels(honest, dict(fitted, held_out_log_loss=chosen["held_out_log_loss"])),
                                 method=method, local=evidence is not None, **chosen)
     return calibration
 

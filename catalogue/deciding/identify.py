@@ -97,7 +97,8 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
     import pandas as pd
 
     from catalogue.deciding import calibration
-    from catalogue.deciding.match import pool_encounter, rank_whales
+    from catalogue.deciding.held_out import pool_by_encounter
+    from catalogue.deciding.match import rank_whales
     from catalogue.embedding.embed import embed_files
     from catalogue.embedding.index import searcher
     from catalogue.records.photos import add_photo_root, read_photos
@@ -154,6 +155,7 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
         ranked = fuse(ranked, counts, global_cal.local["fusion"], bundle=req.bundle)
         cal = global_cal.fused()
         res.note("deciding by the fused P(same whale) of the global score and the inliers")
+    rescored = cal is not global_cal  # decided by the verifier's or the fusion's P, not the global score's
     res.by = req.by
     if res.by == "auto":  # one whale per encounter unless the user says otherwise (--by photo)
         res.by = "encounter" if queries["encounter_id"].notna().all() else "photo"
@@ -162,11 +164,15 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
             row = int(np.flatnonzero(queries["encounter_id"].isna())[0])
             raise ValueError(f"{req.data / 'metadata.csv'}: --by encounter needs encounter_id; photo "
                              f"{queries['image_id'][row]} has none")
-        groups = queries.groupby("encounter_id", sort=False).indices
-        for idx in groups.values():
-            pooled = pool_encounter([ranked[i] for i in idx], top_n=req.top)
-            for i in idx:
-                ranked[i] = pooled
+        ranked = pool_by_encounter(ranked, list(queries.groupby("encounter_id", sort=False).indices.values()))
+        if cal is not None and cal.for_encounters() is not None:
+            cal = cal.for_encounters()
+            res.note(f"deciding by encounter by the calibration of held-out photos pooled by encounter "
+                     f"({cal.fitted_on.get('encounters', '?')} encounters)")
+        elif cal is not None:
+            res.note("note: the calibration was fitted on single photos (its held-out photos had no encounter ids); "
+                     "a pooled score is the best of an encounter's photos', so the expected error rates may be "
+                     "optimistic: calibrate on photos with encounter ids, or decide --by photo", warning=True)
 
     policy = cal if cal is not None else ScoreRule(req.new_below, req.match_above)
     point = operating_point(policy, req.max_error, req.confidence) if req.max_error is not None else None
@@ -207,10 +213,10 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
     res.note(f"{len(res.frame)} photos{grouped} against {table['whale_id'].nunique()} whales ({len(table)} photos): "
              + ", ".join(f"{k} {v}" for k, v in sorted(counted.items())) + f"; proposals stored in {req.db}")
     if req.evaluate:
-        res.metrics = evaluate_identified(req, table, cat_emb, queries, emb, ranked, cal, global_cal is not cal, res.note)
+        res.metrics = evaluate_identified(req, table, cat_emb, queries, emb, ranked, cal, rescored, res.note)
         known = set(table["whale_id"])
         truth = [w if w in known else NEW_WHALE for w in queries["whale_id"]]
-        if global_cal is not cal:  # the same photos decided by the global score alone, for comparison
+        if rescored:  # the same photos decided by the global score alone, for comparison
             from catalogue.deciding.open_set import workload
 
             split = {"ranked": global_ranked, "real": list(queries["whale_id"]), "truth": truth, "views": views}
@@ -224,35 +230,9 @@ def identify(cat, req: Request, say: Optional[Callable[[str, bool], None]] = Non
             res.note("best share decidable on these labels at 1% / 5% wrong decisions (hindsight, not an operating "
                      "point): ours " + " / ".join(f"{100 * v:.1f}%" for v in res.metrics["whaleid"]["workload"].values())
                      + ", global alone " + " / ".join(f"{100 * v:.1f}%" for v in res.metrics["global_only"]["workload"].values()))
-        res.metrics.update(evaluate_operating(policy, ranked, truth, [r["probability"] for r in out], ok, req.confidence,
+        res.metrics.update(operating.evaluate(policy, ranked, truth, [r["probability"] for r in out], ok, req.confidence,
                                               res.note))
     return res
-
-
-def evaluate_operating(policy, ranked, truth, probabilities, ok, confidence: float = 0.8,
-                       note: Callable[[str], None] = lambda line: None) -> dict:
-    """Operating points at 1% and 5% (expected on the calibration's held-out photos, observed on these) and the
-    reviewer's simulated workload with every photo reviewed and at each point."""
-    keep = [i for i in range(len(truth)) if ok[i]]
-    data = {"p": [probabilities[i] for i in keep], "top_right": [bool(ranked[i]) and ranked[i][0].whale_id == truth[i]
-                                                                  for i in keep],
-            "is_new": [truth[i] == NEW_WHALE for i in keep]}
-    cands, labels = [ranked[i] for i in keep], [truth[i] for i in keep]
-    every = operating.workload(cands, labels)
-    note(f"review of every photo: {every['actions_per_photo']:.2f} reviewer actions a photo (simulated); the true "
-          f"whale shown for {every['true_whale_shown']:.1%} of known photos, at mean rank {every['true_whale_rank_mean']:.2f}")
-    out = {"review_all": every, "operating_points": {}}
-    if not getattr(policy, "operating", None):
-        return out
-    for rate in (0.01, 0.05):
-        point = operating.fit(policy.operating, rate, confidence)
-        seen = operating.observed(data, point)
-        work = operating.workload(cands, labels, [operating.decide(p, point) for p in data["p"]])
-        out["operating_points"][f"{rate:g}"] = dict(point, **seen, actions_per_photo=work["actions_per_photo"])
-        note(f"--max-error {rate:g}: decided without review {seen['observed_decided']:.1%} (expected "
-              f"{point['expected_decided']:.1%}), wrong {seen['observed_error']:.1%} of those decided (expected "
-              f"{point['expected_error']:.1%}); {work['actions_per_photo']:.2f} reviewer actions a photo")
-    return out
 
 
 def evaluate_identified(req: Request, table, cat_emb, queries, emb, ranked, cal, fused: bool = False,

@@ -16,7 +16,7 @@ when its whale is not among them (reject all, name it); a photo decided alone co
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -139,3 +139,30 @@ def workload(ranked, truth, decisions: Optional[Sequence[str]] = None) -> dict:
             "known_photos": len(ranks), "true_whale_shown": len(shown) / len(ranks) if ranks else float("nan"),
             "true_whale_rank_mean": float(np.mean(shown)) if shown else float("nan"),
             "true_whale_rank_counts": {str(k): int(sum(1 for r in shown if r == k)) for k in sorted(set(shown))}}
+
+
+def evaluate(policy, ranked, truth, probabilities, ok, confidence: float = 0.8,
+             note: Callable[[str], None] = lambda line: None) -> dict:
+    """``identify --evaluate``'s operating points at 1% and 5% (expected on the held-out photos of ``policy``, a
+    calibration, observed on these labelled photos: ``truth`` per photo, ``ok`` whether it was read) and the
+    reviewer's simulated workload with every photo reviewed and at each point."""
+    keep = [i for i in range(len(truth)) if ok[i]]
+    data = {"p": [probabilities[i] for i in keep], "top_right": [bool(ranked[i]) and ranked[i][0].whale_id == truth[i]
+                                                                  for i in keep],
+            "is_new": [truth[i] == NEW for i in keep]}
+    cands, labels = [ranked[i] for i in keep], [truth[i] for i in keep]
+    every = workload(cands, labels)
+    note(f"review of every photo: {every['actions_per_photo']:.2f} reviewer actions a photo (simulated); the true "
+         f"whale shown for {every['true_whale_shown']:.1%} of known photos, at mean rank {every['true_whale_rank_mean']:.2f}")
+    out = {"review_all": every, "operating_points": {}}
+    if not getattr(policy, "operating", None):
+        return out
+    for rate in (0.01, 0.05):
+        point = fit(policy.operating, rate, confidence)
+        seen = observed(data, point)
+        work = workload(cands, labels, [decide(p, point) for p in data["p"]])
+        out["operating_points"][f"{rate:g}"] = dict(point, **seen, actions_per_photo=work["actions_per_photo"])
+        note(f"--max-error {rate:g}: decided without review {seen['observed_decided']:.1%} (expected "
+             f"{point['expected_decided']:.1%}), wrong {seen['observed_error']:.1%} of those decided (expected "
+             f"{point['expected_error']:.1%}); {work['actions_per_photo']:.2f} reviewer actions a photo")
+    return out

@@ -263,7 +263,7 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     BAKS, BAUS, AUROC and ECE beside the top-1 cosine baseline; the heatmaps need the catalogue's own bundle."""
     import pandas as pd
 
-    from catalogue.deciding import calibration
+    from catalogue.deciding import calibration, held_out
     from catalogue.deciding import verifier
     from catalogue.cli import main
     from catalogue.review.server import Heatmaps
@@ -280,7 +280,7 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
     cal = calibration.Calibration.from_json(Catalogue.open(db).meta["calibration"])
     split = pd.read_csv(smoke_run / "split.csv", dtype=str)
     val = split[split.role == "val"]
-    cut = calibration.last_year_cut(val.date)
+    cut = held_out.last_year_cut(val.date)
     assert cal.fitted_on["queries"] == int((val.date >= cut).sum()) and f"from {cut} on" in printed
     assert cal.fitted_on["known"] > 0 and cal.fitted_on["new"] > 0 and "all" in cal.thresholds
     p = cal.probability([-1.0, 0.0, 0.5, 1.0])
@@ -306,6 +306,11 @@ def test_calibrated_identify_from_a_runs_held_out_whales(smoke_run, tiny_survey,
         result = pd.read_csv(out, dtype=str)
         used = cal.verified()  # identify decides by the whale-level verifier's P, calibrated on held-out folds
         assert used is not None and "whale-level evidence" in printed
+        if by == "encounter":  # pooled by encounter: decided by the fit on held-out photos pooled the same way
+            used = used.for_encounters()
+            assert used is not None and used.fitted_on["by"] == "encounter" and "pooled by encounter" in printed
+            assert len(used.operating["p"]) == len(cal.verified().operating["p"])  # a decision per photo still
+            assert used.fitted_on["encounters"] < len(used.operating["p"])
         for _, row in result.iterrows():  # each decision is the calibration's on its top score and probability
             top = json.loads(row.candidates)[0]
             assert row.decision == used.decide(top["score"], top["probability"], row.viewpoint)
@@ -440,10 +445,10 @@ def test_identify_demo_from_a_run_to_scored_decisions_and_the_report(smoke_run, 
     assert set(decisions.decision) <= {"match", "review", NEW}
     from tools.bench import decisions as bench  # the bench's row is the metrics file's, as printed
 
-    r = bench.row("tiny", 0, run, 1.0)
+    r = bench.row("tiny", 0, run, 1.0, "xfeat")
     assert r["geometric_mean"] == metrics["whaleid"]["geometric_mean"]
     assert r["observed_decided@0.05"] == metrics["operating_points"]["0.05"]["observed_decided"]
-    assert f"| tiny | 0 | one | {metrics['calibration']['queries']} | {r['baks']:.3f} |" in bench.table([r])
+    assert f"| tiny | 0 | one | xfeat | {metrics['calibration']['queries']} | {r['baks']:.3f} |" in bench.table([r])
     assert identify_demo.main([str(run), "--workers", "0", "--detector", "xfeat"]) == 0  # again: nothing re-embedded
     assert "0 to embed" in capsys.readouterr().out
     build_report(run, tmp_path / "report.html", queries=1, top_k=3, explain=False)

@@ -66,7 +66,7 @@ def test_cv_oof_map_equals_the_metric_recomputed_from_saved_embeddings(cv_run):
 def test_calibrate_on_a_cross_validated_run_pools_every_folds_held_out_whales(cv_run, tiny_survey, tmp_path, capsys):
     """``whaleid calibrate --run CV`` scores each fold's held-out whales with that fold's model (which never
     trained on them) and fits on all of them: every training whale is a calibration whale once."""
-    from catalogue.deciding import calibration
+    from catalogue.deciding import calibration, held_out
     from catalogue.deciding import out_of_fold
     from catalogue.cli import main
     from catalogue.records.store import Catalogue
@@ -92,7 +92,7 @@ def test_calibrate_on_a_cross_validated_run_pools_every_folds_held_out_whales(cv
     assert "over 3 folds" in printed and printed.count("embedded by its model") == 3
     assert cal.fitted_on["queries"] == sum(f["queries"] for f in per_fold)
     split = pd.read_csv(out / "fold1" / "split.csv", dtype=str).query("role == 'val'")
-    assert per_fold[1]["queries"] == int((split.date >= calibration.last_year_cut(split.date)).sum())
+    assert per_fold[1]["queries"] == int((split.date >= held_out.last_year_cut(split.date)).sum())
     assert len(cal.verifier["operating"]["p"]) == cal.fitted_on["queries"] and "--max-error 0.05" in printed
     assert main(["calibrate", "--db", str(db), "--run", str(out), "--workers", "0", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.count(f"0 of the {len(table)} catalogue photos embedded") == 3  # kept

@@ -3,7 +3,7 @@ richer models, on one catalogue and one run's held-out folds.
 
     python -m tools.bench.verifier --db RUN/identify/catalogue.sqlite --run RUN [--local]
 
-The pairs are ``whaleid calibrate``'s (``catalogue.deciding.calibration.pooled``: each fold's held-out whales scored by
+The pairs are ``whaleid calibrate``'s (``catalogue.deciding.held_out.pooled``: each fold's held-out whales scored by
 that fold's model). Every model is fitted on all folds but one and scored on the one left out (a single run:
 five groups of photos): the held-out log-loss and AUROC of its P(same whale) over every candidate pair, the
 top-1 accuracy of its re-ranking on known photos, and the share of photos decided without review at 1% and 5%
@@ -109,23 +109,30 @@ def main(argv=None) -> int:
     p.add_argument("--db", type=Path, required=True, help="a catalogue built from RUN's training data")
     p.add_argument("--run", type=Path, required=True, help="a cross-validated run, or one with a validation fold")
     p.add_argument("--local", action="store_true", help="with keypoint inliers (the catalogue's stored keypoints)")
+    p.add_argument("--detector", help="the keypoints of the inliers (default: those the catalogue was calibrated "
+                   "with, else the local_match step's default)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", type=Path, help="write the table as JSON here")
     args = p.parse_args(argv)
 
-    from catalogue.deciding import calibration
+    from catalogue.deciding import calibration, held_out
     from catalogue.deciding import out_of_fold
     from catalogue.records.store import Catalogue
 
     cat = Catalogue.open(args.db)
     table, emb = cat.photos()
+    stored = cat.meta.get("calibration")
     cat.close()
     evidence = None
     if args.local:
         from catalogue.deciding.local import Evidence
 
-        evidence = Evidence(args.db)
-    split = calibration.pooled(table, out_of_fold.folds(args.run, table, emb, "cpu", args.workers,
+        options = dict(calibration.Calibration.from_json(stored).local.get("options", {})) if stored else {}
+        if args.detector:
+            options["detector"] = args.detector
+        evidence = Evidence(args.db, options)
+        print(f"inliers from {evidence.options['detector']} keypoints")
+    split = held_out.pooled(table, out_of_fold.folds(args.run, table, emb, "cpu", args.workers,
                                                                                db=args.db), evidence=evidence)
     results = compare(split, args.local)
     print(f"{len(split['truth'])} held-out photos, {sum(len(r) for r in split['ranked'])} candidate pairs, "
