@@ -83,8 +83,8 @@ def main(argv=None) -> int:
           f"{options['shortlist']} of {report['queries']} queries; ranked and matched in {report['rank_seconds']} s "
           f"({1000 * report['rank_seconds'] / max(step['pairs'], 1):.1f} ms a pair, keypoints included)")
     if f.get("kind") == "view":
-        for name, w in [("all pairs", f["all"])] + sorted(f["by"].items()):
-            print(f"fusion, {name}: P = sigmoid({w['a']:.3f} * global + {w['b']:.3f} * log(1 + inliers) + {w['c']:.3f})")
+        print(f"fusion: P = sigmoid({f['a']:.3f} * global + b * log(1 + inliers) + d + {f['c']:.3f}), by view "
+              "relation: " + ", ".join(f"{r} b {f['b'][r]:.3f} d {f.get('d', {}).get(r, 0.0):+.3f}" for r in f["b"]))
     elif isinstance(f["c"], tuple):
         print(f"fusion: P = (sigmoid({f['a']:.3f} * global + {f['c'][0]:.3f}) + sigmoid({f['b']:.3f} * "
               f"log(1 + inliers) + {f['c'][1]:.3f})) / 2")

@@ -24,13 +24,13 @@ A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortl
 The local score is the inlier count ``n``. The fused score is ``P = sigmoid(a * g + b * log(1 + n) + c)`` with
 ``g`` the global score the ranking step gave, ``a, b >= 0`` (so P rises with both), fitted on validation whales
 (``fit``; ``fusion: {a, b, c}``); or, with ``fit_kind: mean``, WildFusion's mean of the two scores each
-calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``); or, with ``fit_kind: view``, one logistic per
-view relation of the pair (``same`` view, a ``mirrored`` left/right pair, ``cross``: top against lateral, which
-share no keypoints), each keeping the inliers only where they earn it on validation (a likelihood-ratio test at
-5%: otherwise that relation is ranked by its calibrated global score alone), a relation with too few validation
-pairs of either kind, or whose global score gets no weight there (which would tie its candidates), taking the
-pooled fit's global-only logistic, and unknown viewpoints the pooled fit
-(``fusion: {kind: view, all: {a, b, c}, by: {relation: {a, b, c}}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
+calibrated alone (``fusion: {kind: mean, g: {a, c}, n: {a, c}}``); or, with ``fit_kind: view``, one logistic
+with the inliers' weight per view relation of the pair (``same`` view, a ``mirrored`` left/right pair, ``cross``:
+top against lateral, which share no keypoints, or ``unknown``): ``P = sigmoid(a * g + b[relation] * log(1 + n) +
+d[relation] + c)``, the global weight shared and each relation's own base rate ``d``, so a lateral query's
+same-side and mirrored candidates are on one scale; a relation keeps its inliers' term only where it earns it on validation (a likelihood-ratio test at 5%)
+and has enough validation pairs of both kinds, else its candidates are ranked by the global score alone
+(``fusion: {kind: view, a, c, b: {relation: b}, d: {relation: d}}``). A photo without keypoints (flat, tiny, unreadable) has ``n = 0`` with every
 candidate, so its candidates keep their global order. Candidates past the shortlist keep their global order
 after the shortlist, with scores under its lowest. Without a fitted ``fusion`` the step passes the global
 ranking through (cut to ``top_k``): it only ever ranks by what validation fitted. The runner fits it on the
@@ -299,9 +299,9 @@ class LocalMatch:
             return (sigmoid(f["g"]["a"] * g + f["g"]["c"]) + sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
         if f.get("kind") == "view":
             rel = list(relations) if relations is not None else ["unknown"] * len(g)
-            w = np.array([[p["a"], p["b"], p["c"]] for p in (f["by"].get(r, f["all"]) for r in rel)],
-                         np.float64).reshape(-1, 3)
-            return sigmoid(w[:, 0] * g + w[:, 1] * n + w[:, 2])
+            b = np.array([f["b"].get(r, 0.0) for r in rel], np.float64)
+            d = np.array([f.get("d", {}).get(r, 0.0) for r in rel], np.float64)
+            return sigmoid(f["a"] * g + b * n + d + f["c"])
         return sigmoid(f["a"] * g + f["b"] * n + f["c"])
 
 
@@ -310,10 +310,10 @@ def sigmoid(z):
 
 
 FUSIONS = ("logistic", "mean", "view")
-RELATIONS = ("same", "mirrored", "cross")
-MIN_PAIRS = 20  # true and false validation pairs a view relation needs for a fit of its own
+RELATIONS = ("same", "mirrored", "cross", "unknown")
+MIN_PAIRS = 20  # true and false validation pairs a view relation needs for an inliers' term of its own
 LR_CRITICAL = 3.841  # chi-square, 1 degree of freedom, 5%: the inliers' term must earn its place in a relation
-MIN_WEIGHT = 1e-6  # a global weight under this leaves a relation's candidates tied: it takes the pooled one
+MIN_WEIGHT = 1e-6  # a global weight under this would tie candidates without inliers: the global score alone ranks
 
 
 def relation(qv, dv) -> str:
@@ -339,19 +339,18 @@ def check_fusion(fusion) -> dict:
             parts = [(fusion[k]["a"], fusion[k]["c"]) for k in ("g", "n")]
             weights, values = [a for a, _ in parts], [x for p in parts for x in p]
         elif fusion.get("kind") == "view":
-            fusion["by"] = {r: dict(v) for r, v in dict(fusion.get("by") or {}).items()}
-            fusion["all"] = dict(fusion["all"])
-            if set(fusion["by"]) - set(RELATIONS):
-                raise KeyError(sorted(set(fusion["by"]) - set(RELATIONS)))
-            parts = [fusion["all"]] + list(fusion["by"].values())
-            weights = [p[k] for p in parts for k in ("a", "b")]
-            values = [p[k] for p in parts for k in ("a", "b", "c")]
+            fusion["b"] = {r: float(v) for r, v in dict(fusion["b"]).items()}
+            fusion["d"] = {r: float(v) for r, v in dict(fusion.get("d") or {}).items()}
+            if (set(fusion["b"]) | set(fusion["d"])) - set(RELATIONS):
+                raise KeyError(sorted((set(fusion["b"]) | set(fusion["d"])) - set(RELATIONS)))
+            weights = [fusion["a"]] + list(fusion["b"].values())
+            values = weights + list(fusion["d"].values()) + [fusion["c"]]
         else:
             weights, values = [fusion["a"], fusion["b"]], [fusion["a"], fusion["b"], fusion["c"]]
         values = [float(v) for v in values]
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"postprocess 'local_match' fusion must be {{a, b, c}}, {{kind: mean, g: {{a, c}}, "
-                         f"n: {{a, c}}}} or {{kind: view, all: {{a, b, c}}, by: {{same|mirrored|cross: {{a, b, c}}}}}}, "
+                         f"n: {{a, c}}}} or {{kind: view, a, c, b: {{same|mirrored|cross|unknown: b}}, d: {{...: d}}}}, "
                          f"got {fusion}") from None
     if min(float(w) for w in weights) < 0 or not np.isfinite(values).all():
         raise ValueError(f"postprocess 'local_match' fusion needs finite weights a, b >= 0, got {fusion}")
@@ -404,28 +403,42 @@ def _log_likelihood(x, y, w, c) -> float:
 
 
 def _fit_by_view(g, n, y, relations) -> dict:
-    """``{kind: view, all, by}``: the pooled logistic, and one per view relation with enough validation pairs of
-    both kinds whose inliers' weight survives a likelihood-ratio test against the global score alone (else
-    ``b = 0``); a relation short of pairs takes the pooled global-only logistic (``by`` names every relation)."""
-    both = np.stack([g, n], 1)
-    (a, b), c = fit_logistic(both, y, monotone=[True, True], ridge=RIDGE)
-    (a0,), c0 = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
-    out = {"kind": "view", "all": {"a": float(a), "b": float(b), "c": c}, "by": {}}
+    """``{kind: view, a, c, b: {relation: b}, d: {relation: d}}``: one logistic on the global score (weight ``a``
+    shared by every relation) with, per view relation, an offset ``d`` (its own base rate; the most common relation
+    is the reference, ``d = 0``) and a term for the inliers of that relation's pairs (``log(1 + n)``, zero
+    elsewhere; ``b >= 0``). A relation gets them where it has ``MIN_PAIRS`` true and false validation pairs; the
+    relations short of them share one inliers' term and one base rate. Each inliers' term stays only
+    where it survives a likelihood-ratio test against the model without it (one pass, each tested against the
+    rest); else its ``b`` is 0 and its candidates follow the global score. Where the global score gets no weight,
+    the global-only logistic ranks every pair."""
     rel = np.asarray(relations, dtype=object)
-    for r in RELATIONS:
-        m = rel == r
-        if min(int(y[m].sum()), int((1 - y[m]).sum())) < MIN_PAIRS:
-            out["by"][r] = {"a": float(a0), "b": 0.0, "c": c0}
-            continue
-        w2, c2 = fit_logistic(both[m], y[m], monotone=[True, True], ridge=RIDGE)
-        w1, c1 = fit_logistic(g[m][:, None], y[m], monotone=[True], ridge=RIDGE)
-        gain = 2 * (_log_likelihood(both[m], y[m], w2, c2) - _log_likelihood(g[m][:, None], y[m], w1, c1))
-        fit = ({"a": float(w2[0]), "b": float(w2[1]), "c": c2} if gain > LR_CRITICAL and w2[1] > 0
-               else {"a": float(w1[0]), "b": 0.0, "c": c1})
-        # a relation whose pairs the global score does not order on validation (cross-view pairs: true ones score
-        # low) would give its candidates one P, a tie the metric breaks arbitrarily: it keeps the global order
-        out["by"][r] = fit if fit["a"] > MIN_WEIGHT else {"a": float(a0), "b": 0.0, "c": c0}
-    return out
+    counted = [r for r in RELATIONS if min(int(y[rel == r].sum()), int((1 - y[rel == r]).sum())) >= MIN_PAIRS]
+    groups = {r: [r] for r in counted}
+    rest = [r for r in RELATIONS if r not in counted]
+    if rest and (rel[:, None] == np.asarray(rest, dtype=object)[None, :]).any():
+        groups["rest"] = rest
+    member = {k: np.isin(rel, v) for k, v in groups.items()}
+    offsets = sorted(groups, key=lambda k: -int(member[k].sum()))[1:]  # the most common one is the reference
+
+    def fit(use):
+        x = np.column_stack([g] + [np.where(member[k], n, 0.0) for k in use] + [member[k].astype(float)
+                                                                             for k in offsets])
+        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(use)) + [False] * len(offsets), ridge=RIDGE)
+        return w, c, _log_likelihood(x, y, w, c)
+
+    w, c, ll = fit(list(groups))
+    keep = [k for j, k in enumerate(groups)
+            if w[j + 1] > 0 and 2 * (ll - fit([s for s in groups if s != k])[2]) > LR_CRITICAL]
+    w, c, _ = fit(keep)
+    b, d = {r: 0.0 for r in RELATIONS}, {r: 0.0 for r in RELATIONS}
+    if w[0] <= MIN_WEIGHT:  # the global score gets no weight beside the rest (cross-view pairs whose true ones
+        # score low can do that): candidates without inliers would tie, a tie the metric breaks at random; the
+        # global score alone ranks every pair
+        (a0,), c0 = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
+        return {"kind": "view", "a": float(a0), "c": float(c0), "b": b, "d": d}
+    b.update({r: float(w[j + 1]) for j, k in enumerate(keep) for r in groups[k]})
+    d.update({r: float(w[1 + len(keep) + j]) for j, k in enumerate(offsets) for r in groups[k]})
+    return {"kind": "view", "a": float(w[0]), "c": float(c), "b": b, "d": d}
 
 
 @hookimpl

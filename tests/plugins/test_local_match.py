@@ -161,9 +161,11 @@ def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_t
 
 
 def test_the_view_fusion_keeps_the_inliers_only_where_the_view_relation_shares_keypoints():
-    """``fit_kind: view``: a logistic per view relation; the inliers of top-against-lateral pairs (no shared
-    keypoints: here pure noise) get no weight, those of same-view pairs do; a relation short of pairs takes the
-    pooled global-only logistic; the step ranks each pair by its own relation."""
+    """``fit_kind: view``: one logistic with an inliers' term per view relation; the inliers of top-against-lateral
+    pairs (no shared keypoints: here pure noise) get no weight, those of same-view pairs do, relations short of
+    pairs share one term (here: too few pairs to earn it); the global weight is shared, so candidates of two
+    relations (a lateral query's same-side and mirrored ones) are on one scale up to each relation's base rate;
+    the step ranks each pair by its own relation."""
     from plugins.postprocess.local_match import relation
 
     assert [relation(*v) for v in (("top", "top"), ("left", "left"), ("left", "right"), ("top", "right"),
@@ -171,31 +173,33 @@ def test_the_view_fusion_keeps_the_inliers_only_where_the_view_relation_shares_k
     rng = np.random.default_rng(1)
     m = 6000
     rel = rng.choice(["same", "cross"], size=m, p=[0.6, 0.4]).astype(object)
-    rel[:40] = "mirrored"  # 40 pairs: too few of either kind for a fit of their own
+    rel[:40] = "mirrored"  # 40 pairs: too few of either kind for a term of their own (they share one, with unknown)
     same = rng.uniform(size=m) < 0.2
     g = np.clip(np.where(same, 0.72, 0.6) + 0.08 * rng.normal(size=m), 0, 1)
     n = np.where((rel == "same") & same, rng.poisson(25, m), rng.poisson(5, m))  # cross: noise
     f = fit_fusion(g, n, same, kind="view", relations=list(rel))
-    assert f["kind"] == "view" and f["by"]["same"]["b"] > 0 and f["by"]["cross"]["b"] == 0 and f["by"]["cross"]["a"] > 0
-    assert f["by"]["mirrored"]["b"] == 0 and f["all"]["b"] > 0
+    assert f["kind"] == "view" and f["a"] > 0 and f["b"]["same"] > 0 and f["b"]["cross"] == 0
+    assert f["b"]["mirrored"] == 0 and f["b"]["unknown"] == 0
     step = LocalMatch(fusion=f)
     cross = step.probability([0.7, 0.7], [0, 50], ["cross", "cross"])
     assert cross[0] == cross[1]  # a cross pair's inliers move nothing
     same_p = step.probability([0.7, 0.7], [0, 50], ["same", "same"])
     assert same_p[1] > same_p[0]
-    assert np.allclose(step.probability([0.7], [10]), step.probability([0.7], [10], ["unknown"]))  # the pooled fit
-    records = [("q", ["d"], [0.7], [3])]  # a record without relations (the catalogue's) fits the pooled way
+    assert set(f) == {"kind", "a", "c", "b", "d"}  # one global weight for every relation, a base rate each
+    assert np.allclose(step.probability([0.7], [10]), step.probability([0.7], [10], ["unknown"]))
+    records = [("q", ["d"], [0.7], [3])]  # a record without relations (the catalogue's) fits as unknown
     assert LocalMatch(fit_kind="view").fit(records * 3 + [("q", ["e"], [0.2], [0])], {("q", "d")})["fusion"]["kind"] == "view"
-    # cross pairs whose global score does not order them on validation (true ones as low as false: bench surveys
-    # gave a = 0 there, one P for every candidate, a tie the metric broke at random): the global order is kept
-    flat = np.where(rel == "cross", np.where(same, 0.4, 0.5) + 0.08 * rng.normal(size=m), g)  # true ones lower
+    # cross pairs whose global score runs against the truth on validation (true ones lower than false) take the
+    # global weight to 0 beside the same pairs' inliers: candidates would tie, so the global score alone ranks
+    flat = np.where(rel == "cross", np.where(same, 0.4, 0.5) + 0.08 * rng.normal(size=m), g)
     f = fit_fusion(flat, n, same, kind="view", relations=list(rel))
-    assert f["by"]["cross"]["a"] > 0 and f["by"]["cross"]["b"] == 0
+    assert f["a"] > 0 and f["b"]["cross"] == 0 and all(v == 0 for v in f["b"].values())
     p = LocalMatch(fusion=f).probability([0.5, 0.4, 0.3], [9, 0, 40], ["cross"] * 3)
     assert p[0] > p[1] > p[2]  # the global order, inliers ignored
-    for bad in ({"kind": "view", "all": {"a": 1, "b": 0, "c": 0}, "by": {"sideways": {"a": 1, "b": 0, "c": 0}}},
-                {"kind": "view", "all": {"a": 1, "b": 0, "c": 0}, "by": {"cross": {"a": 1, "b": -1, "c": 0}}},
-                {"kind": "view", "by": {}}):
+    for bad in ({"kind": "view", "a": 1, "c": 0, "b": {"sideways": 1}},
+                {"kind": "view", "a": 1, "c": 0, "b": {"cross": -1}},
+                {"kind": "view", "a": -1, "c": 0, "b": {}},
+                {"kind": "view", "b": {}}):
         with pytest.raises(ValueError):
             LocalMatch(fusion=bad)
 
