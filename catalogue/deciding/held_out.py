@@ -12,6 +12,7 @@ when it decides by encounter.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from catalogue.deciding.match import rank_whales
 from catalogue.deciding.open_set import NEW
@@ -52,8 +53,8 @@ def fold_split(table, emb: np.ndarray, held_out: set, source: str, how: str = "m
     split = open_set(table, emb, mask, how=how)
     split["plain"] = open_set(table, emb, mask, how="max", viewpoints=False)["ranked"]  # top-1 cosine baseline
     split["dates"] = list(table["date"].astype(str)[mask])
-    split["encounters"] = [None if e is None or (isinstance(e, float) and np.isnan(e)) or str(e) == "" else str(e)
-                           for e in table["encounter_id"][mask]] if "encounter_id" in table else [None] * int(mask.sum())
+    encounters = table["encounter_id"][mask] if "encounter_id" in table else [None] * int(mask.sum())
+    split["encounters"] = [str(e) if pd.notna(e) and str(e) != "" else None for e in encounters]
     split["reference"] = table[~mask]
     split["cut"], split["source"] = cut, source
     return split

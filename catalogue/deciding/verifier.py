@@ -50,6 +50,15 @@ def _years(a, b) -> float:
         return 0.0
 
 
+def over_best_other(values) -> np.ndarray:
+    """Each value minus the largest of the others (minus 0 where there are none): a candidate's margin."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return v.copy()
+    top = np.sort(v)[::-1]
+    return v - np.where(v == top[0], top[1], top[0])
+
+
 class Context:
     """What ``features`` needs of the catalogue: each photo's viewpoint and date, each whale's photo count."""
 
@@ -67,22 +76,19 @@ def features(ranked: Sequence[list], counts: Optional[Sequence[list]], views: Se
     out = []
     for q, cands in enumerate(ranked):
         rows = np.zeros((len(cands), len(FEATURES)))
-        scores = np.asarray([c.score for c in cands], np.float64)
+        margins = over_best_other([c.score for c in cands])
         logs = np.log1p(np.asarray(counts[q], np.float64)) if counts is not None else np.zeros(len(cands))
-        median = float(np.median(logs)) if len(logs) else 0.0
-        first, second = (np.sort(logs)[::-1][:2].tolist() + [0.0, 0.0])[:2] if len(logs) > 1 else (0.0, 0.0)
+        inlier_margins, median = over_best_other(logs), float(np.median(logs)) if len(logs) else 0.0
         for i, c in enumerate(cands):
-            others = np.delete(scores, i)
             best_photo = c.photos[0][0] if c.photos else None
             cross = {view_class(views[q]), view_class(context.view_of.get(best_photo))} == {"top", "lateral"}
             n = logs[i]
-            best_other = second if n == first else first  # the best of the other candidates' inliers
             rows[i] = [c.score, np.mean([s for _, s in c.photos]) if c.photos else c.score,
-                       c.score - (others.max() if len(others) else 0.0), 0.0 if cross else n, n if cross else 0.0,
+                       margins[i], 0.0 if cross else n, n if cross else 0.0,
                        float(cross), np.log1p(_years(dates[q], context.date_of.get(best_photo, ""))),
                        np.log1p(context.photos_of.get(c.whale_id, 1)),
                        np.log1p(keypoints[q]) if keypoints is not None else 0.0,
-                       n - best_other, n - median]
+                       inlier_margins[i], n - median]
         out.append(rows)
     return out
 
