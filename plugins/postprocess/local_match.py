@@ -405,30 +405,42 @@ def _log_likelihood(x, y, w, c) -> float:
 def _fit_by_view(g, n, y, relations) -> dict:
     """``{kind: view, a, c, b: {relation: b}, d: {relation: d}}``: one logistic on the global score (weight ``a``
     shared by every relation) with, per view relation, an offset ``d`` (its own base rate; the most common relation
-    is the reference, ``d = 0``) and a term for the inliers of that relation's pairs (``log(1 + n)``, zero
-    elsewhere; ``b >= 0``). A relation gets them where it has ``MIN_PAIRS`` true and false validation pairs; the
-    relations short of them share one inliers' term and one base rate. Each inliers' term stays only
-    where it survives a likelihood-ratio test against the model without it (one pass, each tested against the
-    rest); else its ``b`` is 0 and its candidates follow the global score. Where the global score gets no weight,
-    the global-only logistic ranks every pair."""
+    is the reference, ``d = 0``; relations short of ``MIN_PAIRS`` true and false validation pairs share one) and an
+    inliers' term (``b >= 0`` on ``log(1 + n)``). The inliers' term is **shared** by every relation (the one
+    logistic's) unless the validation pairs show that a relation differs: a relation with ``MIN_PAIRS`` true and
+    false pairs takes a term of its own only where a likelihood-ratio test at 5% prefers it to the shared one
+    (top-against-lateral pairs, whose inliers are noise, do; the reference, the most common relation, never splits).
+    So a relation too small to tell apart (a survey's few mirrored lateral pairs) keeps the shared term, as the one
+    logistic gives it, instead of losing its inliers for want of pairs. Each term then stays only where dropping it
+    fails the same test; else its ``b`` is 0 and its candidates follow the global score. Where the global score
+    gets no weight, the global-only logistic ranks every pair."""
     rel = np.asarray(relations, dtype=object)
+    size = {r: int((rel == r).sum()) for r in RELATIONS}
     counted = [r for r in RELATIONS if min(int(y[rel == r].sum()), int((1 - y[rel == r]).sum())) >= MIN_PAIRS]
-    groups = {r: [r] for r in counted}
-    rest = [r for r in RELATIONS if r not in counted]
-    if rest and (rel[:, None] == np.asarray(rest, dtype=object)[None, :]).any():
-        groups["rest"] = rest
-    member = {k: np.isin(rel, v) for k, v in groups.items()}
-    offsets = sorted(groups, key=lambda k: -int(member[k].sum()))[1:]  # the most common one is the reference
+    base = {r: [r] for r in counted}
+    rest = [r for r in RELATIONS if r not in counted and size[r]]
+    if rest:
+        base["rest"] = rest
+    member = {k: np.isin(rel, v) for k, v in base.items()}
+    offsets = sorted(base, key=lambda k: -int(member[k].sum()))[1:]  # the most common one is the reference
+    reference = max(counted, key=lambda r: size[r]) if counted else None
 
-    def fit(use):
-        x = np.column_stack([g] + [np.where(member[k], n, 0.0) for k in use] + [member[k].astype(float)
-                                                                             for k in offsets])
-        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(use)) + [False] * len(offsets), ridge=RIDGE)
+    def terms(split):  # the inliers' terms: each split relation its own, the others one shared
+        shared = [r for r in RELATIONS if r not in split]
+        return {"shared": shared, **{r: [r] for r in split}}
+
+    def fit(groups):
+        x = np.column_stack([g] + [np.where(np.isin(rel, v), n, 0.0) for v in groups.values()]
+                            + [member[k].astype(float) for k in offsets])
+        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(groups)) + [False] * len(offsets), ridge=RIDGE)
         return w, c, _log_likelihood(x, y, w, c)
 
-    w, c, ll = fit(list(groups))
-    keep = [k for j, k in enumerate(groups)
-            if w[j + 1] > 0 and 2 * (ll - fit([s for s in groups if s != k])[2]) > LR_CRITICAL]
+    pooled = fit(terms([]))[2]
+    split = [r for r in counted if r != reference and 2 * (fit(terms([r]))[2] - pooled) > LR_CRITICAL]
+    groups = terms(split)
+    w, c, ll = fit(groups)
+    keep = {k: v for j, (k, v) in enumerate(groups.items())
+            if w[j + 1] > 0 and 2 * (ll - fit({s: u for s, u in groups.items() if s != k})[2]) > LR_CRITICAL}
     w, c, _ = fit(keep)
     b, d = {r: 0.0 for r in RELATIONS}, {r: 0.0 for r in RELATIONS}
     if w[0] <= MIN_WEIGHT:  # the global score gets no weight beside the rest (cross-view pairs whose true ones
@@ -436,8 +448,8 @@ def _fit_by_view(g, n, y, relations) -> dict:
         # global score alone ranks every pair
         (a0,), c0 = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
         return {"kind": "view", "a": float(a0), "c": float(c0), "b": b, "d": d}
-    b.update({r: float(w[j + 1]) for j, k in enumerate(keep) for r in groups[k]})
-    d.update({r: float(w[1 + len(keep) + j]) for j, k in enumerate(offsets) for r in groups[k]})
+    b.update({r: float(w[j + 1]) for j, v in enumerate(keep.values()) for r in v})
+    d.update({r: float(w[1 + len(keep) + j]) for j, k in enumerate(offsets) for r in base[k]})
     return {"kind": "view", "a": float(w[0]), "c": float(c), "b": b, "d": d}
 
 

@@ -161,9 +161,10 @@ def test_the_fusion_is_monotone_in_both_scores_and_drops_a_feature_that_points_t
 
 
 def test_the_view_fusion_keeps_the_inliers_only_where_the_view_relation_shares_keypoints():
-    """``fit_kind: view``: one logistic with an inliers' term per view relation; the inliers of top-against-lateral
-    pairs (no shared keypoints: here pure noise) get no weight, those of same-view pairs do, relations short of
-    pairs share one term (here: too few pairs to earn it); the global weight is shared, so candidates of two
+    """``fit_kind: view``: one logistic whose inliers' term is shared by every view relation unless validation
+    shows one differs; the inliers of top-against-lateral pairs (no shared keypoints: here pure noise) split off
+    and get no weight, those of same-view pairs keep theirs, and a relation too small to tell apart (40 mirrored
+    pairs) keeps the shared term rather than losing its inliers; the global weight is shared, so candidates of two
     relations (a lateral query's same-side and mirrored ones) are on one scale up to each relation's base rate;
     the step ranks each pair by its own relation."""
     from plugins.postprocess.local_match import relation
@@ -173,13 +174,19 @@ def test_the_view_fusion_keeps_the_inliers_only_where_the_view_relation_shares_k
     rng = np.random.default_rng(1)
     m = 6000
     rel = rng.choice(["same", "cross"], size=m, p=[0.6, 0.4]).astype(object)
-    rel[:40] = "mirrored"  # 40 pairs: too few of either kind for a term of their own (they share one, with unknown)
+    rel[:40] = "mirrored"  # 40 pairs: too few of either kind to tell apart from the shared term
     same = rng.uniform(size=m) < 0.2
     g = np.clip(np.where(same, 0.72, 0.6) + 0.08 * rng.normal(size=m), 0, 1)
-    n = np.where((rel == "same") & same, rng.poisson(25, m), rng.poisson(5, m))  # cross: noise
+    n = np.where((rel != "cross") & same, rng.poisson(25, m), rng.poisson(5, m))  # cross: noise
     f = fit_fusion(g, n, same, kind="view", relations=list(rel))
     assert f["kind"] == "view" and f["a"] > 0 and f["b"]["same"] > 0 and f["b"]["cross"] == 0
-    assert f["b"]["mirrored"] == 0 and f["b"]["unknown"] == 0
+    assert f["b"]["mirrored"] == f["b"]["same"] == f["b"]["unknown"]  # shared: no pairs to tell them apart
+    # mirrored pairs without any local signal, enough of them to show it, split off as the cross pairs do
+    rel2 = rel.copy()
+    rel2[40:1500] = np.where(rel[40:1500] == "same", "mirrored", rel[40:1500])
+    n2 = np.where((rel2 == "same") & same, n, rng.poisson(5, m))
+    f2 = fit_fusion(g, n2, same, kind="view", relations=list(rel2))
+    assert f2["b"]["same"] > 0 and f2["b"]["mirrored"] == 0 and f2["b"]["cross"] == 0
     step = LocalMatch(fusion=f)
     cross = step.probability([0.7, 0.7], [0, 50], ["cross", "cross"])
     assert cross[0] == cross[1]  # a cross pair's inliers move nothing
