@@ -185,7 +185,8 @@ def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fit
     iso, logi = Isotonic().fit(scores, labels), Logistic().fit(scores, labels)
     top_whale = [c[0].whale_id if c else "" for c in ranked]
     top_score = [c[0].score if c else -1.0 for c in ranked]
-    thresholds = {"all": choose_threshold(truth, top_whale, top_score, real)["threshold"]}
+    chosen = choose_threshold(truth, top_whale, top_score, real)
+    thresholds = {"all": chosen["threshold"]}
     if per_viewpoint:
         for view in ("top", "lateral"):
             idx = [i for i, v in enumerate(split["views"]) if view_class(v) == view]
@@ -193,7 +194,8 @@ def _fit_scores(split: dict, ranked, per_viewpoint: bool, min_per_side: int, fit
             if sum(t != NEW for t in sub) >= min_per_side and sum(t == NEW for t in sub) >= min_per_side:
                 thresholds[view] = choose_threshold(sub, [top_whale[i] for i in idx], [top_score[i] for i in idx],
                                                     [real[i] for i in idx])["threshold"]
-    fitted = dict(fitted, pairs=int(len(labels)), ece_raw=ece(np.clip(scores, 0, 1), labels),
+    fitted = dict(fitted, new_whale_within=chosen["within"], new_whale_standard_error=chosen["standard_error"],
+                  pairs=int(len(labels)), ece_raw=ece(np.clip(scores, 0, 1), labels),
                   ece_logistic=ece(logi.predict(scores), labels), ece_isotonic=ece(iso.predict(scores), labels))
     model = logi if method == "logistic" else iso
     p_top = [[type(c[0])(c[0].whale_id, float(model.predict([c[0].score])[0]))] if c else [] for c in ranked]
@@ -244,6 +246,11 @@ def summary(cal: Calibration, run, db) -> str:
         weights = ", ".join(f"{k} {w:+.2f}" for k, w in v["verifier"]["weights"].items() if w)
         lines.append(f"whale-level evidence: held-out log-loss {losses}: the {v['model']} is used ({weights}, on "
                      "standardised features); identify decides by its P")
+        within = v["fitted_on"].get("new_whale_within")
+        if within:
+            lines.append(f"new whale under P {v['thresholds']['all']:.3f}: the middle of the thresholds "
+                         f"{within[0]:.3f} to {within[1]:.3f}, whose held-out BAKS/BAUS geometric mean is within one "
+                         f"bootstrap standard error ({v['fitted_on']['new_whale_standard_error']:.3f}) of the best")
         from catalogue.deciding import operating
 
         for rate in (0.01, 0.05):

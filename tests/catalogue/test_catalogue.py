@@ -171,6 +171,46 @@ def test_open_set_scores_by_hand():
     assert open_set_scores(truth, top_whale, top_score, 0.0, real)["baus"] == 0.0  # nothing is ever called new
 
 
+def _open_set_survey(rng, known=60, new=25):
+    """Top candidates of a held-out open set: known whales' queries right 80% of the time and then scoring higher;
+    new whales' queries scoring as a known whale's wrong ones."""
+    truth, real, top, score = [], [], [], []
+    for w in range(known):
+        for _ in range(rng.integers(1, 4)):
+            ok = rng.uniform() < 0.8
+            truth.append(f"k{w}"), real.append(f"k{w}"), top.append(f"k{w}" if ok else "other")
+            score.append(rng.beta(6, 2) if ok else rng.beta(3, 3))
+    for w in range(new):
+        for _ in range(rng.integers(1, 4)):
+            truth.append(NEW), real.append(f"n{w}"), top.append("k0"), score.append(rng.beta(3, 3))
+    return truth, top, score, real
+
+
+def test_the_new_whale_threshold_is_the_middle_of_the_near_best_not_the_wandering_argmax():
+    """``geometric_means`` is ``open_set_scores``' geometric mean at every threshold at once; over 16 held-out
+    samples of one population the chosen thresholds (the middle of those within one bootstrap standard error of
+    the best) spread less than the argmax does and do no worse on the population itself."""
+    from catalogue.deciding.open_set import geometric_means
+
+    truth, top, score, real = _open_set_survey(np.random.default_rng(0))
+    grid = np.linspace(0, 1, 21)
+    assert np.allclose(geometric_means(truth, top, score, real, grid),
+                       [open_set_scores(truth, top, score, t, real)["geometric_mean"] for t in grid])
+    population = _open_set_survey(np.random.default_rng(999), known=2000, new=800)
+    argmax, middle = [], []
+    for i in range(16):
+        sample = _open_set_survey(np.random.default_rng(100 + i))
+        argmax.append(choose_threshold(*sample, resamples=0)["threshold"])
+        chosen = choose_threshold(*sample)
+        assert chosen["within"][0] <= chosen["threshold"] <= chosen["within"][1]
+        assert chosen["geometric_mean"] >= chosen["best_geometric_mean"] - chosen["standard_error"] - 1e-12
+        middle.append(chosen["threshold"])
+    assert np.std(middle) < 0.8 * np.std(argmax)
+    on_population = [np.mean([open_set_scores(*population[:3], t, population[3])["geometric_mean"] for t in ts])
+                     for ts in (argmax, middle)]
+    assert on_population[1] >= on_population[0] - 0.002
+
+
 def test_the_whaleid_command_builds_appends_identifies_and_scores_open_set(smoke_run, tiny_survey, tmp_path, capsys):
     """Time-aware open set on the tiny survey: the catalogue holds the photos taken before 2019, the 2019 photos
     are identified; a whale first seen in 2019 is new."""
