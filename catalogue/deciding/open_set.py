@@ -73,16 +73,18 @@ def geometric_means(truth, top_whale, top_score, real_ids, thresholds, resamples
     s = np.asarray(top_score, np.float64)
     t = np.asarray(thresholds, np.float64)
     known = np.array([w != NEW for w in truth])
-    who = np.array([w if w != NEW else f"new:{r}" for w, r in zip(truth, real_ids)], dtype=object)
+    who = np.array([f"known:{w}" if w != NEW else f"new:{r}" for w, r in zip(truth, real_ids)], dtype=object)
     right = known & np.array([str(a) == str(b) for a, b in zip(top_whale, truth)])
     names, index = np.unique(who, return_inverse=True)
     per = np.bincount(index, minlength=len(names)).astype(np.float64)
+    known_name = np.zeros(len(names), bool)
+    known_name[index[known]] = True  # a whale's side from its queries, never from how its id is spelt
     draws = np.ones((1, len(names)))
     if resamples:
         rng = np.random.default_rng(seed)
         draws = np.ones((resamples + 1, len(names)))
         for side in (True, False):
-            ids = np.flatnonzero(np.array([not n.startswith("new:") for n in names]) == side)
+            ids = np.flatnonzero(known_name == side)
             if len(ids):
                 picked = rng.integers(0, len(ids), (resamples, len(ids)))
                 draws[1:, ids] = 0
