@@ -312,7 +312,6 @@ def sigmoid(z):
 FUSIONS = ("logistic", "mean", "view")
 RELATIONS = ("same", "mirrored", "cross", "unknown")
 MIN_PAIRS = 20  # true and false validation pairs a view relation needs for an inliers' term of its own
-LR_CRITICAL = 3.841  # chi-square, 1 degree of freedom, 5%: the inliers' term must earn its place in a relation
 MIN_WEIGHT = 1e-6  # a global weight under this would tie candidates without inliers: the global score alone ranks
 
 
@@ -414,6 +413,21 @@ def _fit_by_view(g, n, y, relations) -> dict:
     logistic gives it, instead of losing its inliers for want of pairs. Each term then stays only where dropping it
     fails the same test; else its ``b`` is 0 and its candidates follow the global score. Where the global score
     gets no weight, the global-only logistic ranks every pair."""
+    a, c, b, d = fit_view_terms(g, n[:, None], y, relations)
+    return {"kind": "view", "a": a, "c": c, "b": {r: v[0] for r, v in b.items()}, "d": d}
+
+
+CHI2_95 = {1: 3.841, 2: 5.991, 3: 7.815, 4: 9.488}  # the chi-square's 95% point by degrees of freedom
+
+
+def fit_view_terms(g, n, y, relations) -> tuple:
+    """(a, c, b: {relation: [weight per column of n]}, d: {relation: offset}): ``_fit_by_view``'s fit for one or
+    more inlier counts a pair (``n``: [pairs, detectors] of ``log(1 + inliers)``; ``multi_match`` gives one column
+    per detector). A relation splits off all its columns at once (a likelihood-ratio test with one degree of
+    freedom per column); each (relation group, detector) term then stays only where dropping it fails the test at
+    one degree of freedom."""
+    n = np.asarray(n, np.float64).reshape(len(g), -1)
+    cols = n.shape[1]
     rel = np.asarray(relations, dtype=object)
     size = {r: int((rel == r).sum()) for r in RELATIONS}
     counted = [r for r in RELATIONS if min(int(y[rel == r].sum()), int((1 - y[rel == r]).sum())) >= MIN_PAIRS]
@@ -425,32 +439,34 @@ def _fit_by_view(g, n, y, relations) -> dict:
     offsets = sorted(base, key=lambda k: -int(member[k].sum()))[1:]  # the most common one is the reference
     reference = max(counted, key=lambda r: size[r]) if counted else None
 
-    def terms(split):  # the inliers' terms: each split relation its own, the others one shared
-        shared = [r for r in RELATIONS if r not in split]
-        return {"shared": shared, **{r: [r] for r in split}}
+    def terms(split):  # (relations, column) per term: each split relation its own, the others one shared
+        groups = [[r for r in RELATIONS if r not in split]] + [[r] for r in split]
+        return [(tuple(v), j) for v in groups for j in range(cols)]
 
-    def fit(groups):
-        x = np.column_stack([g] + [np.where(np.isin(rel, v), n, 0.0) for v in groups.values()]
+    def fit(ts):
+        x = np.column_stack([g] + [np.where(np.isin(rel, v), n[:, j], 0.0) for v, j in ts]
                             + [member[k].astype(float) for k in offsets])
-        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(groups)) + [False] * len(offsets), ridge=RIDGE)
+        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(ts)) + [False] * len(offsets), ridge=RIDGE)
         return w, c, _log_likelihood(x, y, w, c)
 
     pooled = fit(terms([]))[2]
-    split = [r for r in counted if r != reference and 2 * (fit(terms([r]))[2] - pooled) > LR_CRITICAL]
-    groups = terms(split)
-    w, c, ll = fit(groups)
-    keep = {k: v for j, (k, v) in enumerate(groups.items())
-            if w[j + 1] > 0 and 2 * (ll - fit({s: u for s, u in groups.items() if s != k})[2]) > LR_CRITICAL}
+    split = [r for r in counted if r != reference and 2 * (fit(terms([r]))[2] - pooled) > CHI2_95[min(cols, 4)]]
+    ts = terms(split)
+    w, c, ll = fit(ts)
+    keep = [t for j, t in enumerate(ts)
+            if w[j + 1] > 0 and 2 * (ll - fit([u for u in ts if u != t])[2]) > CHI2_95[1]]
     w, c, _ = fit(keep)
-    b, d = {r: 0.0 for r in RELATIONS}, {r: 0.0 for r in RELATIONS}
+    b, d = {r: [0.0] * cols for r in RELATIONS}, {r: 0.0 for r in RELATIONS}
     if w[0] <= MIN_WEIGHT:  # the global score gets no weight beside the rest (cross-view pairs whose true ones
         # score low can do that): candidates without inliers would tie, a tie the metric breaks at random; the
         # global score alone ranks every pair
         (a0,), c0 = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
-        return {"kind": "view", "a": float(a0), "c": float(c0), "b": b, "d": d}
-    b.update({r: float(w[j + 1]) for j, v in enumerate(keep.values()) for r in v})
-    d.update({r: float(w[1 + len(keep) + j]) for j, k in enumerate(offsets) for r in base[k]})
-    return {"kind": "view", "a": float(w[0]), "c": float(c), "b": b, "d": d}
+        return float(a0), float(c0), b, d
+    for k, (v, j) in enumerate(keep):
+        for r in v:
+            b[r][j] = float(w[k + 1])
+    d.update({r: float(w[1 + len(keep) + k]) for k, o in enumerate(offsets) for r in base[o]})
+    return float(w[0]), float(c), b, d
 
 
 @hookimpl

