@@ -13,7 +13,8 @@ interpreter on the survey's test whales. Every arm is scored the same way, so th
 bench's own figures come from the 2022 twin and differ from these in the third decimal.
 
 Prints, per survey and arm, the mAP (mean over seeds), its ratio to the global arm, the scenarios a top photo
-and a lateral photo share (top_vs_lateral, lateral_vs_top) and the matching cost per validation pair; keeps each
+and a lateral photo share (top_vs_lateral, lateral_vs_top) and the matching cost per validation pair; then each
+other arm against ``sift`` seed by seed, beside the seed noise (``versus``); keeps each
 result in ``BENCH/local_fusion.jsonl`` (an interrupted run picks up where it stopped).
 """
 
@@ -90,6 +91,34 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def versus(rows: list[dict], arm: str, ref: str = "sift") -> str:
+    """``arm`` against ``ref`` (today's default) and against the global ranking, seed by seed on the same weights:
+    per survey the mean difference in mAP and in each cross-view scenario, beside the seed noise (the standard
+    deviation over seeds of ``ref``'s mAP, and of the global ranking's scenario)."""
+    lines = [f"| survey | seeds | {arm} - {ref} (mAP) | sd of {ref} over seeds | "
+             + " | ".join(f"{c}: {arm} - global (sd of global)" for c in CROSS) + " |",
+             "|---|---|---|---|" + "---|" * len(CROSS)]
+    diffs = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        by = {(r["arm"], r["seed"]): r for r in rows if r["variant"] == variant}
+        seeds = sorted(s for a, s in by if a == arm and (ref, s) in by and ("global", s) in by)
+        if not seeds:
+            continue
+        d = [by[(arm, s)]["mAP"] - by[(ref, s)]["mAP"] for s in seeds]
+        diffs += d
+        sd = np.std([by[(ref, s)]["mAP"] for s in seeds], ddof=1) if len(seeds) > 1 else float("nan")
+        cells = []
+        for c in CROSS:
+            dc = [by[(arm, s)]["scenarios"].get(c, np.nan) - by[("global", s)]["scenarios"].get(c, np.nan) for s in seeds]
+            g = [by[("global", s)]["scenarios"].get(c, np.nan) for s in seeds]
+            cells.append(f"{np.mean(dc):+.4f} ({np.std(g, ddof=1) if len(seeds) > 1 else float('nan'):.4f})")
+        lines.append(f"| {variant} | {len(seeds)} | {np.mean(d):+.4f} | {sd:.4f} | " + " | ".join(cells) + " |")
+    if diffs:
+        lines.append(f"| all | {len(diffs)} survey-seeds | {np.mean(diffs):+.4f} (ahead on {sum(x > 0 for x in diffs)}, "
+                     f"behind on {sum(x < 0 for x in diffs)}) | | " + " | " * (len(CROSS) - 1) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.local_fusion", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +155,9 @@ def main(argv=None) -> int:
     rows = [r for r in load_results(out) if r["shortlist"] == args.shortlist
             and any(r["variant"] == o["variant"] and r["seed"] == o["seed"] for o in ours)]
     print(table(rows))
+    for arm in args.arms:
+        if arm not in ("global", "sift") and any(r["arm"] == arm for r in rows) and any(r["arm"] == "sift" for r in rows):
+            print(versus(rows, arm))
     return 0
 
 
