@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "neck": {"name": "gem_bn", "embedding_size": 512},
     "loss": {"name": "arcface_focal"},
     "postprocess": [{"name": "expand", "db_k": 1, "query_k": 0}, {"name": "knn", "top_k": 50},
-                    {"name": "local_match", "shortlist": 50, "top_k": 20}],
+                    {"name": "local_match", "shortlist": 50, "top_k": 20, "fit_kind": "view"}],
     "train": {
         "epochs": 6,
         "batch_size": 32,

@@ -44,13 +44,23 @@ def local_chain(run: Path, options: dict, name: str = "local_match") -> list:
     return specs
 
 
+def recipe_defaults(step: dict) -> dict:
+    """The step's own defaults (``plugins/postprocess/local_match.py``) overridden by the options the default recipe
+    gives it (``core.config.DEFAULTS``, which ``configs/base.yaml`` equals: ``fit_kind: view``), so a run fitted
+    here ranks as one the runner fitted after training."""
+    from core.config import DEFAULTS
+
+    recipe = next((s for s in DEFAULTS["postprocess"] if s["name"] == "local_match"), {})
+    return {**step, **{k: v for k, v in recipe.items() if k in step and k != "top_k"}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.fit_local", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder with split.csv and oof.npz")
     from catalogue.deciding.local import step_defaults
 
-    d = step_defaults()  # every default is the step's own (plugins/postprocess/local_match.py)
+    d = recipe_defaults(step_defaults())
     p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")
     from plugins.postprocess.local_match import DETECTORS
 
@@ -62,8 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")
     p.add_argument("--mirror", choices=("opposite", "never", "always"), help=f"default {d['mirror']}")
     p.add_argument("--fit-kind", choices=("logistic", "mean", "view"), help="one logistic on both scores, each "
-                   "calibrated alone and averaged (WildFusion's), or a logistic per view relation of the pair (same "
-                   f"view, mirrored lateral, top against lateral) (default {d['fit_kind']})")
+                   "calibrated alone and averaged (WildFusion's), or one logistic whose inliers' term is split by the "
+                   "pair's view relation (same view, mirrored lateral, top against lateral) where validation shows "
+                   f"it differs (default {d['fit_kind']}, the default recipe's)")
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 
