@@ -64,7 +64,8 @@ class MultiMatch(LocalMatch):
 
     def fit(self, records: list, truth: set) -> dict:
         """``{"fusion": ...}`` fitted on the recorded validation shortlists (``LocalMatch.fit``'s records, each pair
-        with one count per detector): both kinds fitted, the better by mean average precision kept."""
+        with one count per detector and, while recording, each pair's view relation): with ``fit_kind: choose`` both
+        the mean and the logistic fitted and the better by mean average precision kept; else the kind asked."""
         g, n, same, queries, rel = [], [], [], [], []
         for k, (query, candidates, scores, counts, *more) in enumerate(records):
             g += list(scores)
