@@ -298,11 +298,20 @@ class LocalMatch:
         if f.get("kind") == "mean":  # WildFusion's: each score calibrated alone, the probabilities averaged
             return (sigmoid(f["g"]["a"] * g + f["g"]["c"]) + sigmoid(f["n"]["a"] * n + f["n"]["c"])) / 2
         if f.get("kind") == "view":
-            rel = list(relations) if relations is not None else ["unknown"] * len(g)
-            b = np.array([f["b"].get(r, 0.0) for r in rel], np.float64)
-            d = np.array([f.get("d", {}).get(r, 0.0) for r in rel], np.float64)
-            return sigmoid(f["a"] * g + b * n + d + f["c"])
+            return view_probability(dict(f, b={r: [v] for r, v in f["b"].items()}), g, n[:, None], relations)
         return sigmoid(f["a"] * g + f["b"] * n + f["c"])
+
+
+def view_probability(fusion: dict, g, n, relations=None) -> np.ndarray:
+    """P(same whale) of a ``view`` fusion (``b``: per relation, one weight per column of ``n``, the [pairs,
+    detectors] ``log(1 + inliers)``); pairs without ``relations`` are ``unknown``. ``local_match`` and
+    ``multi_match`` rank with it."""
+    g = np.asarray(g, np.float64)
+    n = np.asarray(n, np.float64).reshape(len(g), -1)
+    rel = list(relations) if relations is not None else ["unknown"] * len(g)
+    b = np.array([fusion["b"].get(r, [0.0] * n.shape[1]) for r in rel], np.float64).reshape(len(g), -1)
+    d = np.array([fusion.get("d", {}).get(r, 0.0) for r in rel], np.float64)
+    return sigmoid(fusion["a"] * g + np.sum(b * n, axis=1) + d + fusion["c"])
 
 
 def sigmoid(z):

@@ -27,7 +27,8 @@ import numpy as np
 
 from core.hookspecs import hookimpl
 from core.logistic import fit_logistic
-from plugins.postprocess.local_match import DETECTORS, RELATIONS, RIDGE, LocalMatch, fit_view_terms, sigmoid
+from plugins.postprocess.local_match import (DETECTORS, RELATIONS, RIDGE, LocalMatch, fit_view_terms, sigmoid,
+                                             view_probability)
 
 KINDS = ("choose", "mean", "logistic", "view")
 DEFAULT_DETECTORS = ("sift", "xfeat")
@@ -101,10 +102,7 @@ class MultiMatch(LocalMatch):
 
 def _probability(fusion: dict, x: np.ndarray, relations=None) -> np.ndarray:
     if fusion["kind"] == "view":
-        rel = list(relations) if relations is not None else ["unknown"] * len(x)
-        b = np.array([fusion["b"].get(r, [0.0] * (x.shape[1] - 1)) for r in rel], np.float64).reshape(len(x), -1)
-        d = np.array([fusion["d"].get(r, 0.0) for r in rel], np.float64)
-        return sigmoid(fusion["a"] * x[:, 0] + np.sum(b * x[:, 1:], axis=1) + d + fusion["c"])
+        return view_probability(fusion, x[:, 0], x[:, 1:], relations)
     if fusion["kind"] == "mean":
         return np.mean([sigmoid(p["a"] * x[:, j] + p["c"]) for j, p in enumerate(fusion["parts"])], axis=0)
     return sigmoid(x @ np.asarray(fusion["w"], np.float64) + fusion["c"])
