@@ -131,7 +131,7 @@ def calibrate(args) -> int:
     if args.local:
         from catalogue.deciding.local import Evidence
 
-        evidence = Evidence(args.db, {"detector": args.detector, "max_side": args.max_side})
+        evidence = Evidence(args.db, {"detector": args.detector, "matcher": args.matcher, "max_side": args.max_side})
     folds = out_of_fold.folds(args.run, table, emb, getattr(args, "device", "cpu"), args.workers, db=args.db)
     cal = calibration.fit_folds(table, folds, how=args.how, method=args.method, per_viewpoint=args.per_viewpoint,
                                 match_probability=args.match_probability, evidence=evidence)
@@ -218,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
                    "between the photo and each candidate's best photos (identify then decides by the fused P)")
     c.add_argument("--detector", default=None, help="with --local: keypoints, sift, orb or xfeat (learned: pip install "
                    "'whaleid[matchers]'; the step names the ones it has) (default: the local_match step's)")
+    c.add_argument("--matcher", default=None, help="with --local: how keypoints are paired, nearest (the detector's "
+                   "own) or lighterglue (a learned matcher for xfeat's keypoints, about 10x nearest's cost a pair) "
+                   "(default: the local_match step's)")
     c.add_argument("--max-side", type=int, default=None, help="with --local: the photo's longer side for keypoints "
                    "(default: the local_match step's)")
     c.add_argument("--workers", type=int, default=None, help="a cross-validated RUN: image loading processes")

@@ -215,8 +215,8 @@ def test_local_matching_has_one_source_of_defaults():
     own = {k: p.default for k, p in inspect.signature(LocalMatch).parameters.items()}
     assert {k: own[k] for k in KEYED_BY} == {k: step_defaults()[k] for k in KEYED_BY}
     calibrate = parser()._subparsers._group_actions[0].choices["calibrate"]
-    assert {a.dest: a.default for a in calibrate._actions if a.dest in ("detector", "max_side")} == \
-        {"detector": None, "max_side": None}
+    assert {a.dest: a.default for a in calibrate._actions if a.dest in ("detector", "matcher", "max_side")} == \
+        {"detector": None, "matcher": None, "max_side": None}
     spelled = re.compile(r"""["']detector["']\s*:\s*["']sift|max_side["']?\s*[:=]\s*512|default=512|default=["']sift""")
     for path in (ROOT / "catalogue" / "deciding" / "local.py", ROOT / "catalogue" / "cli.py", ROOT / "tools" / "fit_local.py"):
         assert not spelled.search(path.read_text()), path

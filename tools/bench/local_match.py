@@ -2,12 +2,14 @@
 projection for the competition's test set.
 
     python -m tools.bench.local_match [--data data/synthetic/small/test] [--photos 200] [--pairs 2000]
-                                      [--shortlist 50] [--threads 2] [--detector sift xfeat]
+                                      [--shortlist 50] [--threads 2]
+                                      [--detector sift xfeat xfeat+lighterglue]
 
 Reads ``--photos`` photos of a survey folder (its metadata.csv), extracts their keypoints on one thread, then
 matches ``--pairs`` random pairs of them on one thread, timing the ratio-test matching and the RANSAC
 verification apart, and the whole step's pairs on ``--threads`` threads, for each ``--detector`` in turn. Prints
-each stage's milliseconds per detector side by side (with the last detector's ratio to the first), the kilobytes
+each stage's milliseconds per detector side by side, with the last detector's ratio to the first
+(``DETECTOR+MATCHER``: that detector's keypoints paired by a learned matcher, ``xfeat+lighterglue``), the kilobytes
 a photo's keypoints take, and the projection for the 2022 test set (about 3,400 distinct photos, 4,419 queries,
 ``--shortlist`` candidates each).
 """
@@ -33,9 +35,10 @@ def main(argv=None) -> None:
     p.add_argument("--shortlist", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-side", type=int, default=512)
-    from plugins.postprocess.local_match import DETECTORS
+    from plugins.postprocess.local_match import DETECTORS, MATCHER_DETECTORS
 
-    p.add_argument("--detector", nargs="+", choices=DETECTORS, default=["sift"], help="one or more, measured in "
+    choices = list(DETECTORS) + [f"{d}+{m}" for m, ds in MATCHER_DETECTORS.items() for d in ds]
+    p.add_argument("--detector", nargs="+", choices=choices, default=["sift"], help="one or more, measured in "
                    "one run and printed side by side with the last's ratio to the first (default sift)")
     args = p.parse_args(argv)
 
@@ -66,7 +69,8 @@ def measure(detector: str, files: list, args) -> dict:
     on ``args.threads`` threads, memory, and the projection for the 2022 test set."""
     from plugins.postprocess.local_match import LocalMatch, ransac_similarity
 
-    step = LocalMatch(max_side=args.max_side, detector=detector, workers=args.threads)
+    detector, _, matcher = detector.partition("+")
+    step = LocalMatch(max_side=args.max_side, detector=detector, matcher=matcher or "nearest", workers=args.threads)
     started = time.perf_counter()
     feats = [step.features(f) for f in files]
     extract_ms = 1000 * (time.perf_counter() - started) / len(files)
