@@ -219,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--detector", default=None, help="with --local: keypoints, sift, orb or xfeat (learned: pip install "
                    "'whaleid[matchers]'; the step names the ones it has) (default: the local_match step's)")
     c.add_argument("--matcher", default=None, help="with --local: how keypoints are paired, nearest (the detector's "
-                   "own) or lighterglue (a learned matcher for xfeat's keypoints, about 10x nearest's cost a pair) "
+                   "own) or lighterglue (a learned matcher for xfeat's keypoints, about 40x nearest's cost a pair) "
                    "(default: the local_match step's)")
     c.add_argument("--max-side", type=int, default=None, help="with --local: the photo's longer side for keypoints "
                    "(default: the local_match step's)")

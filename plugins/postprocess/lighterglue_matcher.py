@@ -6,17 +6,18 @@ small LightGlue (Lindenberger et al., "LightGlue: Local Feature Matching at Ligh
 
 ``matches(xa, da, xb, db, side, min_confidence)`` pairs two photos' keypoints (as ``xfeat_keypoints.keypoints``
 gives them) where LightGlue's match confidence is above ``min_confidence`` (its default filter, 0.1). Where
-mutual nearest neighbours take every pair of similar descriptors, LightGlue reads each keypoint's descriptor
-beside its neighbours' and their positions in both photos, so repeated texture (skin, water) matches less often.
+mutual nearest neighbours compare descriptors alone, LightGlue reads each keypoint's descriptor in the context of
+both photos' other keypoints and their positions (self- and cross-attention).
 
 Positions: kornia's LightGlue centres keypoints on the photo and divides by half its longer side, and encodes
 them rotarily in self-attention only, so a keypoint's match depends on where it lies relative to the others of
 its photo, not on the centre. ``local_match`` scales every photo to ``side`` px on its longer side, so the photo
 is described as ``side`` x ``side``: the same scale, and an offset that changes nothing (the tests check both).
 
-Cost: attention over both photos' keypoints, about 60 ms a pair of 500 keypoints on one core of a 2-core host
-(``python -m tools.bench.local_match``), some 40x mutual nearest neighbours; calls are serialised (one model per
-process, on the GPU when torch sees one), as torch spreads one pair over the cores.
+Cost: attention over both photos' keypoints, about 49 ms a pair of 500 keypoints on a 2-core host, 40x mutual
+nearest neighbours' (``python -m tools.bench.local_match --detector xfeat xfeat+lighterglue``); calls are
+serialised (one model per process, on the GPU when torch sees one), as torch spreads one pair over the cores.
+Pairs are matched one at a time: not batched on a GPU.
 """
 
 from __future__ import annotations
