@@ -96,7 +96,7 @@ class MultiMatch(LocalMatch):
         x = np.column_stack([np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))])
         y, queries = np.asarray(same, np.float64), np.asarray(queries)
         kinds = CHOOSE_FROM if self.fit_kind == "choose" else (self.fit_kind,)
-        fits = {kind: fit_kind(kind, x, y, rel) for kind in kinds}
+        fits = {kind: fit_one_kind(kind, x, y, rel) for kind in kinds}
         ap = {kind: mean_ap(_probability(f, x, rel), y, queries) for kind, f in fits.items()}
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)), "mean_ap": ap}
         if len(kinds) > 1:  # chosen on queries each fit has not seen: the larger model's in-sample edge does not count
@@ -114,7 +114,7 @@ class MultiMatch(LocalMatch):
         return _probability(self.fusion, np.column_stack([g, n]), relations)
 
 
-def fit_kind(kind: str, x: np.ndarray, y: np.ndarray, rel: list) -> dict:
+def fit_one_kind(kind: str, x: np.ndarray, y: np.ndarray, rel: list) -> dict:
     """One fusion of ``kind`` fitted on ``x`` ([pairs, 1 + detectors]: the global score, then each detector's
     ``log(1 + inliers)``), ``y`` (1 for a pair of one whale) and each pair's view relation ``rel``."""
     if kind == "view":
@@ -141,7 +141,7 @@ def held_out_ap(kinds, x: np.ndarray, y: np.ndarray, rel: list, queries: np.ndar
         if not test.any() or y[train].min() == y[train].max():
             continue
         for kind in kinds:
-            f = fit_kind(kind, x[train], y[train], list(rel[train]))
+            f = fit_one_kind(kind, x[train], y[train], list(rel[train]))
             p[kind][test] = _probability(f, x[test], list(rel[test]))
     scored = ~np.isnan(p[kinds[0]])
     return {kind: mean_ap(p[kind][scored], y[scored], queries[scored]) for kind in kinds}

@@ -60,7 +60,7 @@ def test_the_choice_is_made_on_queries_each_fit_did_not_see():
     """``held_out_ap``: each query ranked by the fusion fitted on the other folds' queries (checked against that
     computed by hand for the mean), and the view fusion chosen where top-against-lateral counts are noise that
     the pooled fits let move the ranking."""
-    from plugins.postprocess.multi_match import _probability, fit_kind, held_out_ap
+    from plugins.postprocess.multi_match import _probability, fit_one_kind, held_out_ap
 
     rng = np.random.default_rng(3)
     records, truth = [], set()
@@ -88,7 +88,7 @@ def test_the_choice_is_made_on_queries_each_fit_did_not_see():
     fold = np.array([group[q] for q in queries])
     p = np.zeros(len(y))
     for k in range(5):
-        f = fit_kind("mean", x[fold != k], y[fold != k], [r for r, z in zip(rel, fold) if z != k])
+        f = fit_one_kind("mean", x[fold != k], y[fold != k], [r for r, z in zip(rel, fold) if z != k])
         p[fold == k] = _probability(f, x[fold == k])
     assert held_out_ap(("mean",), x, y, rel, queries)["mean"] == pytest.approx(mean_ap(p, y, queries))
 
