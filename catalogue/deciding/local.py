@@ -82,12 +82,19 @@ class Evidence:
 
     def __init__(self, db: Path, options: Optional[dict] = None, per_whale: int = 3, bundle: Optional[Path] = None):
         bundle = str(bundle) if bundle else None
-        defaults = step_defaults(bundle)
-        # a bundle's step from before an option existed has no default for it: the option is left out
-        self.options = dict({k: defaults[k] for k in KEYED_BY if k in defaults},
-                            **{k: v for k, v in (options or {}).items() if v is not None})
-        self.step = local_step(bundle, cache_dir=str(keypoint_dir(db)), **self.options)
+        defaults, here = step_defaults(bundle), step_defaults()
         self.source = step_factory(bundle)[1]
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        # a bundle packed before an option existed has no such option: where the calibration asked for what this
+        # installation's step does by default (matcher: nearest), the bundle's step does the same without it
+        given = {k: v for k, v in given.items() if k in defaults or k not in here or here[k] != v}
+        missing = {k: v for k, v in given.items() if k in KEYED_BY and k not in defaults}
+        if missing:
+            raise ValueError(f"the keypoint evidence asks for {', '.join(f'{k}: {v}' for k, v in missing.items())}, "
+                             f"which the local_match step of {self.source} does not offer (packed before it "
+                             "existed): calibrate again without it, or pack the bundle again with this installation")
+        self.options = dict({k: defaults[k] for k in KEYED_BY if k in defaults}, **given)
+        self.step = local_step(bundle, cache_dir=str(keypoint_dir(db)), **self.options)
         self.per_whale = int(per_whale)
 
     def extract(self, files: Sequence[str], desc: str = "keypoints") -> int:

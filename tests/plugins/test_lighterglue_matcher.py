@@ -118,3 +118,31 @@ def test_the_catalogue_calibrates_with_the_matcher_it_is_given(tmp_path):
     evidence = Evidence(args.db, {"detector": args.detector, "matcher": args.matcher, "max_side": args.max_side})
     assert evidence.step.matcher == "lighterglue" and evidence.options["matcher"] == "lighterglue"
     assert Evidence(tmp_path / "c.sqlite").options["matcher"] == "nearest"  # the step's own default otherwise
+
+
+def test_a_bundle_packed_before_the_matcher_existed_still_identifies(tmp_path, monkeypatch):
+    """A calibration made by this installation keeps ``matcher`` and ``min_confidence`` in its options; identify
+    opens the bundle's own ``local_match``, which a bundle packed before those options existed lacks. Asking for
+    what the old step does anyway (``matcher: nearest``) works there; asking for LighterGlue is refused naming
+    the option, the bundle and what to do."""
+    import inspect
+
+    from catalogue.deciding import local
+
+    class PackedEarlier(LocalMatch):  # the step as bundles packed before the option carried it
+        def __init__(self, shortlist=50, top_k=20, detector="sift", max_keypoints=500, max_side=512, ratio=0.8,
+                     ransac_px=8.0, ransac_iters=256, mirror="opposite", fusion=None, fit_kind="logistic",
+                     cache_dir=None, workers=None, min_cosine=0.82):
+            super().__init__(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    assert "matcher" not in inspect.signature(PackedEarlier).parameters
+    real = local.step_factory
+    monkeypatch.setattr(local, "step_factory", lambda bundle=None: (PackedEarlier, "the bundle old.zip") if bundle
+                        else real(None))
+    calibrated = local.Evidence(tmp_path / "c.sqlite", {"detector": "xfeat"}).options  # this installation's
+    assert calibrated["matcher"] == "nearest" and "min_confidence" in calibrated
+    old = local.Evidence(tmp_path / "c.sqlite", calibrated, bundle=tmp_path / "old.zip")
+    assert "matcher" not in old.options and old.step.detector == "xfeat" and old.step.matcher == "nearest"
+    with pytest.raises(ValueError, match=r"asks for matcher: lighterglue, which the local_match step of the bundle "
+                                         r"old\.zip does not offer.*pack the bundle again"):
+        local.Evidence(tmp_path / "c.sqlite", dict(calibrated, matcher="lighterglue"), bundle=tmp_path / "old.zip")
