@@ -35,10 +35,9 @@ def main(argv=None) -> None:
     p.add_argument("--shortlist", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-side", type=int, default=512)
-    from plugins.postprocess.local_match import DETECTORS, MATCHER_DETECTORS
+    from plugins.postprocess.multi_match import CHOICES
 
-    choices = list(DETECTORS) + [f"{d}+{m}" for m, ds in MATCHER_DETECTORS.items() for d in ds]
-    p.add_argument("--detector", nargs="+", choices=choices, default=["sift"], help="one or more, measured in "
+    p.add_argument("--detector", nargs="+", choices=CHOICES, default=["sift"], help="one or more, measured in "
                    "one run and printed side by side with the last's ratio to the first (default sift)")
     args = p.parse_args(argv)
 
@@ -69,8 +68,9 @@ def measure(detector: str, files: list, args) -> dict:
     on ``args.threads`` threads, memory, and the projection for the 2022 test set."""
     from plugins.postprocess.local_match import LocalMatch, ransac_similarity
 
-    detector, _, matcher = detector.partition("+")
-    step = LocalMatch(max_side=args.max_side, detector=detector, matcher=matcher or "nearest", workers=args.threads)
+    from plugins.postprocess.multi_match import matcher_options
+
+    step = LocalMatch(max_side=args.max_side, workers=args.threads, **matcher_options(detector))
     started = time.perf_counter()
     feats = [step.features(f) for f in files]
     extract_ms = 1000 * (time.perf_counter() - started) / len(files)
