@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     d = recipe_defaults(step_defaults())
     p.add_argument("--shortlist", type=int, help=f"candidates matched per query (default {d['shortlist']})")
-    from plugins.postprocess.local_match import DETECTORS, FUSIONS, MATCHERS
+    from plugins.postprocess.local_match import DETECTORS, MATCHERS
 
     p.add_argument("--detector", choices=DETECTORS, help=f"default {d['detector']}; xfeat is learned (pip install "
                    "'whaleid[matchers]'), and a run fitted with it packs only for this installation (submission.build "
@@ -75,11 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, help=f"the photo's longer side in px for keypoints (default {d['max_side']})")
     p.add_argument("--ratio", type=float, help=f"Lowe's ratio test (default {d['ratio']})")
     p.add_argument("--mirror", choices=("opposite", "never", "always"), help=f"default {d['mirror']}")
-    p.add_argument("--fit-kind", choices=FUSIONS, help="one logistic on both scores, each "
-                   "calibrated alone and averaged (WildFusion's), one logistic whose inliers' term is split by the "
+    p.add_argument("--fit-kind", choices=("logistic", "mean", "view"), help="one logistic on both scores, each "
+                   "calibrated alone and averaged (WildFusion's), or one logistic whose inliers' term is split by the "
                    "pair's view relation (same view, mirrored lateral, top against lateral) where validation shows "
-                   "it differs (view), or the same terms weighed to rank each validation query's own shortlist "
-                   f"(rank: the conditional logistic) (default {d['fit_kind']}, the default recipe's)")
+                   f"it differs (default {d['fit_kind']}, the default recipe's)")
     args = p.parse_args(argv)
     from core.training.fit import fit_postprocess
 

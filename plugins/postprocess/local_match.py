@@ -290,20 +290,19 @@ class LocalMatch:
         query, its id, the shortlist's database ids, global scores and inlier counts) and ``truth``, the
         (query id, database image id) pairs of one whale; a record may carry each pair's view relation as a fifth
         item (``relation``). The step ranks with the fitted fusion from then on."""
-        g, n, same, rel, queries = [], [], [], [], []
-        for k, record in enumerate(records):
+        g, n, same, rel = [], [], [], []
+        for record in records:
             query, candidates, scores, counts = record[:4]
             g += list(scores)
             n += list(counts)
             same += [(str(query), str(c)) in truth for c in candidates]
             rel += list(record[4]) if len(record) > 4 else ["unknown"] * len(candidates)
-            queries += [k] * len(candidates)
         if not any(same) or all(same):
             raise ValueError(f"the validation shortlists hold {sum(same)} true pairs of {len(same)}; fitting the "
                              "fusion needs both kinds")
         self.fit_pairs = {"pairs": len(same), "true_pairs": int(sum(same)),
                           "photos": len(self.cache), "photos_with_keypoints": sum(1 for v in self.cache.values() if len(v[0]))}
-        self.fusion = fit_fusion(g, n, same, self.fit_kind, rel, queries)  # from here on the step ranks fused
+        self.fusion = fit_fusion(g, n, same, self.fit_kind, rel)  # from here on the step ranks fused
         return {"fusion": self.fusion}
 
     def probability(self, g, n, relations=None) -> np.ndarray:
@@ -333,7 +332,7 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
-FUSIONS = ("logistic", "mean", "view", "rank")
+FUSIONS = ("logistic", "mean", "view")
 RELATIONS = ("same", "mirrored", "cross", "unknown")
 MIN_PAIRS = 20  # true and false validation pairs a view relation needs for an inliers' term of its own
 MIN_WEIGHT = 1e-6  # a global weight under this would tie candidates without inliers: the global score alone ranks
@@ -403,19 +402,15 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, px: float, iters: int, s
     return within[int(np.argmax(counts))] if mask else int(counts.max())
 
 
-def fit_fusion(g, n, same, kind: str = "logistic", relations=None, queries=None) -> dict:
+def fit_fusion(g, n, same, kind: str = "logistic", relations=None) -> dict:
     """``kind`` logistic: ``{a, b, c}`` of P(same) = sigmoid(a g + b log(1 + n) + c); ``kind`` mean (WildFusion's
     "mean of calibrated scores"): each score's own logistic, ``{kind: mean, g: {a, c}, n: {a, c}}``. Fitted by
     the project's one logistic fitter (``core.logistic``: Newton's method, a small ridge keeps it finite on
     separable data) with every weight on a score ``>= 0``, so P never falls as a score rises."""
     y = np.asarray(same, np.float64)
     g, n = np.asarray(g, np.float64), np.log1p(np.asarray(n, np.float64))
-    if kind in ("view", "rank"):
-        rel = ["unknown"] * len(y) if relations is None else list(relations)
-        if kind == "rank" and queries is None:
-            raise ValueError("postprocess 'local_match' fit_kind rank fits within each query's shortlist: the "
-                             "fit needs each pair's query")
-        return _fit_by_view(g, n, y, rel, queries if kind == "rank" else None)
+    if kind == "view":
+        return _fit_by_view(g, n, y, ["unknown"] * len(y) if relations is None else list(relations))
     if kind == "mean":
         (a, *_), c = fit_logistic(g[:, None], y, monotone=[True], ridge=RIDGE)
         (b, *_), d = fit_logistic(n[:, None], y, monotone=[True], ridge=RIDGE)
@@ -429,7 +424,7 @@ def _log_likelihood(x, y, w, c) -> float:
     return float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def _fit_by_view(g, n, y, relations, queries=None) -> dict:
+def _fit_by_view(g, n, y, relations) -> dict:
     """``{kind: view, a, c, b: {relation: b}, d: {relation: d}}``: one logistic on the global score (weight ``a``
     shared by every relation) with, per view relation, an offset ``d`` (its own base rate; the most common relation
     is the reference, ``d = 0``; relations short of ``MIN_PAIRS`` true and false validation pairs share one) and an
@@ -441,88 +436,19 @@ def _fit_by_view(g, n, y, relations, queries=None) -> dict:
     logistic gives it, instead of losing its inliers for want of pairs. Each term then stays only where dropping it
     fails the same test; else its ``b`` is 0 and its candidates follow the global score. Where the global score
     gets no weight, the global-only logistic ranks every pair."""
-    a, c, b, d = fit_view_terms(g, n[:, None], y, relations, queries)
+    a, c, b, d = fit_view_terms(g, n[:, None], y, relations)
     return {"kind": "view", "a": a, "c": c, "b": {r: v[0] for r, v in b.items()}, "d": d}
-
-
-def fit_within_queries(x, y, queries, monotone=None, ridge: float = RIDGE, iterations: int = 50) -> tuple:
-    """(weights [d], log-likelihood) of the conditional logistic: within each query's shortlist, P(candidate i is
-    the true one) = exp(x_i w) / sum over the shortlist of exp(x_j w), a query with several true candidates
-    counting each at 1 / their number, queries with none or only true ones left out (they say nothing of the
-    order). The likelihood of what a re-ranking is judged on: the order inside each shortlist, not whether a
-    query has a true candidate at all. No intercept (it cancels within a query). Newton's method with ``ridge``
-    on the weights; a ``monotone`` column whose weight comes out negative is dropped (0) and the rest refitted,
-    as ``core.logistic.fit_logistic`` does."""
-    x, y, queries = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(queries)
-    x = x.reshape(len(y), -1)
-    _, group = np.unique(queries, return_inverse=True)
-    trues, size = np.bincount(group, weights=y), np.bincount(group)
-    usable = ((trues > 0) & (trues < size))[group]
-    x, y, group = x[usable], y[usable], group[usable]
-    monotone = np.zeros(x.shape[1], bool) if monotone is None else np.asarray(monotone, bool)
-    weights = np.zeros(x.shape[1])
-    if not len(y):
-        return weights, 0.0
-    order = np.argsort(group, kind="stable")
-    x, y, group = x[order], y[order], group[order]
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    gid = np.cumsum(np.r_[False, group[1:] != group[:-1]])
-    target = y / np.add.reduceat(y, starts)[gid]  # each true candidate at 1 / the query's true ones
-    use = list(range(x.shape[1]))
-
-    def soft(w):
-        z = x[:, use] @ w
-        z = z - np.maximum.reduceat(z, starts)[gid]
-        e = np.exp(z)
-        total = np.add.reduceat(e, starts)
-        return e / total[gid], float(np.sum(target * (z - np.log(total)[gid])))
-
-    def objective(w):  # the penalised log-likelihood Newton's steps must raise
-        p, ll = soft(w)
-        return p, ll - 0.5 * ridge * float(w @ w)
-
-    while use:
-        xs, w = x[:, use], np.zeros(len(use))
-        p, value = objective(w)
-        for _ in range(iterations):
-            grad = xs.T @ (p - target) + ridge * w
-            mean = np.add.reduceat(p[:, None] * xs, starts)
-            hess = (xs * p[:, None]).T @ xs - mean.T @ mean + (ridge + 1e-9) * np.eye(len(use))
-            step = np.linalg.solve(hess, grad)
-            for _ in range(60):  # a shortlist's scores differ little, so a full step can overshoot: halve it
-                p_new, value_new = objective(w - step)
-                if value_new >= value - 1e-12:
-                    break
-                step = step / 2
-            w, p, value = w - step, p_new, value_new
-            if np.abs(step).max() < 1e-10:
-                break
-        negative = [c for c, v in zip(use, w) if v < 0 and monotone[c]]
-        if not negative:
-            break
-        use = [c for c in use if c not in negative]
-    if not use:
-        return weights, soft(np.zeros(0))[1]
-    weights[use] = w
-    return weights, soft(w)[1]
 
 
 CHI2_95 = {1: 3.841, 2: 5.991, 3: 7.815, 4: 9.488}  # the chi-square's 95% point by degrees of freedom
 
 
-def fit_view_terms(g, n, y, relations, queries=None) -> tuple:
+def fit_view_terms(g, n, y, relations) -> tuple:
     """(a, c, b: {relation: [weight per column of n]}, d: {relation: offset}): ``_fit_by_view``'s fit for one or
     more inlier counts a pair (``n``: [pairs, detectors] of ``log(1 + inliers)``; ``multi_match`` gives one column
     per detector). A relation splits off all its columns at once (a likelihood-ratio test with one degree of
     freedom per column); each (relation group, detector) term then stays only where dropping it fails the test at
-    one degree of freedom.
-
-    With ``queries`` (each pair's query), the weights are those that best rank each query's own shortlist
-    (``fit_within_queries``: the conditional logistic, whose likelihood compares a query's true candidates with its
-    others only, so queries without a true candidate in their shortlist, and how many candidates of a relation a
-    query has, do not move the base rates ``d``), the tests on that likelihood, and the scale and ``c`` then fitted
-    on every pair so that P stays a probability (one logistic on the fitted score: the order within each query is
-    unchanged)."""
+    one degree of freedom."""
     n = np.asarray(n, np.float64).reshape(len(g), -1)
     cols = n.shape[1]
     rel = np.asarray(relations, dtype=object)
@@ -540,16 +466,10 @@ def fit_view_terms(g, n, y, relations, queries=None) -> tuple:
         groups = [[r for r in RELATIONS if r not in split]] + [[r] for r in split]
         return [(tuple(v), j) for v in groups for j in range(cols)]
 
-    def columns(ts):
-        return np.column_stack([g] + [np.where(np.isin(rel, v), n[:, j], 0.0) for v, j in ts]
-                               + [member[k].astype(float) for k in offsets])
-
-    def fit(ts, within=False):
-        x, monotone = columns(ts), [True] * (1 + len(ts)) + [False] * len(offsets)
-        if within:
-            w, ll = fit_within_queries(x, y, queries, monotone=monotone, ridge=RIDGE)
-            return w, 0.0, ll
-        w, c = fit_logistic(x, y, monotone=monotone, ridge=RIDGE)
+    def fit(ts):
+        x = np.column_stack([g] + [np.where(np.isin(rel, v), n[:, j], 0.0) for v, j in ts]
+                            + [member[k].astype(float) for k in offsets])
+        w, c = fit_logistic(x, y, monotone=[True] * (1 + len(ts)) + [False] * len(offsets), ridge=RIDGE)
         return w, c, _log_likelihood(x, y, w, c)
 
     pooled = fit(terms([]))[2]
@@ -558,10 +478,7 @@ def fit_view_terms(g, n, y, relations, queries=None) -> tuple:
     w, c, ll = fit(ts)
     keep = [t for j, t in enumerate(ts)
             if w[j + 1] > 0 and 2 * (ll - fit([u for u in ts if u != t])[2]) > CHI2_95[1]]
-    w, c, _ = fit(keep, within=queries is not None)
-    if queries is not None:  # the fitted score's scale and c on every pair: P a probability, each order kept
-        (k,), c = fit_logistic((columns(keep) @ w)[:, None], y, monotone=[True], ridge=RIDGE)
-        w = w * k
+    w, c, _ = fit(keep)
     b, d = {r: [0.0] * cols for r in RELATIONS}, {r: 0.0 for r in RELATIONS}
     if w[0] <= MIN_WEIGHT:  # the global score gets no weight beside the rest (cross-view pairs whose true ones
         # score low can do that): candidates without inliers would tie, a tie the metric breaks at random; the

@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ARMS = {"global": None, "sift": {"detector": "sift", "fit_kind": "logistic"},
-        "sift_view": {"detector": "sift", "fit_kind": "view"}, "sift_rank": {"detector": "sift", "fit_kind": "rank"},
-        "xfeat": {"detector": "xfeat", "fit_kind": "logistic"},
+        "sift_view": {"detector": "sift", "fit_kind": "view"}, "xfeat": {"detector": "xfeat", "fit_kind": "logistic"},
         "xfeat_view": {"detector": "xfeat", "fit_kind": "view"},
         "lighterglue_view": {"detector": "xfeat", "matcher": "lighterglue", "fit_kind": "view"},
         "both": {"name": "multi_match", "detectors": ["sift", "xfeat"], "fit_kind": "choose"},
