@@ -21,11 +21,13 @@ queries, each ranked by the fusion fitted on the other four; a tie goes to the s
 query. ``view`` is the default because on the quality bench (docs/benchmarks.md, every survey of both renderers,
 two seeds) ``choose`` kept the view fusion on 18 of 22 survey-seeds and on the other four the one logistic, level
 on the survey means (-0.00002 mAP) but on three of those four 0.05 to 0.15 below the global ranking on the
-cross-view scenarios, which validation queries ranked whole do not weigh apart. ``fusion: {kind, parts: [{a, c}, ...]}``
-(mean; the global score first, then the detectors in order), ``{kind: logistic, w: [...], c}`` or ``{kind: view,
-a, c, b: {relation: [one weight per detector]}, d: {relation: d}}``. Unfitted, it passes the global ranking through. What it costs is the
-sum of its detectors' costs (``python -m tools.bench.local_match --detector ...``). With ``xfeat`` among the
-detectors it runs on this installation only (``submission.build --runtime here``), as ``local_match`` does.
+cross-view scenarios, which validation queries ranked whole do not weigh apart.
+
+``fusion: {kind, parts: [{a, c}, ...]}`` (mean; the global score first, then the detectors in order), ``{kind:
+logistic, w: [...], c}`` or ``{kind: view, a, c, b: {relation: [one weight per detector]}, d: {relation: d}}``.
+Unfitted, it passes the global ranking through. What it costs is the sum of its detectors' costs (``python -m
+tools.bench.local_match --detector ...``). With ``xfeat`` among the detectors it runs on this installation only
+(``submission.build --runtime here``), as ``local_match`` does.
 """
 
 from __future__ import annotations
